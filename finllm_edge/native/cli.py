@@ -1,0 +1,57 @@
+"""`finllm-edge native fetch | build | info`: the pinned llama.cpp and the native/ build."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .targets import TARGETS
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="native_cmd", metavar="CMD")
+    sub.add_parser("fetch", help="download + verify the pinned llama-cpp-python sdist, extract vendor/llama.cpp")
+    b = sub.add_parser("build", help="build llama.cpp (once, cached) and native/ (incremental) for a target")
+    b.add_argument("--target", default="host", choices=list(TARGETS), help="build target (default: host)")
+    b.add_argument("--force-llama", action="store_true", help="rebuild the cached llama.cpp prefix")
+    b.add_argument("--test", action="store_true", help="run the C tests (ctest) after building")
+    i = sub.add_parser("info", help="print paths of the built libs, fe-bench and upstream tools as JSON")
+    i.add_argument("--target", default="host", choices=list(TARGETS))
+    i.add_argument("--build", action="store_true", help="build first if needed")
+    sub.add_parser("targets", help="list the build targets")
+
+
+def main(args: argparse.Namespace) -> int:
+    cmd = getattr(args, "native_cmd", None)
+    if cmd == "fetch":
+        from .fetch import llama_src_dir, llama_version_string
+
+        path = llama_src_dir()
+        print(f"llama.cpp {llama_version_string()} at {path}")
+        return 0
+    if cmd == "build":
+        from .build import ensure_built, run_ctest
+
+        info = ensure_built(args.target, force_llama=args.force_llama)
+        print(f"built {info.target}: {info.lib_shared}, {info.fe_bench} (llama.cpp {info.llama_cpp_version})",
+              file=sys.stderr)
+        if args.test:
+            return run_ctest(info)
+        return 0
+    if cmd == "info":
+        from .build import ensure_built, existing_build
+
+        info = ensure_built(args.target) if args.build else existing_build(args.target)
+        if info is None:
+            print(f"finllm-edge native info: target {args.target} is not built; run "
+                  f"`finllm-edge native build --target {args.target}`", file=sys.stderr)
+            return 1
+        print(json.dumps(info.to_json(), indent=2))
+        return 0
+    if cmd == "targets":
+        for t in TARGETS.values():
+            print(f"{t.name:24s} {t.description}")
+        return 0
+    print("usage: finllm-edge native {fetch,build,info,targets} (see --help)", file=sys.stderr)
+    return 2

@@ -1,0 +1,298 @@
+/*
+ * finllm_edge.h - C API of finllm-edge: run a GGUF language model on a phone or a PC.
+ *
+ * Usage:
+ *
+ *     fe_model *model = NULL;
+ *     fe_model_params mp = fe_model_default_params();
+ *     if (fe_model_load("model.gguf", &mp, &model) != FE_OK) {
+ *         fprintf(stderr, "load failed: %s\n", fe_last_error());
+ *         return 1;
+ *     }
+ *     fe_session *s = NULL;
+ *     fe_session_params sp = fe_session_default_params();
+ *     sp.n_ctx = 2048;
+ *     if (fe_session_create(model, &sp, &s) != FE_OK) { ... fe_last_error() ... }
+ *
+ *     fe_chat_message msgs[] = {{"user", "What is a bond coupon?"}};
+ *     char prompt[4096];
+ *     size_t len = 0;
+ *     fe_chat_format(model, msgs, 1, true, prompt, sizeof prompt, &len);
+ *
+ *     fe_generate_params gp = fe_generate_default_params();
+ *     gp.max_tokens = 128;
+ *     gp.on_token = my_print_piece;           // bool (*)(const char*, size_t, int32_t, void*)
+ *     fe_generate_result r;
+ *     fe_status st = fe_generate(s, prompt, &gp, &r);
+ *     fe_profile prof;
+ *     fe_session_get_profile(s, &prof);       // ttft_ms, decode_tok_s, token_ms[], ...
+ *
+ *     fe_session_free(s);
+ *     fe_model_free(model);
+ *
+ * Thread safety:
+ *   - One session per thread at a time: never call into the same fe_session from two
+ *     threads at once. Different sessions may run on different threads concurrently.
+ *   - An fe_model is read-only after loading and may be shared by sessions on several
+ *     threads; free it only after all its sessions are freed.
+ *   - fe_session_cancel() is the exception: it may be called from any thread, at any time
+ *     while the session is alive, to stop the generation in progress.
+ *   - fe_last_error() is thread-local: it describes the last failed call on this thread.
+ *   - fe_set_log_callback()/fe_set_log_level() are process-global; call them at startup.
+ *
+ * Errors: functions return fe_status (FE_OK = 0, negative = error) or NULL; they never
+ * abort the process on bad input (NULL arguments, missing or non-GGUF files, zero
+ * context). Every *_free accepts NULL.
+ */
+#ifndef FINLLM_EDGE_H
+#define FINLLM_EDGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(_WIN32)
+#  if defined(FE_BUILDING_LIB)
+#    define FE_API __declspec(dllexport)
+#  else
+#    define FE_API
+#  endif
+#else
+#  define FE_API __attribute__((visibility("default")))
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- status and errors */
+
+typedef enum fe_status {
+    FE_OK                   = 0,
+    FE_ERR_INVALID_ARG      = -1,  /* NULL pointer, zero/negative size, bad option value */
+    FE_ERR_FILE_NOT_FOUND   = -2,  /* model path does not exist or cannot be opened */
+    FE_ERR_BAD_MODEL        = -3,  /* not a GGUF file, truncated, or rejected by llama.cpp */
+    FE_ERR_OUT_OF_MEMORY    = -4,
+    FE_ERR_CONTEXT_OVERFLOW = -5,  /* prompt (+ generation) does not fit in n_ctx */
+    FE_ERR_CANCELLED        = -6,  /* fe_session_cancel() stopped the generation */
+    FE_ERR_DECODE           = -7,  /* llama.cpp failed to evaluate a batch */
+    FE_ERR_TEMPLATE         = -8,  /* the model has no usable chat template */
+    FE_ERR_BUFFER_TOO_SMALL = -9,  /* output buffer too small; *n_out holds the size needed */
+    FE_ERR_INTERNAL         = -10  /* unexpected failure (a C++ exception caught at the boundary) */
+} fe_status;
+
+/* Name of a status code ("FE_ERR_BAD_MODEL"); never NULL. */
+FE_API const char *fe_status_str(fe_status status);
+
+/* Message of the last failed call on this thread ("" if none). Valid until the next
+ * failing call on this thread. */
+FE_API const char *fe_last_error(void);
+FE_API void fe_clear_error(void);
+
+/* ---------------------------------------------------------------- versions and logs */
+
+FE_API const char *fe_version(void);            /* finllm-edge version, e.g. "0.1.0" */
+FE_API const char *fe_llama_version(void);      /* e.g. "0.3.36 (0c1e57098bba)" */
+FE_API const char *fe_build_variant(void);      /* CPU variant this lib was built for, "" = host */
+
+typedef enum fe_log_level {
+    FE_LOG_DEBUG = 1,
+    FE_LOG_INFO  = 2,
+    FE_LOG_WARN  = 3,
+    FE_LOG_ERROR = 4,
+    FE_LOG_NONE  = 5
+} fe_log_level;
+
+typedef void (*fe_log_callback)(fe_log_level level, const char *text, void *user_data);
+
+/* Messages below `level` (from finllm-edge and llama.cpp) are dropped; default
+ * FE_LOG_NONE (silent). llama.cpp errors always reach fe_last_error() regardless. */
+FE_API void fe_set_log_level(fe_log_level level);
+/* NULL restores the default sink (stderr). */
+FE_API void fe_set_log_callback(fe_log_callback callback, void *user_data);
+
+/* ---------------------------------------------------------------- model */
+
+typedef struct fe_model fe_model;
+
+typedef struct fe_model_params {
+    bool use_mmap;        /* map the file instead of reading it (default true) */
+    bool use_mlock;       /* lock the weights in RAM (default false) */
+    bool check_tensors;   /* let llama.cpp validate tensor data (slow; default false) */
+} fe_model_params;
+
+FE_API fe_model_params fe_model_default_params(void);
+
+/* Load a GGUF model. The file is checked (exists, GGUF magic, version, plausible header)
+ * before llama.cpp sees it. On failure *out is set to NULL. */
+FE_API fe_status fe_model_load(const char *path, const fe_model_params *params, fe_model **out);
+FE_API void fe_model_free(fe_model *model);
+
+typedef struct fe_model_info {
+    char     desc[128];        /* llama.cpp's description, e.g. "llama ?B Q4_0" */
+    uint64_t size_bytes;       /* bytes of tensor data */
+    uint64_t file_size_bytes;
+    uint64_t n_params;
+    double   bits_per_weight;  /* 8 * size_bytes / n_params */
+    int32_t  n_ctx_train;
+    int32_t  n_vocab;
+    bool     has_chat_template;
+    double   load_ms;          /* wall time of fe_model_load (mmap + first touch) */
+} fe_model_info;
+
+FE_API fe_status fe_model_get_info(const fe_model *model, fe_model_info *out);
+
+/* Check that `path` looks like a GGUF file llama.cpp may open (magic, version, counts
+ * against the file size), without loading it. FE_OK or FE_ERR_FILE_NOT_FOUND /
+ * FE_ERR_BAD_MODEL with a message naming the field. (Full structural validation of
+ * every key and tensor lives here too as it grows.) */
+FE_API fe_status fe_gguf_preflight(const char *path);
+
+/* ---------------------------------------------------------------- tokens and text */
+
+/* Tokenize `text`. On FE_ERR_BUFFER_TOO_SMALL, *n_out is the number of tokens needed. */
+FE_API fe_status fe_tokenize(const fe_model *model, const char *text, bool add_special,
+                             bool parse_special, int32_t *tokens, int32_t max_tokens,
+                             int32_t *n_out);
+
+/* Text of tokens (no NUL counted in *n_out; a NUL is written when it fits). On
+ * FE_ERR_BUFFER_TOO_SMALL, *n_out is the number of bytes needed (without the NUL). */
+FE_API fe_status fe_detokenize(const fe_model *model, const int32_t *tokens, int32_t n_tokens,
+                               bool render_special, char *buf, size_t buf_size, size_t *n_out);
+
+FE_API int32_t fe_token_eos(const fe_model *model);   /* -1 if none or model is NULL */
+FE_API int32_t fe_token_bos(const fe_model *model);   /* -1 if none or model is NULL */
+FE_API bool fe_token_is_eog(const fe_model *model, int32_t token);
+
+typedef struct fe_chat_message {
+    const char *role;     /* "system", "user", "assistant" */
+    const char *content;
+} fe_chat_message;
+
+/* Render messages with the model's own chat template (llama.cpp's built-in template
+ * engine; the template text is never executed as code). add_assistant appends the start
+ * of the assistant turn. NUL-terminated when it fits; see FE_ERR_BUFFER_TOO_SMALL. */
+FE_API fe_status fe_chat_format(const fe_model *model, const fe_chat_message *messages,
+                                size_t n_messages, bool add_assistant, char *buf,
+                                size_t buf_size, size_t *n_out);
+
+/* ---------------------------------------------------------------- session */
+
+typedef struct fe_session fe_session;
+
+typedef struct fe_sampling_params {
+    float   temperature;     /* <= 0: greedy (default 0) */
+    int32_t top_k;           /* <= 0: off (default 40) */
+    float   top_p;           /* >= 1: off (default 0.95) */
+    float   repeat_penalty;  /* 1.0: off (default 1.0) */
+    int32_t repeat_last_n;   /* tokens the penalty looks back at (default 64) */
+} fe_sampling_params;
+
+typedef struct fe_session_params {
+    uint32_t n_ctx;          /* context length in tokens; must be > 0 (default 2048) */
+    uint32_t n_batch;        /* prompt tokens per decode call (default 512) */
+    int32_t  n_threads;      /* decode threads, <= 0: all online CPUs (default 0) */
+    int32_t  n_threads_batch;/* prefill threads, <= 0: same as n_threads (default 0) */
+    uint32_t seed;           /* sampling seed (default 42) */
+    fe_sampling_params sampling;
+} fe_session_params;
+
+FE_API fe_session_params fe_session_default_params(void);
+
+/* Create a session (context + sampler chain). n_ctx == 0 is FE_ERR_INVALID_ARG. */
+FE_API fe_status fe_session_create(fe_model *model, const fe_session_params *params,
+                                   fe_session **out);
+FE_API void fe_session_free(fe_session *session);
+
+/* Forget the conversation (KV cache, sampler history). */
+FE_API fe_status fe_session_reset(fe_session *session);
+
+/* Ask the generation in progress on `session` to stop; safe from any thread. Checked
+ * before each token and, during prefill, inside llama.cpp's compute loop. The request
+ * is cleared when the next fe_generate*() call starts. */
+FE_API void fe_session_cancel(fe_session *session);
+
+/* ---------------------------------------------------------------- generation */
+
+/* Called once per generated token, in order: piece = its text (may be empty or an
+ * incomplete UTF-8 sequence; not NUL-terminated), token = its id. Return false to stop. */
+typedef bool (*fe_token_callback)(const char *piece, size_t piece_len, int32_t token,
+                                  void *user_data);
+
+typedef struct fe_generate_params {
+    int32_t max_tokens;          /* tokens to generate at most (default 256) */
+    const char *const *stop;     /* stop strings (not included in the output), may be NULL */
+    size_t n_stop;
+    bool add_special;            /* add BOS etc. when tokenizing the prompt (default true) */
+    bool parse_special;          /* parse <|im_start|>-style tokens in the prompt (default true) */
+    bool ignore_eos;             /* keep going past end-of-generation (benchmarks; default false) */
+    fe_token_callback on_token;  /* may be NULL */
+    void *user_data;
+} fe_generate_params;
+
+FE_API fe_generate_params fe_generate_default_params(void);
+
+typedef enum fe_stop_reason {
+    FE_STOP_NONE       = 0,  /* not finished (error) */
+    FE_STOP_EOS        = 1,  /* the model ended its turn */
+    FE_STOP_MAX_TOKENS = 2,
+    FE_STOP_STRING     = 3,  /* a stop string appeared */
+    FE_STOP_CALLBACK   = 4,  /* on_token returned false */
+    FE_STOP_CANCELLED  = 5,  /* fe_session_cancel() */
+    FE_STOP_CONTEXT_FULL = 6 /* n_ctx reached before max_tokens */
+} fe_stop_reason;
+
+typedef struct fe_generate_result {
+    fe_stop_reason stop_reason;
+    int32_t n_prompt;        /* prompt tokens evaluated */
+    int32_t n_generated;     /* tokens sampled, without an end-of-generation token */
+} fe_generate_result;
+
+/* Generate from a text prompt, starting from an empty context (each call is a fresh
+ * request). Returns FE_OK on EOS, max_tokens, a stop string or a callback stop;
+ * FE_ERR_CONTEXT_OVERFLOW if the prompt does not fit in n_ctx (checked before any work);
+ * FE_ERR_CANCELLED after fe_session_cancel(). `result` may be NULL. */
+FE_API fe_status fe_generate(fe_session *session, const char *prompt,
+                             const fe_generate_params *params, fe_generate_result *result);
+
+/* Same, from prompt tokens (e.g. a benchmark's exact-length prompt). */
+FE_API fe_status fe_generate_tokens(fe_session *session, const int32_t *tokens, int32_t n_tokens,
+                                    const fe_generate_params *params, fe_generate_result *result);
+
+/* ---------------------------------------------------------------- profile */
+
+/* LatencyProfile fields of the last fe_generate*() call on a session (see
+ * shared/design/BENCHMARKS.md). Times in ms, throughputs in tokens/s. */
+typedef struct fe_profile {
+    double load_ms;          /* model load time */
+    double tokenize_ms;
+    double prefill_ms;       /* evaluating the prompt */
+    double ttft_ms;          /* request start -> first generated token (tokenize+prefill+sample) */
+    double prefill_tok_s;    /* n_prompt / prefill time */
+    double decode_tok_s;     /* tokens after the first / their decode time */
+    double token_ms_p50;     /* percentiles of token_ms (linear interpolation) */
+    double token_ms_p90;
+    double token_ms_p99;
+    double e2e_ms;           /* request start -> last token */
+    double peak_rss_mb;      /* process peak resident set (VmHWM / getrusage) */
+    int32_t n_prompt;
+    int32_t n_gen;
+    /* Per-token decode latency, one entry per token after the first, in order. Owned by
+     * the session; valid until its next generate call, reset or free. */
+    const double *token_ms;
+    size_t n_token_ms;
+} fe_profile;
+
+FE_API fe_status fe_session_get_profile(const fe_session *session, fe_profile *out);
+
+/* Linear-interpolated percentile (numpy's default), q in [0, 100]; 0 for n == 0. */
+FE_API double fe_percentile(const double *values, size_t n, double q);
+
+/* Peak resident set size of this process in MiB (0 if unknown). */
+FE_API double fe_peak_rss_mb(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FINLLM_EDGE_H */

@@ -1,0 +1,83 @@
+// Model loading (mmap), freeing and information.
+#include "internal.h"
+
+#include <cstring>
+
+namespace fe {
+fe_status preflight(const char *path, uint64_t *file_size);
+}
+
+extern "C" {
+
+fe_model_params fe_model_default_params(void) {
+    fe_model_params p;
+    p.use_mmap = true;
+    p.use_mlock = false;
+    p.check_tensors = false;
+    return p;
+}
+
+fe_status fe_model_load(const char *path, const fe_model_params *params, fe_model **out) {
+    return fe::guard("fe_model_load", [&]() -> fe_status {
+        fe::clear_error();
+        if (!out) return fe::set_error(FE_ERR_INVALID_ARG, "fe_model_load: out is NULL");
+        *out = nullptr;
+        double t0 = fe::now_ms();
+        fe_model_params p = params ? *params : fe_model_default_params();
+        uint64_t file_size = 0;
+        fe_status st = fe::preflight(path, &file_size);
+        if (st != FE_OK) return st;
+        fe::ensure_backend();
+
+        llama_model_params mp = llama_model_default_params();
+        mp.n_gpu_layers = 0;
+        mp.load_mode = p.use_mmap ? (p.use_mlock ? LLAMA_LOAD_MODE_MMAP_MLOCK : LLAMA_LOAD_MODE_MMAP)
+                                  : (p.use_mlock ? LLAMA_LOAD_MODE_MLOCK : LLAMA_LOAD_MODE_NONE);
+        mp.check_tensors = p.check_tensors;
+        fe::clear_llama_errors();
+        llama_model *lm = llama_model_load_from_file(path, mp);
+        if (!lm) {
+            std::string why = fe::take_llama_errors();
+            return fe::set_error(FE_ERR_BAD_MODEL, "llama.cpp could not load '%s': %s", path,
+                                 why.empty() ? "no details" : why.c_str());
+        }
+        fe_model *m = new (std::nothrow) fe_model();
+        if (!m) {
+            llama_model_free(lm);
+            return fe::set_error(FE_ERR_OUT_OF_MEMORY, "fe_model_load: out of memory");
+        }
+        m->model = lm;
+        m->vocab = llama_model_get_vocab(lm);
+        m->path = path;
+        m->file_size = file_size;
+        m->load_ms = fe::elapsed_ms(t0);
+        *out = m;
+        return FE_OK;
+    });
+}
+
+void fe_model_free(fe_model *model) {
+    if (!model) return;
+    llama_model_free(model->model);
+    delete model;
+}
+
+fe_status fe_model_get_info(const fe_model *model, fe_model_info *out) {
+    return fe::guard("fe_model_get_info", [&]() -> fe_status {
+        fe::clear_error();
+        if (!model || !out) return fe::set_error(FE_ERR_INVALID_ARG, "fe_model_get_info: model or out is NULL");
+        memset(out, 0, sizeof *out);
+        llama_model_desc(model->model, out->desc, sizeof out->desc);
+        out->size_bytes = llama_model_size(model->model);
+        out->file_size_bytes = model->file_size;
+        out->n_params = llama_model_n_params(model->model);
+        out->bits_per_weight = out->n_params ? 8.0 * (double)out->size_bytes / (double)out->n_params : 0.0;
+        out->n_ctx_train = llama_model_n_ctx_train(model->model);
+        out->n_vocab = llama_vocab_n_tokens(model->vocab);
+        out->has_chat_template = llama_model_chat_template(model->model, nullptr) != nullptr;
+        out->load_ms = model->load_ms;
+        return FE_OK;
+    });
+}
+
+}  // extern "C"

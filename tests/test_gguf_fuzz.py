@@ -1,0 +1,64 @@
+"""Bounded structure-aware fuzzing of the GGUF validators (the long run: scripts/fuzz_gguf.py).
+
+Python must raise nothing but GGUFValidationError; the C validator, built with ASan+UBSan,
+must not die of a signal or print a sanitizer report; both must name the same field and
+offset for every mutant.
+"""
+from __future__ import annotations
+
+import importlib.util
+import random
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gguf_tools import ROOT, build_c_validator, run_c_validator, sanitizer_report  # noqa: E402
+
+from finllm_edge.gguf_validate import GGUFValidationError, validate_file
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("fuzz_gguf", ROOT / "scripts/fuzz_gguf.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+fuzz_gguf = _load_script()
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    work = tmp_path_factory.mktemp("fuzz")
+    return {"work": work, "exe": build_c_validator(work, sanitize=True),
+            "bases": {b.name: b for b in fuzz_gguf.bases(work)}}
+
+
+@settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rnd=st.randoms(use_true_random=False), which=st.sampled_from(["tiny"] * 4 + ["smollm2"]))
+def test_mutants_get_the_same_clean_verdict_from_python_and_c(env, rnd: random.Random, which: str):
+    path = env["work"] / "mutant.gguf"
+    fuzz_gguf.write_mutant(path, env["bases"][which], rnd)
+    try:
+        validate_file(path)
+        py = (0, -1, "-")
+    except GGUFValidationError as e:
+        py = (-2, e.offset, e.field)
+    verdicts, proc = run_c_validator(env["exe"], [path], sanitize=True)
+    assert sanitizer_report(proc.stderr) is None, proc.stderr[-3000:]
+    assert proc.returncode in (0, 1), (proc.returncode, proc.stderr[-3000:])
+    assert [(v.code, v.offset, v.field) for v in verdicts] == [py]
+
+
+@pytest.mark.slow
+def test_fuzz_script_short_run_finds_nothing():
+    """The script end to end, including llama.cpp loading every mutant both validators accept."""
+    r = fuzz_gguf.fuzz(seconds=10, seed=1234, use_llama=True)
+    assert r["executions"] > 200
+    assert r["llama_cpp_on_accepted"]["loaded"] > 0
+    assert (r["crashes"], r["mismatches"]) == (0, 0), r["findings"][:5]
+    assert "executions/s" in fuzz_gguf.table(r)
