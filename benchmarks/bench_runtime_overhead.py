@@ -147,15 +147,22 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[overhead] round {rnd + 1}/{a.rounds} {name}: {samples[name][-1]}", file=sys.stderr)
     med = {name: {k: statistics.median(s[k] for s in runs) for k in runs[0]} for name, runs in samples.items() if runs}
     ref = med["llama-bench"]
-    ratios = {name: {"pp": m["pp"] / ref["pp"], "tg": m["tg"] / ref["tg"]} for name, m in med.items()
-              if name != "llama-bench"}
+    # Primary: the median over rounds of the ratio within a round (the runs of one round are
+    # adjacent in time, so they share the machine's background load); also the ratio of medians.
+    ratios = {name: {k: statistics.median(s[k] / r[k] for s, r in zip(runs, samples["llama-bench"]))
+                     for k in ("pp", "tg")}
+              for name, runs in samples.items() if runs and name != "llama-bench"}
+    ratio_of_medians = {name: {"pp": m["pp"] / ref["pp"], "tg": m["tg"] / ref["tg"]} for name, m in med.items()
+                        if name != "llama-bench"}
     doc = {"model": str(model), "threads": a.threads, "n_prompt": a.n_prompt, "n_gen": a.n_gen,
            "repetitions": a.repetitions, "rounds": a.rounds, "median_tok_s": med, "ratio_vs_llama_bench": ratios,
+           "ratio_of_medians": ratio_of_medians,
            "samples": samples, "target_decode_ratio": TARGET,
            "engine_meets_target": ratios["engine"]["tg"] >= TARGET,
            "fe_bench_built": tools["fe-bench"] is not None}
     print(f"\n{model.name}, {a.threads} threads, pp{a.n_prompt} / tg{a.n_gen} "
           f"(llama-bench tg at depth {a.n_prompt}), median of {a.rounds} interleaved rounds x {a.repetitions} reps")
+    print("ratios: median over rounds of (runner / llama-bench within the round)")
     print(f"{'runner':12} {'prefill tok/s':>14} {'decode tok/s':>13} {'pp ratio':>9} {'tg ratio':>9}")
     for name, m in med.items():
         r = ratios.get(name, {"pp": 1.0, "tg": 1.0})

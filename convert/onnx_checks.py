@@ -30,10 +30,11 @@ PARITY_TOKENS = [1, 504, 3458, 282, 260, 2193, 314, 253, 4117, 30, 378, 3622, 28
 
 
 def check_structure(model_dir, bits: int | None = 4, block_size: int | None = 32,
-                    accuracy_level: int | None = 4) -> dict:
+                    accuracy_level: int | None = 4, lm_head_bits: int | None = None) -> dict:
     """Validate the folder (onnx.checker by path, external data vetted) and the MatMulNBits settings.
 
-    For a float export pass bits=None: then no MatMulNBits may be present.
+    For a float export pass bits=None: then no MatMulNBits may be present. `lm_head_bits` (default:
+    `bits`) is what the lm_head MatMulNBits must have (8 when it is kept at int8).
     """
     info = validate_model_dir(model_dir)
     nodes = info.quant_nodes
@@ -47,10 +48,12 @@ def check_structure(model_dir, bits: int | None = 4, block_size: int | None = 32
         raise ConversionError(f"{model_dir}: {info.op_counts['MatMul']} MatMul nodes were left unquantized")
     want = {"bits": bits, "block_size": block_size, "accuracy_level": accuracy_level}
     for node in nodes:
-        bad = {k: node.get(k) for k, v in want.items() if v is not None and node.get(k) != v}
+        expect = dict(want, bits=lm_head_bits or bits) if "lm_head" in node["name"] else want
+        bad = {k: node.get(k) for k, v in expect.items() if v is not None and node.get(k) != v}
         if bad:
             raise ConversionError(f"{model_dir}: MatMulNBits {node['name']} has {bad}, expected {want}")
-    return {"onnx_checker": "passed", "matmulnbits": len(nodes), **want, "op_counts": info.op_counts}
+    return {"onnx_checker": "passed", "matmulnbits": len(nodes), **want, "lm_head_bits": lm_head_bits or bits,
+            "op_counts": info.op_counts}
 
 
 class OnnxForward:

@@ -19,7 +19,9 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import llama_cpp as lc  # layer 1: the pinned llama-cpp-python's ctypes bindings
+import llama_cpp.llama_cpp as _bindings  # its loaded libllama (_lib), for symbols it does not bind
 
 from .errors import ContextOverflowError, CorruptModelError, FinLLMEdgeError, ModelNotFoundError
 from .gguf_validate import GGUFValidationError, validate_file
@@ -242,6 +244,52 @@ class Model(_Owner):
         return bool(lc.llama_vocab_is_eog(self.vocab, token))
 
 
+class _GGMLThreadpoolParams(ctypes.Structure):
+    # ggml.h: struct ggml_threadpool_params (GGML_MAX_N_THREADS = 512)
+    _fields_ = [("cpumask", ctypes.c_bool * 512), ("n_threads", ctypes.c_int), ("prio", ctypes.c_int),
+                ("poll", ctypes.c_uint32), ("strict_cpu", ctypes.c_bool), ("paused", ctypes.c_bool)]
+
+
+def _bind_threadpool_api():
+    """ggml_threadpool_* and llama_attach_threadpool, which llama-cpp-python does not bind (or None)."""
+    libdir = Path(lc.__file__).resolve().parent / "lib"
+    try:
+        base = ctypes.CDLL(str(libdir / "libggml-base.so"))
+        cpu = ctypes.CDLL(str(libdir / "libggml-cpu.so"))
+        init, new, free = base.ggml_threadpool_params_init, cpu.ggml_threadpool_new, cpu.ggml_threadpool_free
+        attach = _bindings._lib.llama_attach_threadpool
+    except (OSError, AttributeError):
+        return None
+    init.argtypes, init.restype = [ctypes.POINTER(_GGMLThreadpoolParams), ctypes.c_int], None
+    new.argtypes, new.restype = [ctypes.POINTER(_GGMLThreadpoolParams)], ctypes.c_void_p
+    free.argtypes, free.restype = [ctypes.c_void_p], None
+    attach.argtypes, attach.restype = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p], None
+    return init, new, free, attach
+
+
+_TP_API = _bind_threadpool_api()
+
+
+class ThreadPool(_Owner):
+    """A persistent ggml CPU threadpool (as llama-bench attaches); without one, ggml builds a
+    disposable pool for every llama_decode call."""
+
+    def __init__(self, n_threads: int, poll: int = 50) -> None:
+        if _TP_API is None:
+            raise FinLLMEdgeError("this llama-cpp-python build does not export the ggml threadpool API")
+        init, new, _, _ = _TP_API
+        params = _GGMLThreadpoolParams()
+        init(ctypes.byref(params), n_threads)
+        params.poll = poll
+        ptr = new(ctypes.byref(params))
+        if not ptr:
+            raise FinLLMEdgeError(f"ggml_threadpool_new failed for {n_threads} threads")
+        self._ptr = ptr
+
+    def _free(self, ptr) -> None:
+        _TP_API[2](ptr)
+
+
 @dataclass(frozen=True)
 class ContextParams:
     n_ctx: int = 2048
@@ -250,6 +298,7 @@ class ContextParams:
     n_threads: int = 1
     n_threads_batch: int = 1
     flash_attn: bool | None = None  # None = llama.cpp's auto
+    threadpool: bool = True  # attach a persistent threadpool when the library exports the API
 
 
 class Context(_Owner):
@@ -278,9 +327,15 @@ class Context(_Owner):
         self._ptr = ptr
         self.n_ctx = int(lc.llama_n_ctx(ptr))
         self.n_batch = int(lc.llama_n_batch(ptr))
+        self.threadpool: ThreadPool | None = None
+        if params.threadpool and _TP_API is not None:
+            self.threadpool = ThreadPool(params.n_threads)
+            _TP_API[3](ptr, self.threadpool._ptr, None)
 
     def _free(self, ptr) -> None:
         lc.llama_free(ptr)
+        if self.threadpool is not None:  # after the context that used it
+            self.threadpool.close()
 
     def clear(self) -> None:
         lc.llama_memory_clear(lc.llama_get_memory(self._require()), True)
@@ -347,6 +402,9 @@ class Sampler(_Owner):
     """A llama_sampler chain: penalties -> (greedy | top-k -> top-p -> min-p -> temp -> dist)."""
 
     def __init__(self, model: Model, p: SamplerParams) -> None:
+        # Plain greedy needs no candidate array: an argmax over the logits row is ~7x cheaper
+        # than llama_sampler_sample (which fills n_vocab token_data entries every token).
+        self._argmax_vocab = model.n_vocab if (p.temperature <= 0.0 and p.repeat_penalty == 1.0) else 0
         cparams = lc.llama_sampler_chain_default_params()
         cparams.no_perf = True
         chain = lc.llama_sampler_chain_init(cparams)
@@ -373,4 +431,9 @@ class Sampler(_Owner):
 
     def sample(self, ctx: Context, idx: int = -1) -> int:
         """Sample from the logits of output `idx` and accept the token into the chain."""
+        if self._argmax_vocab:
+            row = lc.llama_get_logits_ith(ctx._ptr, idx)
+            if not row:
+                raise FinLLMEdgeError(f"no logits for output {idx}")
+            return int(np.ctypeslib.as_array(row, shape=(self._argmax_vocab,)).argmax())
         return int(lc.llama_sampler_sample(self._ptr, ctx._ptr, idx))

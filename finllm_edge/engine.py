@@ -54,6 +54,7 @@ class EngineOptions:
     use_mmap: bool = True
     repack: bool = True  # let llama.cpp repack Q4_0/Q4_K weights for the CPU's dot-product kernels
     flash_attn: bool | None = None  # None: llama.cpp decides
+    threadpool: bool = True  # a persistent ggml threadpool, as llama-bench uses (else one per decode)
     chat_template: str | None = None  # overrides the GGUF's tokenizer.chat_template
 
 
@@ -149,7 +150,7 @@ class Engine:
             self._ctx = _llama.Context(self._model, _llama.ContextParams(
                 n_ctx=options.n_ctx, n_batch=options.n_batch, n_ubatch=options.n_ubatch,
                 n_threads=self.threads.n_threads, n_threads_batch=self.threads.n_threads,
-                flash_attn=options.flash_attn))
+                flash_attn=options.flash_attn, threadpool=options.threadpool))
             self._batch = _llama.Batch(self._ctx.n_batch)
         except BaseException:
             self.close()

@@ -318,4 +318,4 @@ def test_throttling_is_flagged_from_scaling_max_freq(tmp_path):
     assert th["throttled"] is True and th["throttled_cpus"] == {
         "1": {"cpuinfo_max_freq_khz": 2841600, "scaling_max_freq_khz": 1996800}}
     assert th["cpu_temp_rise_c"] == 31.0
-    assert prof["device"]["affinity"] == [1] and prof["variant"] == "armv8-a"
+    assert th["taskset_mask"] == "2" and prof["variant"] == "armv8-a"

@@ -70,7 +70,7 @@ def _masks(root: Path) -> list[str]:
 def test_sd865_phone_dotprod_sweep_thermal_and_estimate(fake, tmp_path, tiny_model, builds):
     fake(phones.sd865("SD865A"))
     out = tmp_path / "out"
-    merged = bench_devices(Adb(), None, _opts(tiny_model, [1, 4]), out)
+    merged = bench_devices(Adb(), None, _opts(tiny_model, [1, 2]), out)
     dev = merged["devices"]["SD865A"]
     assert dev["complete"], dev["error"]
     assert dev["variant"] == VARIANT_DOTPROD
@@ -79,13 +79,13 @@ def test_sd865_phone_dotprod_sweep_thermal_and_estimate(fake, tmp_path, tiny_mod
     assert rep["pinning"]["mask"] == "f0" and rep["pinning"]["big_cores"] == [4, 5, 6, 7]
     assert _masks(tmp_path / "phones" / "SD865A") == ["f0", "f0"]  # taskset really received the mask
     # both runs measured, validated, on disk and in the merged file `finllm-edge report` reads
-    assert [p["n_threads"] for p in rep["profiles"]] == [1, 4]
+    assert [p["n_threads"] for p in rep["profiles"]] == [1, 2]
     for run, prof in zip(rep["runs"], rep["profiles"]):
         validate_profile(prof)
         assert (out / "SD865A" / run["profile"]).is_file()
         assert prof["variant"] == VARIANT_DOTPROD and prof["tool"] == "fe-bench"
         assert prof["n_prompt"] == 8 and prof["n_gen"] == 4 and prof["decode_tok_s"] > 0
-        assert prof["device"]["affinity"] == [4, 5, 6, 7]
+        assert prof["thermal"]["taskset_mask"] == "f0"
         assert prof["device"]["max_freq_khz"]["7"] == 2841600
         assert "SM8250" in prof["device"]["cpu_model"]
         th = prof["thermal"]
@@ -98,14 +98,14 @@ def test_sd865_phone_dotprod_sweep_thermal_and_estimate(fake, tmp_path, tiny_mod
     cool = rep["runs"][1]["cooldown"]
     assert cool["reached"] is True and cool["polls"] >= 2 and cool["end_c"] <= cool["start_c"] + 3.0
     # the Snapdragon 865 estimate sits beside the measurement, labelled as an estimate
-    assert rep["estimate"]["available"] and set(rep["estimate"]["by_threads"]) == {"1", "4"}
+    assert rep["estimate"]["available"] and set(rep["estimate"]["by_threads"]) == {"1", "2"}
     assert all(e["kind"] == "estimate" and e["device"] == "snapdragon-865" for e in rep["estimates"])
     assert "measured_over_estimate_decode_tok_s" in rep["summary"][0]
     assert "SD865 estimate" in (out / "SD865A" / "summary.md").read_text()
     assert len(load_profiles(out / "report.json")) == 2
     # pushed once; a second bench skips both files by sha256
     assert [p["skipped"] for p in rep["pushed"]] == [False, False]
-    again = bench_devices(Adb(), ["SD865A"], _opts(tiny_model, [2]), tmp_path / "again")
+    again = bench_devices(Adb(), ["SD865A"], _opts(tiny_model, [1]), tmp_path / "again")
     rep2 = json.loads(Path(again["devices"]["SD865A"]["report"]).read_text())
     assert [p["skipped"] for p in rep2["pushed"]] == [True, True] and rep2["complete"]
     # `finllm-edge report` renders the merged file (Markdown + PNGs)

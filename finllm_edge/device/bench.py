@@ -335,16 +335,20 @@ class DeviceBench:
                                 else None),
             "throttled": bool(throttled),
             "throttled_cpus": throttled,
+            "taskset_mask": mask,
             "cooldown": cooldown,
         }
         if isinstance(profile.get("thermal"), dict):
             thermal["fe_bench"] = profile["thermal"]  # fe-bench's own samples, when it had them
         profile["thermal"] = thermal
+        # The phone's description as adb read it (SoC, model, clusters); fe-bench's own measured
+        # cores_used/affinity are kept as they are (the taskset mask is in the report's runs[]).
         dev = profile.get("device") or {}
         dev["cpu_model"] = f"{info.cpu_model} [{info.model}]" if info.model else info.cpu_model
         dev["arch"] = "aarch64"
         dev["cores_total"] = len(info.cores) or dev.get("cores_total", 0)
-        dev["affinity"] = used
+        dev.setdefault("affinity", used)
+        dev.setdefault("cores_used", used)
         dev["governor"] = {str(c["cpu"]): c["governor"] for c in info.cores if c["governor"]}
         dev["max_freq_khz"] = {str(c["cpu"]): c["max_freq_khz"] for c in info.cores if c["max_freq_khz"]}
         if info.mem_total_mb:

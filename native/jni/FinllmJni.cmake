@@ -97,15 +97,29 @@ function(fe_jni_configure target jni_dirs)
   endif()
 endfunction()
 
-# fe_add_jni_variant(<target> VARIANT <arch> LLAMA_PREFIX <dir> LLAMA_VERSION <str>
+# fe_add_jni_variant(<target> VARIANT <arch> LLAMA_VERSION <str>
+#                    (LLAMA_PREFIX <dir> | LLAMA_SRC <dir> LLAMA_BUILD_DIR <dir>)
 #                    [FE_VERSION <str>] [OPENMP] [DEPENDS <targets...>])
 # The Android superbuild path: the whole library (C API compiled for this variant + the
 # bridge + that variant's static llama.cpp) as one self-contained shared library. Several
 # variants can live in one CMake project because every name is prefixed by <target>.
+# llama.cpp comes either from a prefix made by finllm_edge/native/build.py (lib/*.a,
+# include/) or from a build tree of the pinned source (an ExternalProject).
 function(fe_add_jni_variant target)
-  cmake_parse_arguments(A "OPENMP" "VARIANT;LLAMA_PREFIX;LLAMA_VERSION;FE_VERSION" "DEPENDS" ${ARGN})
+  cmake_parse_arguments(A "OPENMP" "VARIANT;LLAMA_PREFIX;LLAMA_SRC;LLAMA_BUILD_DIR;LLAMA_VERSION;FE_VERSION" "DEPENDS" ${ARGN})
   if(NOT A_FE_VERSION)
     set(A_FE_VERSION "0.1.0")
+  endif()
+  if(A_LLAMA_PREFIX)
+    set(lib_llama "${A_LLAMA_PREFIX}/lib/libllama.a")
+    set(lib_ggml_dir "${A_LLAMA_PREFIX}/lib")
+    set(llama_includes "${A_LLAMA_PREFIX}/include")
+  elseif(A_LLAMA_SRC AND A_LLAMA_BUILD_DIR)
+    set(lib_llama "${A_LLAMA_BUILD_DIR}/src/libllama.a")
+    set(lib_ggml_dir "${A_LLAMA_BUILD_DIR}/ggml/src")
+    set(llama_includes "${A_LLAMA_SRC}/include" "${A_LLAMA_SRC}/ggml/include")
+  else()
+    message(FATAL_ERROR "fe_add_jni_variant(${target}): give LLAMA_PREFIX, or LLAMA_SRC and LLAMA_BUILD_DIR")
   endif()
   fe_jni_find_headers(found jni_dirs)
   if(NOT found)
@@ -126,7 +140,11 @@ function(fe_add_jni_variant target)
   foreach(lib ggml-base ggml-cpu ggml llama)
     set(imp ${target}_llama_${lib})
     add_library(${imp} STATIC IMPORTED)
-    set_target_properties(${imp} PROPERTIES IMPORTED_LOCATION "${A_LLAMA_PREFIX}/lib/lib${lib}.a")
+    if(lib STREQUAL "llama")
+      set_target_properties(${imp} PROPERTIES IMPORTED_LOCATION "${lib_llama}")
+    else()
+      set_target_properties(${imp} PROPERTIES IMPORTED_LOCATION "${lib_ggml_dir}/lib${lib}.a")
+    endif()
     if(prev)
       set_property(TARGET ${imp} PROPERTY INTERFACE_LINK_LIBRARIES ${prev})
     else()
@@ -140,7 +158,7 @@ function(fe_add_jni_variant target)
   fe_jni_library_name("${A_VARIANT}" libname)
   add_library(${target} SHARED "${FE_JNI_DIR}/finllm_jni.cpp" ${c_api})
   set_target_properties(${target} PROPERTIES OUTPUT_NAME ${libname})
-  target_include_directories(${target} PRIVATE "${FE_NATIVE_DIR}/src" "${A_LLAMA_PREFIX}/include")
+  target_include_directories(${target} PRIVATE "${FE_NATIVE_DIR}/src" ${llama_includes})
   # The same definitions as native/CMakeLists.txt gives finllm_edge_obj (the normal build
   # checks that they still match: see native/jni/CMakeLists.txt).
   target_compile_definitions(${target} PRIVATE

@@ -29,7 +29,7 @@ static bool collect(const char *piece, size_t n, int32_t token, void *user) {
 static fe_session *new_session(uint32_t n_ctx) {
     fe_session_params sp = fe_session_default_params();
     sp.n_ctx = n_ctx;
-    sp.n_threads = 2;
+    sp.n_threads = 1;
     fe_session *s = NULL;
     if (fe_session_create(g_model, &sp, &s) != FE_OK) fprintf(stderr, "session: %s\n", fe_last_error());
     return s;
@@ -254,7 +254,7 @@ static void test_profile(void) {
 static void run_sampled(uint32_t seed, collect_t *c) {
     fe_session_params sp = fe_session_default_params();
     sp.n_ctx = 512;
-    sp.n_threads = 2;
+    sp.n_threads = 1;
     sp.seed = seed;
     sp.sampling.temperature = 0.9f;
     sp.sampling.top_k = 40;

@@ -38,8 +38,15 @@ public final class FinLlmTest {
     }
 
     public static void main(String[] args) throws Exception {
+        if (args.length == 3 && args[0].equals("--choose")) {
+            // FinLlmTest --choose <os.arch> <cpuinfo file>: print the library FinLlm would load.
+            String cpuinfo = new String(java.nio.file.Files.readAllBytes(new File(args[2]).toPath()),
+                    StandardCharsets.UTF_8);
+            System.out.println(FinLlm.chooseLibrary(args[1], cpuinfo));
+            return;
+        }
         if (args.length < 1) {
-            System.err.println("usage: FinLlmTest <model.gguf> [expected-variant]");
+            System.err.println("usage: FinLlmTest <model.gguf> [expected-variant] | --choose <os.arch> <cpuinfo>");
             System.exit(2);
         }
         modelPath = args[0];

@@ -228,9 +228,10 @@ public final class FinLlm implements AutoCloseable {
 
     /**
      * Loads the JNI library once and returns its name. On arm64 the dotprod+fp16 variant is
-     * chosen only when every CPU listed in /proc/cpuinfo has the asimddp and asimdhp
+     * chosen only when every CPU listed in /proc/cpuinfo has the asimddp, fphp and asimdhp
      * features (a big.LITTLE phone must not move the thread onto a core that lacks them);
-     * otherwise the baseline, so no phone dies of SIGILL.
+     * otherwise the baseline, so no phone dies of SIGILL. Same rule as
+     * finllm_edge/cpu_variant.py (tests/test_jni.py checks that they agree).
      */
     public static synchronized String loadLibrary() {
         if (loadedLibrary != null) return loadedLibrary;
@@ -259,7 +260,7 @@ public final class FinLlm implements AutoCloseable {
         if (cpuinfo != null) {
             for (String line : cpuinfo.split("\n")) {
                 int colon = line.indexOf(':');
-                if (colon < 0 || !line.substring(0, colon).trim().equals("Features")) continue;
+                if (colon < 0 || !line.substring(0, colon).trim().equalsIgnoreCase("features")) continue;
                 Set<String> these = new HashSet<>(Arrays.asList(line.substring(colon + 1).trim().split("\\s+")));
                 if (common == null) common = these;
                 else common.retainAll(these);
