@@ -4,7 +4,9 @@ bandwidth and compute, measure the same GGUF with finllm_edge.Engine, print the 
     python benchmarks/bench_estimate.py [MODEL.gguf ...] [--n-prompt 64 --n-gen 64 -r 3 -t 2]
 
 Prints a table and a JSON document (also written to out/bench/estimate_calibration.json).
-error = (estimate - measured) / measured: positive means the estimate is optimistic.
+error = (estimate - measured) / measured for tok/s (positive: the estimate is optimistic) and for
+TTFT (positive: the estimate is pessimistic). Both sides are best-of-N (fastest host copy/GEMM,
+fastest Engine repetition): on a shared machine background load only ever slows a run down.
 Runs under the shared heavy lock (<cache>/heavy.lock) so other builds do not skew it.
 """
 
@@ -42,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-prompt", type=int, default=64)
     ap.add_argument("--n-gen", type=int, default=64)
     ap.add_argument("-r", "--repetitions", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of (host microbenchmarks, every model)")
     ap.add_argument("-t", "--threads", type=int, default=None)
     ap.add_argument("--device", default="snapdragon-865", help="also print this device's estimate")
     ap.add_argument("-o", "--output", type=Path, default=Path("out/bench/estimate_calibration.json"))
@@ -49,43 +52,63 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     models = args.models or [default_model_path()]
     n_threads = choose_threads(args.threads).n_threads
-    results = []
     lock = contextlib.nullcontext() if args.no_lock else heavy_lock()
+    # Best-of on both sides: the machine is shared, background load only ever slows a run down,
+    # so the fastest host microbenchmark and the fastest Engine repetition are the comparable pair.
+    bw = gops = 0.0
+    best: dict[str, dict] = {}
     with lock:
-        bw = measure_bandwidth_gbs(n_threads=n_threads)
-        gops = measure_matmul_gops()
-        host = host_device(n_threads, bw, gops)
-        for model in models:
-            with Engine(model, options=EngineOptions(n_threads=n_threads,
-                                                     n_ctx=args.n_prompt + args.n_gen + 8)) as eng:
-                prof = eng.benchmark(args.n_prompt, args.n_gen, args.repetitions, warmup=1)
-            stats = model_stats(model)
-            est = estimate(stats, host, args.n_prompt, args.n_gen, n_threads)
-            dev = estimate(stats, load_device(args.device), args.n_prompt, args.n_gen)
-            results.append({
-                "model": str(model),
-                "measured": {k: prof[k] for k in ("ttft_ms", "prefill_tok_s", "decode_tok_s", "token_ms_p50")},
-                "host_estimate": {k: round(getattr(est, k), 3) for k in ("ttft_ms", "prefill_tok_s", "decode_tok_s")},
-                "error": {
-                    "ttft": round((est.ttft_ms - prof["ttft_ms"]) / prof["ttft_ms"], 4),
-                    "prefill_tok_s": round((est.prefill_tok_s - prof["prefill_tok_s"]) / prof["prefill_tok_s"], 4),
-                    "decode_tok_s": round((est.decode_tok_s - prof["decode_tok_s"]) / prof["decode_tok_s"], 4),
-                },
-                "decode_bound": est.decode_bound,
-                "decode_mb_per_token": round(est.decode_bytes_per_token / 1e6, 2),
-                "effective_decode_gbs": round(est.decode_bytes_per_token * prof["decode_tok_s"] / 1e9, 2),
-                "device_estimate": {"device": dev.device, "ttft_ms": round(dev.ttft_ms, 2),
-                                    "decode_tok_s": round(dev.decode_tok_s, 2), "label": "ESTIMATE"},
-                # The same device estimate, corrected by how far the roofline missed on this host
-                # (assumes the device's kernels and overheads miss by the same factors).
-                "device_estimate_host_calibrated": {
-                    "device": dev.device, "label": "ESTIMATE (host-calibrated)",
-                    "ttft_ms": round(dev.ttft_ms * prof["ttft_ms"] / est.ttft_ms, 2),
-                    "decode_tok_s": round(dev.decode_tok_s * prof["decode_tok_s"] / est.decode_tok_s, 2)},
-            })
+        engines = {str(m): Engine(m, options=EngineOptions(n_threads=n_threads, n_ctx=args.n_prompt + args.n_gen + 8))
+                   for m in models}
+        try:
+            for rnd in range(args.rounds):
+                bw = max(bw, measure_bandwidth_gbs(n_threads=n_threads, reps=3))
+                gops = max(gops, measure_matmul_gops(reps=3))
+                for key, eng in engines.items():
+                    prof = eng.benchmark(args.n_prompt, args.n_gen, args.repetitions, warmup=1)
+                    b = best.setdefault(key, {"ttft_ms": float("inf"), "prefill_tok_s": 0.0, "decode_tok_s": 0.0})
+                    b["ttft_ms"] = min(b["ttft_ms"], prof["ttft_ms"])
+                    b["prefill_tok_s"] = max(b["prefill_tok_s"], prof["prefill_tok_s_max"])
+                    b["decode_tok_s"] = max(b["decode_tok_s"], prof["decode_tok_s_max"])
+                    b["cpu"] = prof["device"]["cpu_model"]
+                print(f"[bench_estimate] round {rnd + 1}/{args.rounds}: copy {bw:.1f} GB/s, GEMM {gops:.0f} GFLOP/s, "
+                      f"{ {Path(k).name: round(v['decode_tok_s'], 1) for k, v in best.items()} }", file=sys.stderr)
+        finally:
+            for eng in engines.values():
+                eng.close()
+    host = host_device(n_threads, bw, gops)
+    results = []
+    for model in models:
+        meas = best[str(model)]
+        stats = model_stats(model)
+        est = estimate(stats, host, args.n_prompt, args.n_gen, n_threads)
+        dev = estimate(stats, load_device(args.device), args.n_prompt, args.n_gen)
+        results.append({
+            "model": str(model),
+            "measured": {k: round(meas[k], 3) for k in ("ttft_ms", "prefill_tok_s", "decode_tok_s")},
+            "host_estimate": {k: round(getattr(est, k), 3) for k in ("ttft_ms", "prefill_tok_s", "decode_tok_s")},
+            "error": {
+                "ttft": round((est.ttft_ms - meas["ttft_ms"]) / meas["ttft_ms"], 4),
+                "prefill_tok_s": round((est.prefill_tok_s - meas["prefill_tok_s"]) / meas["prefill_tok_s"], 4),
+                "decode_tok_s": round((est.decode_tok_s - meas["decode_tok_s"]) / meas["decode_tok_s"], 4),
+            },
+            "decode_bound": est.decode_bound,
+            "decode_mb_per_token": round(est.decode_bytes_per_token / 1e6, 2),
+            "effective_decode_gbs": round(est.decode_bytes_per_token * meas["decode_tok_s"] / 1e9, 2),
+            "device_estimate": {"device": dev.device, "ttft_ms": round(dev.ttft_ms, 2),
+                                "decode_tok_s": round(dev.decode_tok_s, 2), "label": "ESTIMATE"},
+            # The same device estimate, corrected by how far the roofline missed on this host
+            # (assumes the device's kernels and overheads miss by the same factors).
+            "device_estimate_host_calibrated": {
+                "device": dev.device, "label": "ESTIMATE (host-calibrated)",
+                "ttft_ms": round(dev.ttft_ms * meas["ttft_ms"] / est.ttft_ms, 2),
+                "decode_tok_s": round(dev.decode_tok_s * meas["decode_tok_s"] / est.decode_tok_s, 2)},
+        })
+    prof = {"device": {"cpu_model": best[str(models[0])]["cpu"]}}
     doc = {"host": {"threads": n_threads, "copy_bandwidth_gbs": round(bw, 2), "sgemm_gflops": round(gops, 1),
                     "cpu": prof["device"]["cpu_model"]},
-           "workload": {"n_prompt": args.n_prompt, "n_gen": args.n_gen, "repetitions": args.repetitions},
+           "workload": {"n_prompt": args.n_prompt, "n_gen": args.n_gen, "repetitions": args.repetitions,
+                        "rounds": args.rounds, "statistic": "best of rounds x repetitions, both sides"},
            "results": results, "assumptions": list(host.assumptions)}
     print(f"host: {doc['host']['cpu']}, {n_threads} threads, copy bandwidth {bw:.1f} GB/s, "
           f"float32 GEMM {gops:.0f} GFLOP/s")

@@ -33,10 +33,10 @@ from .quant_grids import grid_for
 @dataclass
 class AWQOptions:
     target: str = "q4_0"          # grid to optimise for: q4_0, q4_k_m, int4
-    grid: int = 20                # alpha candidates: 0, 1/grid, ..., 1
+    grid: int = 10                # alpha candidates: 0, 1/grid, ..., 1
     seq_len: int = 512
-    max_seqs: int = 16
-    sample_tokens: int = 512      # input rows kept per linear for the search
+    max_seqs: int = 8
+    sample_tokens: int = 256      # input rows kept per linear for the search
     clip: bool = False
     clip_grid: int = 10           # clip ratios 1.0 down to 1 - 0.5*(clip_grid-1)/clip_grid
     seed: int = 0
@@ -223,7 +223,7 @@ def search_and_apply(model: nn.Module, stats: dict[str, InputStats], opts: AWQOp
     for g in scale_groups(model):
         st = stats[g.input_key]
         x = st.sample
-        quant = grid_for(opts.target, g.linears[0].in_features)
+        quant = grid_for(opts.target, g.linears[0].in_features, search=True)
         s, alpha, plain, best = best_scale(x, st.mean_abs, [lin.weight for lin in g.linears], quant, opts.grid)
         if alpha > 0:
             fold_scale(g, s)

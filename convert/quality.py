@@ -52,7 +52,7 @@ class ArtifactQuality:
 
 def make_chunks(tokens: list[int], n_ctx: int, bos: int | None, max_chunks: int | None = None) -> list[list[int]]:
     n = len(tokens) // n_ctx
-    if n < 1:
+    if len(tokens) < 2 * n_ctx:            # the same minimum llama-perplexity enforces
         raise ConversionError(
             f"the evaluation text has {len(tokens)} tokens; at least {2 * n_ctx} are needed for n_ctx={n_ctx}. "
             "Pass a longer --eval file or a smaller --eval-ctx"

@@ -98,13 +98,14 @@ def _qkx2(x: torch.Tensor, nmax: int = 15, rmin: float = -1.0, rdelta: float = 0
     return best_scale, -best_min
 
 
-def q4_k(w: torch.Tensor) -> torch.Tensor:
+def q4_k(w: torch.Tensor, nstep: int = 20) -> torch.Tensor:
     """GGML Q4_K: super-blocks of 256 = 8 sub-blocks of 32, asymmetric, 6-bit sub-block
-    scales and mins under fp16 super-block d and dmin."""
+    scales and mins under fp16 super-block d and dmin. nstep is make_qkx2_quants' scale
+    search (20 in ggml); the AWQ search ranks candidates with a shorter one (SEARCH_NSTEP)."""
     sb = _blocks(w, 256)
     out, nsb, _ = sb.shape
     sub = sb.reshape(out, nsb, 8, 32)
-    scales, mins = _qkx2(sub)  # [out, nsb, 8, 1]
+    scales, mins = _qkx2(sub, nstep=nstep)  # [out, nsb, 8, 1]
     max_scale = scales.amax(dim=2, keepdim=True)
     max_min = mins.amax(dim=2, keepdim=True)
     inv_s = torch.where(max_scale > 0, 63.0 / max_scale, torch.zeros_like(max_scale))
@@ -138,12 +139,22 @@ GRIDS: dict[str, QuantFn] = {
 }
 
 
-def grid_for(target: str, in_features: int) -> QuantFn:
+SEARCH_NSTEP = 3  # Q4_K scale-search steps while ranking AWQ candidates (x7 faster than 20)
+
+
+def _q4_k_search(w: torch.Tensor) -> torch.Tensor:
+    return q4_k(w, nstep=SEARCH_NSTEP)
+
+
+def grid_for(target: str, in_features: int, search: bool = False) -> QuantFn:
     """The grid llama-quantize will really use for a tensor with rows of in_features:
-    Q4_K needs rows divisible by 256 and falls back to Q5_0 otherwise (llama-quant.cpp)."""
+    Q4_K needs rows divisible by 256 and falls back to Q5_0 otherwise (llama-quant.cpp).
+    search=True returns a cheaper stand-in of the same grid where one exists (Q4_K)."""
     key = target.lower()
     if key in ("q4_k", "q4_k_m", "q4_k_s"):
-        return q4_k if in_features % 256 == 0 else q5_0
+        if in_features % 256:
+            return q5_0
+        return _q4_k_search if search else q4_k
     if key not in GRIDS:
         raise ValueError(f"no quantization grid for {target!r}; choose one of {sorted(GRIDS)} or q4_k_m")
     return GRIDS[key]

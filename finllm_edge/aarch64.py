@@ -93,6 +93,11 @@ def _cmake_project(src: Path, build: Path, args: list[str]) -> None:
     build.mkdir(parents=True, exist_ok=True)
     key = json.dumps(args)
     keyfile = build / "fe-configure-args.json"
+    if (build / "build.ninja").exists() and keyfile.exists() and keyfile.read_text() == key:
+        # Up to date? A dry run compiles nothing, so it needs no place in the heavy-lock queue.
+        dry = subprocess.run([ninja, "-C", str(build), "-n"], capture_output=True, text=True)
+        if dry.returncode == 0 and "no work to do" in dry.stdout:
+            return
     with heavy_lock():
         if not (build / "build.ninja").exists() or not keyfile.exists() or keyfile.read_text() != key:
             cmd = [cmake, "-S", str(src), "-B", str(build), "-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}",
@@ -118,12 +123,15 @@ def build_launcher() -> Path:
     return exe
 
 
-def build_probe(target: str) -> Path:
-    """fe-logits for a native target (host or linux-aarch64-*), linked to that target's llama.cpp."""
+def build_probe(target: str, info=None) -> Path:
+    """fe-logits for a native target (host or linux-aarch64-*), linked to that target's llama.cpp.
+
+    `info`: the target's BuildInfo when the caller already has it (saves an ensure_built).
+    """
     from .native.build import ensure_built
     from .native.targets import get_target
 
-    info = ensure_built(target)
+    info = info or ensure_built(target)
     tgt = get_target(target)
     prefix = Path(info.llama_prefix)
     args = [
@@ -159,7 +167,7 @@ def build_variant(variant: str) -> VariantBuild:
 
     target = AARCH64_TARGETS[variant]
     info = ensure_built(target)
-    probe = build_probe(target)
+    probe = build_probe(target, info)
     return VariantBuild(
         variant=variant,
         target=target,
@@ -172,7 +180,7 @@ def build_variant(variant: str) -> VariantBuild:
     )
 
 
-def build_ctest(variant: str, test_model: Path, cpu: str) -> Path:
+def build_ctest(variant: str, test_model: Path, cpu: str, llama_prefix: Path | None = None) -> Path:
     """Our native/ project (C API + C tests) for an aarch64 variant, configured for ctest under qemu.
 
     A build dir of its own (next to the one ensure_built uses), so the C tests can get a model
@@ -187,7 +195,7 @@ def build_ctest(variant: str, test_model: Path, cpu: str) -> Path:
 
     target = AARCH64_TARGETS[variant]
     tgt = get_target(target)
-    prefix = Path(ensure_built(target).llama_prefix)
+    prefix = Path(llama_prefix) if llama_prefix else Path(ensure_built(target).llama_prefix)
     qemu = shutil.which("qemu-aarch64")
     if not qemu:
         raise NativeBuildError("qemu-aarch64 not found; install qemu-user (scripts/bootstrap.sh does)")
@@ -228,8 +236,10 @@ def aarch64_bundle(build: bool = True) -> dict:
     Returns ``{"root": Path, "bin": Path, "manifest": Path,
     "launchers": {"fe-bench": Path, "fe-logits": Path},
     "variants": {"armv8.2-a+dotprod+fp16": {"fe-bench": Path, "fe-logits": Path},
-    "armv8-a": {...}}}``. Run the launchers; the variant binaries are what they exec.
-    With ``build=False`` nothing is compiled: a NativeBuildError says what is missing.
+    "armv8-a": {...}}}``, plus ``"builds": {variant: VariantBuild}`` (where each variant
+    was built: llama.cpp prefix, native/ build dir) when ``build=True``. Run the launchers;
+    the variant binaries are what they exec. With ``build=False`` nothing is compiled: a
+    NativeBuildError says what is missing.
     """
     paths = _bundle_paths(bundle_dir())
     if not build:
@@ -256,6 +266,7 @@ def aarch64_bundle(build: bool = True) -> dict:
             old = json.loads(paths["manifest"].read_text())
         except ValueError:
             old = {}
+    paths["builds"] = builds
     if old.get("files") == files and all((paths["bin"] / n).exists() for n in files):
         return paths
 
@@ -298,7 +309,9 @@ def bundle_json(bundle: dict) -> dict:
     def conv(v):
         if isinstance(v, dict):
             return {k: conv(x) for k, x in v.items()}
-        return str(v)
+        if isinstance(v, VariantBuild):
+            return {k: conv(x) for k, x in v.__dict__.items()}
+        return v if isinstance(v, (int, float, type(None))) else str(v)
     return conv(bundle)
 
 

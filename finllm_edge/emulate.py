@@ -85,6 +85,14 @@ class QemuRun:
         return self
 
 
+def _no_core_dumps() -> None:
+    # qemu-user writes qemu_<prog>_<time>.core into the cwd when a guest dies of a signal
+    # (the SIGILL check does that on purpose): keep those out of the checkout.
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
 def run_qemu(binary: Path, args: list[str], cpu: str = DEFAULT_CPU, variant: str | None = None,
              timeout: float = 900, env_extra: dict | None = None) -> QemuRun:
     """Run an aarch64 executable (a launcher or a variant binary) under qemu-aarch64 -cpu CPU."""
@@ -96,7 +104,7 @@ def run_qemu(binary: Path, args: list[str], cpu: str = DEFAULT_CPU, variant: str
     t0 = time.monotonic()
     try:
         proc = subprocess.run(cmd, env=env, capture_output=True, encoding="utf-8", errors="replace",
-                              timeout=timeout)
+                              timeout=timeout, preexec_fn=_no_core_dumps)
     except subprocess.TimeoutExpired as exc:
         raise EmulationError(f"{' '.join(cmd)} timed out after {timeout:.0f} s") from exc
     run = QemuRun(cmd, cpu, proc.returncode, proc.stdout, proc.stderr, time.monotonic() - t0)

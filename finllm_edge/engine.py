@@ -144,6 +144,10 @@ class Engine:
         self._ctx: _llama.Context | None = None
         self._batch: _llama.Batch | None = None
         self._closed = False
+        self._cancel = threading.Event()
+        self._lock = threading.RLock()
+        self._active: weakref.ReferenceType[TokenStream] | None = None
+        self._busy = False
         t0 = _now()
         try:
             self._model = _llama.Model(self.model_path, use_mmap=options.use_mmap, repack=options.repack)
@@ -163,10 +167,6 @@ class Engine:
                                     model_type=m.desc(), bits_per_weight=8.0 * m.size_bytes() / n_params)
         self.n_params = n_params
         self._device = device_block(self.threads)
-        self._cancel = threading.Event()
-        self._lock = threading.RLock()
-        self._active: weakref.ReferenceType[TokenStream] | None = None
-        self._busy = False
         self._template: ChatTemplate | None = None
         self._last_runs: list[RunTimings] = []
         self._last_profile: dict | None = None

@@ -2,37 +2,40 @@
 
     from finllm_edge.onnx_engine import OnnxEngine
     with OnnxEngine("out/onnx-int4", n_threads=2) as eng:
-        for piece in eng.generate("What is EBITDA?", max_tokens=64):
+        stream = eng.generate("What is EBITDA?", max_tokens=64)
+        for piece in stream:
             print(piece, end="", flush=True)
-        print(eng.last_profile["decode_tok_s"])
+        print(stream.profile["decode_tok_s"])        # same as eng.last_profile
 
-`generate` streams text pieces; temperature 0 is greedy, otherwise top-k/top-p sampling.
-Stop strings end the stream (the stop text itself is not yielded); EOS ends it too.
-`cancel()` from another thread stops the running generation after the current token; breaking
-out of the iterator stops it as well. One generation at a time per engine (a lock enforces it).
+Same surface as finllm_edge.Engine: generate() -> a stream of text pieces (.text, .finish_reason,
+.profile, .close()), chat(messages) with the folder's chat template rendered in the project's Jinja
+sandbox, metadata("tokenizer.chat_template"), benchmark(n_prompt, n_gen, repetitions, warmup),
+cancel() from any thread, close() and a context manager. Temperature <= 0 is greedy, otherwise
+top-k/top-p sampling with a seed. Stop strings end the stream (the stop text is not yielded).
+One generation at a time per engine. Profiles are built by finllm_edge.profiler (same schema;
+tool "finllm_edge.OnnxEngine", model_type "onnx-int4", llama_cpp_version "n/a (onnxruntime-genai X)").
+
 The folder is checked by `onnx_validate.validate_model_dir` before onnxruntime-genai opens it.
 onnxruntime_genai is imported lazily, so `import finllm_edge` never needs it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import platform
-import resource
 import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-from . import __version__
+from .device_info import device_block, thermal_snapshot
 from .errors import ContextOverflowError, FinLLMEdgeError, ModelNotFoundError
 from .onnx_validate import validate_model_dir
-from .profile import SCHEMA_VERSION, percentile, validate_profile
+from .profiler import ModelInfo, RunTimings, build_profile
+from .threads import choose_threads
 
+TOOL = "finllm_edge.OnnxEngine"
 DEFAULT_CTX = 2048
+_now = time.perf_counter
 
 
 def _og():
@@ -45,224 +48,309 @@ def _og():
     return og
 
 
-def _read(path: str) -> str | None:
-    try:
-        return Path(path).read_text().strip()
-    except OSError:
-        return None
+def is_onnx_model_dir(path) -> bool:
+    """True for a folder holding genai_config.json: what `finllm-edge run/bench` should hand to OnnxEngine."""
+    p = Path(path)
+    return p.is_dir() and (p / "genai_config.json").exists()
 
 
-def device_info(cores: list[int]) -> dict:
-    """The profile's `device` block from /proc and sysfs (minimal; values missing where unreadable)."""
-    cpu_model = platform.processor() or platform.machine()
-    for line in (_read("/proc/cpuinfo") or "").splitlines():
-        if line.lower().startswith(("model name", "hardware", "cpu model")):
-            cpu_model = line.split(":", 1)[1].strip()
-            break
-    mem_mb = 0.0
-    for line in (_read("/proc/meminfo") or "").splitlines():
-        if line.startswith("MemTotal:"):
-            mem_mb = int(line.split()[1]) / 1024.0
-    affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
-    governor, max_freq = {}, {}
-    for cpu in affinity:
-        base = f"/sys/devices/system/cpu/cpu{cpu}/cpufreq/"
-        if (g := _read(base + "scaling_governor")) is not None:
-            governor[str(cpu)] = g
-        if (f := _read(base + "cpuinfo_max_freq")) is not None and f.isdigit():
-            max_freq[str(cpu)] = int(f)
-    return {"cpu_model": cpu_model, "arch": platform.machine(), "cores_total": os.cpu_count() or 1,
-            "cores_used": cores, "affinity": affinity, "governor": governor, "max_freq_khz": max_freq,
-            "mem_total_mb": round(mem_mb, 1)}
+class OnnxStream:
+    """Iterator of text pieces of one generation; `.text`, `.finish_reason`, `.profile` after it ends."""
 
+    def __init__(self, engine: "OnnxEngine", gen: Iterator[str], timings: RunTimings) -> None:
+        self._engine, self._gen, self.timings = engine, gen, timings
+        self.text = ""
+        self.tokens: list[int] = []
+        self.finish_reason: str | None = None
+        self._profile: dict | None = None
 
-def _thermal() -> dict | None:
-    temps = {}
-    for zone in sorted(Path("/sys/class/thermal").glob("thermal_zone*")):
-        t = _read(str(zone / "temp"))
-        if t and t.lstrip("-").isdigit():
-            temps[(_read(str(zone / "type")) or zone.name)] = int(t) / 1000.0
-    return temps or None
+    def __iter__(self) -> "OnnxStream":
+        return self
 
+    def __next__(self) -> str:
+        piece = next(self._gen)
+        self.text += piece
+        return piece
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    def close(self) -> None:
+        self._gen.close()
+
+    @property
+    def profile(self) -> dict:
+        if self.finish_reason is None:
+            raise FinLLMEdgeError("the generation has not finished; iterate it to the end (or close it) first")
+        if self._profile is None:
+            self._profile = self._engine._profile_for([self.timings])
+        return self._profile
 
 
 class OnnxEngine:
-    def __init__(self, model_dir, n_threads: int | None = None, n_ctx: int = DEFAULT_CTX, seed: int = 0):
+    """A loaded onnxruntime-genai model. See the module docstring."""
+
+    def __init__(self, model_dir, n_threads: int | None = None, n_ctx: int = DEFAULT_CTX, seed: int | None = None,
+                 *, options: Any = None) -> None:
+        if options is not None:  # a finllm_edge.engine.EngineOptions (duck-typed: no llama_cpp import)
+            n_threads, n_ctx, seed = options.n_threads, options.n_ctx, options.seed
         og = _og()
         self.info = validate_model_dir(model_dir)
         self.model_dir = Path(model_dir)
-        affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-        self.n_threads = int(n_threads or len(affinity) or os.cpu_count() or 1)
+        self.model_path = self.info.model_path
+        self.threads = choose_threads(n_threads)
+        self.n_threads = self.threads.n_threads
         self.n_ctx = int(min(n_ctx, self.info.genai_config["model"].get("context_length", n_ctx)))
-        self.seed = seed
-        self._cores = affinity[: self.n_threads]
+        self.seed = 0 if seed is None else int(seed)
+        self.model_info = ModelInfo(path=str(self.info.model_path), size_bytes=self.info.size_bytes,
+                                    model_type=f"onnx-{self.info.precision}",
+                                    bits_per_weight=self.info.bits_per_weight)
+        self._device = device_block(self.threads)
         self._cancel = threading.Event()
         self._lock = threading.Lock()
+        self._busy = False
         self._closed = False
-        self.last_profile: dict | None = None
-        t0 = time.perf_counter()
+        self._last_runs: list[RunTimings] = []
+        self._last_warmup = 0
+        self._last_thermal: dict | None = None
+        self._last_profile: dict | None = None
+        t0 = _now()
         try:
             config = og.Config(str(self.model_dir))
-            config.clear_providers()  # CPU
+            config.clear_providers()  # CPU execution provider
             config.overlay(json.dumps({"model": {"decoder": {"session_options": {
                 "intra_op_num_threads": self.n_threads, "inter_op_num_threads": 1}}}}))
             self._model = og.Model(config)
             self._tokenizer = og.Tokenizer(self._model)
         except Exception as exc:  # the validator passed, so this is a runtime-level refusal
-            raise FinLLMEdgeError(f"onnxruntime-genai could not load {self.model_dir}: {exc}") from exc
-        self.load_ms = (time.perf_counter() - t0) * 1000.0
-        self._model_sha256 = _sha256(self.info.model_path)
+            raise FinLLMEdgeError(f"onnxruntime-genai could not load {self.model_dir}: {exc}; "
+                                  "re-export it with this onnxruntime-genai version") from exc
+        self.load_ms = (_now() - t0) * 1e3
         self._og_version = getattr(og, "__version__", "?")
+        eos = self.info.genai_config["model"].get("eos_token_id", [])
+        self._eos = set(eos if isinstance(eos, list) else [eos])
 
-    # -- lifecycle -------------------------------------------------------------------------
+    # lifecycle -----------------------------------------------------------------------------
     def close(self) -> None:
+        """Free the model; idempotent. A generation in flight is cancelled first."""
         self._cancel.set()
         with self._lock:
-            if not self._closed:
-                self._tokenizer = None
-                self._model = None
-                self._closed = True
+            self._tokenizer = self._model = None
+            self._closed = True
 
-    def __enter__(self):
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> "OnnxEngine":
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc) -> None:
         self.close()
 
     def cancel(self) -> None:
         """Stop the running generation after its current token (safe from any thread)."""
         self._cancel.set()
 
-    # -- text ------------------------------------------------------------------------------
-    def tokenize(self, text: str) -> list[int]:
-        self._check_open()
-        return [int(t) for t in self._tokenizer.encode(text)]
-
-    def detokenize(self, tokens) -> str:
-        self._check_open()
-        return self._tokenizer.decode(list(tokens))
-
-    def _check_open(self) -> None:
+    # text ----------------------------------------------------------------------------------
+    def _require(self):
         if self._closed:
             raise FinLLMEdgeError("this OnnxEngine is closed; create a new one")
+        return self._model, self._tokenizer
 
-    # -- generation ------------------------------------------------------------------------
-    def generate(self, prompt: str, max_tokens: int = 128, temperature: float = 0.0, top_k: int = 40,
-                 top_p: float = 0.95, stop: list[str] | None = None, seed: int | None = None) -> Iterator[str]:
-        """Stream the answer to `prompt` as text pieces; sets `last_profile` when the stream ends."""
-        self._check_open()
+    def tokenize(self, text: str) -> list[int]:
+        return [int(t) for t in self._require()[1].encode(text)]
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return self._require()[1].decode(list(tokens))
+
+    def metadata(self, key: str) -> str | None:
+        if key == "tokenizer.chat_template":
+            path = self.model_dir / "chat_template.jinja"
+            if path.is_file():
+                return path.read_text(encoding="utf-8")
+            cfg = self.model_dir / "tokenizer_config.json"
+            if cfg.is_file():
+                return json.loads(cfg.read_text(encoding="utf-8")).get("chat_template")
+        return None
+
+    def format_chat(self, messages: Iterable[Mapping[str, Any]], add_generation_prompt: bool = True) -> str:
+        from .chat_template import ChatTemplate
+        from .errors import TemplateError
+
+        source = self.metadata("tokenizer.chat_template")
+        if not source:
+            raise TemplateError(f"{self.model_dir} has no chat template; use generate() with a raw prompt")
+        return ChatTemplate(source, name=f"{self.model_dir.name} chat template").render(
+            messages, add_generation_prompt=add_generation_prompt)
+
+    def chat(self, messages: Iterable[Mapping[str, Any]], max_tokens: int = 256, **kwargs: Any) -> OnnxStream:
+        return self.generate(self.format_chat(messages), max_tokens, **kwargs)
+
+    # generation ----------------------------------------------------------------------------
+    def generate(self, prompt: str, max_tokens: int = 256, *, temperature: float | None = None,
+                 top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
+                 stop: Sequence[str] | str | None = None, sampling: Any = None, ignore_eos: bool = False,
+                 **_llama_only: Any) -> OnnxStream:
+        """Stream the continuation of `prompt` as text pieces (stop strings removed).
+
+        `sampling` may be a finllm_edge.engine.SamplingOptions; explicit keywords override it.
+        Keywords only the llama.cpp Engine honours (min_p, repeat_penalty, add_special, ...) are ignored.
+        """
+        self._require()
         if max_tokens < 1:
             raise ValueError("max_tokens must be >= 1")
-        return self._stream(prompt, max_tokens, temperature, top_k, top_p, list(stop or []),
-                            self.seed if seed is None else seed)
-
-    def _stream(self, prompt, max_tokens, temperature, top_k, top_p, stop, seed) -> Iterator[str]:
-        og = _og()
-        if not self._lock.acquire(blocking=False):
-            raise FinLLMEdgeError("this OnnxEngine is already generating; use one engine per thread")
+        pick = lambda v, name, d: v if v is not None else getattr(sampling, name, d)  # noqa: E731
+        search = dict(temperature=pick(temperature, "temperature", 0.0), top_k=pick(top_k, "top_k", 40),
+                      top_p=pick(top_p, "top_p", 0.95), seed=pick(seed, "seed", None))
+        stops = [stop] if isinstance(stop, str) else [s for s in (stop or []) if s]
+        t = RunTimings(t_request=_now())
+        ids = self.tokenize(prompt)
+        if len(ids) + max_tokens > self.n_ctx:
+            raise ContextOverflowError(
+                f"prompt ({len(ids)} tokens) + max_tokens ({max_tokens}) exceed the context of {self.n_ctx}; "
+                "shorten the prompt, lower max_tokens or raise n_ctx")
+        with self._lock:
+            if self._busy:
+                raise FinLLMEdgeError("this OnnxEngine is already generating; use one engine per thread")
+            self._busy = True
         self._cancel.clear()
-        thermal_before = _thermal()
-        t_req = time.perf_counter()
-        gen = params = None
-        token_ms: list[float] = []
-        n_gen, ttft_ms, prefill_ms, n_prompt = 0, 0.0, 0.0, 0
-        failed = False
-        try:
-            self._check_open()
-            ids = self.tokenize(prompt)
-            n_prompt = len(ids)
-            if len(ids) + max_tokens > self.n_ctx:
-                raise ContextOverflowError(
-                    f"prompt ({len(ids)} tokens) + max_tokens ({max_tokens}) exceed the context of {self.n_ctx}; "
-                    "shorten the prompt, lower max_tokens or raise n_ctx"
-                )
-            params = og.GeneratorParams(self._model)
-            search = {"max_length": len(ids) + max_tokens, "batch_size": 1}
-            if temperature and temperature > 0:
-                search.update(do_sample=True, temperature=float(temperature), top_k=int(top_k),
-                              top_p=float(top_p), random_seed=int(seed))
+        stream = OnnxStream(self, iter(()), t)
+        stream._gen = self._run(ids, max_tokens, search, stops, ignore_eos, t, stream)
+        return stream
+
+    def _search_options(self, n_prompt, max_tokens, search, ignore_eos) -> dict:
+        opts: dict = {"max_length": n_prompt + max_tokens, "batch_size": 1}
+        if ignore_eos:
+            opts["min_length"] = n_prompt + max_tokens
+        if search["temperature"] and search["temperature"] > 0:
+            seed = self.seed if search["seed"] is None else search["seed"]
+            opts.update(do_sample=True, temperature=float(search["temperature"]), top_k=int(search["top_k"]),
+                        top_p=float(search["top_p"]), random_seed=int(seed))
+        else:
+            opts["do_sample"] = False
+        return opts
+
+    def _tokens(self, ids, max_tokens, search, ignore_eos, t: RunTimings, state: dict) -> Iterator[int]:
+        """Prefill, then yield sampled token ids; records the timings in `t`."""
+        og = _og()
+        model, tokenizer = self._require()
+        params = og.GeneratorParams(model)
+        params.set_search_options(**self._search_options(len(ids), max_tokens, search, ignore_eos))
+        gen = og.Generator(model, params)
+        t.n_prompt = len(ids)
+        t.t_prefill_start = _now()
+        gen.append_tokens(ids)
+        t.t_prefill_end = _now()
+        state["finish"] = "length"
+        while t.n_gen < max_tokens:
+            if self._cancel.is_set():
+                state["finish"] = "cancelled"
+                return
+            if gen.is_done():
+                state["finish"] = "eos"
+                return
+            t0 = _now()
+            gen.generate_next_token()
+            token = int(gen.get_next_tokens()[0])
+            now = _now()
+            if t.n_gen == 0:
+                t.t_first_token = now
             else:
-                search.update(do_sample=False)
-            params.set_search_options(**search)
-            gen = og.Generator(self._model, params)
-            stream = self._tokenizer.create_stream()
-            t_pre = time.perf_counter()
-            gen.append_tokens(ids)
-            prefill_ms = (time.perf_counter() - t_pre) * 1000.0
+                t.token_ms.append((now - t0) * 1e3)
+            t.n_gen += 1
+            if token in self._eos and not ignore_eos:
+                state["finish"] = "eos"
+                return
+            yield token
+
+    def _run(self, ids, max_tokens, search, stops, ignore_eos, t: RunTimings, stream: OnnxStream) -> Iterator[str]:
+        state: dict = {"finish": "cancelled"}
+        hold = max((len(s) for s in stops), default=0)
+        try:
+            decoder = self._require()[1].create_stream()
             pending = ""
-            hold = max((len(s) for s in stop), default=0)
-            while not gen.is_done() and n_gen < max_tokens and not self._cancel.is_set():
-                t_tok = time.perf_counter()
-                gen.generate_next_token()
-                token = int(gen.get_next_tokens()[0])
-                now = time.perf_counter()
-                if n_gen == 0:
-                    ttft_ms = (now - t_req) * 1000.0
-                else:
-                    token_ms.append((now - t_tok) * 1000.0)
-                n_gen += 1
-                if token in self._eos_ids():
-                    break
-                pending += stream.decode(token)
-                cut = min((i for i in (pending.find(s) for s in stop if s) if i >= 0), default=-1)
+            for token in self._tokens(ids, max_tokens, search, ignore_eos, t, state):
+                stream.tokens.append(token)
+                pending += decoder.decode(token)
+                cut = min((i for i in (pending.find(s) for s in stops) if i >= 0), default=-1)
                 if cut >= 0:
+                    state["finish"] = "stop"
                     if pending[:cut]:
                         yield pending[:cut]
                     pending = ""
                     break
-                safe = len(pending) - max(hold - 1, 0) if hold else len(pending)
+                safe = len(pending) - (hold - 1) if hold else len(pending)
                 if safe > 0:
                     yield pending[:safe]
                     pending = pending[safe:]
-            else:
-                if pending and not self._cancel.is_set():
-                    yield pending
-        except GeneratorExit:  # the caller broke out of the loop: a normal, shorter generation
-            raise
-        except BaseException:
-            failed = True
-            raise
-        finally:
+            if pending and state["finish"] != "cancelled":
+                yield pending
+        finally:  # normal end, error, or the caller broke out (GeneratorExit)
+            t.t_end = _now()
+            stream.finish_reason = state["finish"]
+            self._finish([t])
+
+    def _finish(self, runs: list[RunTimings], warmup: int = 0, thermal: dict | None = None) -> None:
+        if runs and runs[-1].n_gen:
+            self._last_runs, self._last_warmup, self._last_thermal = runs, warmup, thermal
+            self._last_profile = None
+        with self._lock:
+            self._busy = False
+
+    # profiles ------------------------------------------------------------------------------
+    def _profile_for(self, runs: list[RunTimings], warmup: int = 0, thermal: dict | None = None) -> dict:
+        if thermal is None:
+            after = thermal_snapshot()
+            thermal = {"after": after} if after else None
+        profile = build_profile(runs, model=self.model_info, device=self._device, n_threads=self.n_threads,
+                                n_ctx=self.n_ctx, load_ms=self.load_ms, warmup=warmup, thermal=thermal,
+                                llama_cpp_version=f"n/a (onnxruntime-genai {self._og_version})")
+        profile["tool"] = TOOL
+        return profile
+
+    @property
+    def last_profile(self) -> dict | None:
+        """LatencyProfile of the last finished generation or benchmark (None before the first)."""
+        if not self._last_runs:
+            return None
+        if self._last_profile is None:
+            self._last_profile = self._profile_for(self._last_runs, self._last_warmup, self._last_thermal)
+        return self._last_profile
+
+    def benchmark(self, n_prompt: int = 64, n_gen: int = 64, repetitions: int = 3, warmup: int = 1) -> dict:
+        """Like Engine.benchmark: warm-ups, then `repetitions` of prefill n_prompt + greedy decode n_gen."""
+        from .engine import BENCH_TEXT  # the same finance prompt the GGUF Engine benchmarks with
+
+        if n_prompt < 1 or n_gen < 1 or repetitions < 1 or warmup < 0:
+            raise ValueError("n_prompt, n_gen and repetitions must be >= 1 and warmup >= 0")
+        if n_prompt + n_gen > self.n_ctx:
+            raise ContextOverflowError(f"n_prompt + n_gen = {n_prompt + n_gen} exceeds n_ctx = {self.n_ctx}")
+        text = BENCH_TEXT
+        while len(self.tokenize(text)) < n_prompt:
+            text += BENCH_TEXT
+        ids = self.tokenize(text)[:n_prompt]
+        before = thermal_snapshot()
+        runs: list[RunTimings] = []
+        greedy = dict(temperature=0.0, top_k=1, top_p=1.0, seed=None)
+        for i in range(warmup + repetitions):
+            with self._lock:
+                if self._busy:
+                    raise FinLLMEdgeError("this OnnxEngine is already generating")
+                self._busy = True
+            self._cancel.clear()
+            t = RunTimings(t_request=_now())
+            state: dict = {}
             try:
-                del gen, params
-                if not failed and n_gen:
-                    self.last_profile = self._profile(n_prompt, n_gen, ttft_ms, prefill_ms, token_ms,
-                                                      (time.perf_counter() - t_req) * 1000.0, thermal_before)
+                for _ in self._tokens(ids, n_gen, greedy, True, t, state):
+                    pass
             finally:
-                self._lock.release()
-
-    def _eos_ids(self) -> set[int]:
-        eos = self.info.genai_config["model"].get("eos_token_id", [])
-        return set(eos if isinstance(eos, list) else [eos])
-
-    # -- profile ---------------------------------------------------------------------------
-    def _profile(self, n_prompt, n_gen, ttft_ms, prefill_ms, token_ms, e2e_ms, thermal_before) -> dict:
-        prefill = n_prompt / (prefill_ms / 1000.0) if prefill_ms > 0 else 0.0
-        decode = len(token_ms) / (sum(token_ms) / 1000.0) if token_ms and sum(token_ms) > 0 else 0.0
-        after = _thermal()
-        profile = {
-            "schema_version": SCHEMA_VERSION, "tool": "finllm_edge.OnnxEngine", "tool_version": __version__,
-            "llama_cpp_version": f"n/a (onnxruntime-genai {self._og_version})",
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "model_path": str(self.info.model_path), "model_sha256": self._model_sha256,
-            "model_type": f"onnx-{self.info.precision}", "model_size_bytes": int(self.info.size_bytes),
-            "bits_per_weight": round(float(self.info.bits_per_weight), 4),
-            "device": device_info(self._cores), "variant": None, "emulated": False,
-            "n_threads": self.n_threads, "n_ctx": self.n_ctx, "n_prompt": int(n_prompt), "n_gen": int(n_gen),
-            "repetitions": 1, "warmup": 0, "load_ms": round(self.load_ms, 3), "ttft_ms": round(ttft_ms, 3),
-            "prefill_tok_s": prefill, "prefill_tok_s_min": prefill, "prefill_tok_s_max": prefill,
-            "decode_tok_s": decode, "decode_tok_s_min": decode, "decode_tok_s_max": decode,
-            "token_ms_p50": percentile(token_ms, 50), "token_ms_p90": percentile(token_ms, 90),
-            "token_ms_p99": percentile(token_ms, 99), "token_ms": [round(x, 4) for x in token_ms],
-            "e2e_ms": round(e2e_ms, 3),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-            "thermal": {"before": thermal_before, "after": after} if (thermal_before or after) else None,
-        }
-        return validate_profile(profile)
+                t.t_end = _now()
+                with self._lock:
+                    self._busy = False
+            if state.get("finish") == "cancelled":
+                raise FinLLMEdgeError("benchmark cancelled")
+            if i >= warmup:
+                runs.append(t)
+        after = thermal_snapshot()
+        self._last_runs, self._last_warmup = runs, warmup
+        self._last_thermal = {"before": before, "after": after} if (before or after) else None
+        self._last_profile = None
+        return self.last_profile

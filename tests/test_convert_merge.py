@@ -17,10 +17,10 @@ pytestmark = pytest.mark.convert
 SHIPPED = Path(__file__).resolve().parent.parent / "convert" / "adapters" / "smollm2-finance-lora"
 
 
-def merged_model(base_dir_or_file, lora_dir):
+def merged_model(base_dir_or_file, lora_dir, base=None):
     from transformers import AutoModelForCausalLM
 
-    base = load_base(base_dir_or_file)
+    base = base or load_base(base_dir_or_file)
     adapter = LoraAdapter.load(lora_dir)
     sd = dict(merged_tensors(base, adapter))
     model = AutoModelForCausalLM.from_config(base.config, dtype=torch.float32)
@@ -122,5 +122,5 @@ def test_smollm2_shipped_adapter_matches_peft():
     base = load_base(base_path)
     want = peft_logits(build_model_from_base(base), SHIPPED, ids)
     with torch.no_grad():
-        got = merged_model(base_path, SHIPPED)(ids).logits
+        got = merged_model(base_path, SHIPPED, base=base)(ids).logits
     torch.testing.assert_close(got, want, rtol=1e-4, atol=2e-4)

@@ -166,7 +166,7 @@ def test_list_and_info_over_fake(fake):
     assert [(d.serial, d.state) for d in adb.devices()] == [
         ("SD865A", "device"), ("A53B", "device"), ("LOCKED", "unauthorized")]
     sd = infomod.read_info(adb.device("SD865A"))
-    assert sd.abi == "arm64-v8a" and sd.is_sd865
+    assert sd.abi == "arm64-v8a" and sd.is_sd865 and sd.is_emulator
     assert {"asimddp", "fphp", "asimdhp"} <= set(sd.features)
     assert sd.big_cores == [4, 5, 6, 7] and sd.clusters[0]["cpus"] == [7]
     assert sd.mem_total_mb == pytest.approx(7619.2, abs=0.1)
@@ -319,3 +319,4 @@ def test_throttling_is_flagged_from_scaling_max_freq(tmp_path):
         "1": {"cpuinfo_max_freq_khz": 2841600, "scaling_max_freq_khz": 1996800}}
     assert th["cpu_temp_rise_c"] == 31.0
     assert th["taskset_mask"] == "2" and prof["variant"] == "armv8-a"
+    assert "emulated" not in prof  # a phone without ro.boot.qemu: left as fe-bench wrote it

@@ -62,14 +62,16 @@ def test_shared_lib_exports_exactly_the_header_api(host):
     assert exported == declared, (exported ^ declared)
 
 
-def test_second_build_skips_llama_and_is_fast(host):
+def test_second_build_is_a_no_op(host):
     stamp = host.llama_prefix / nb.STAMP
-    before = stamp.stat().st_mtime
+    before = stamp.stat().st_mtime, host.lib_shared.stat().st_mtime, host.fe_bench.stat().st_mtime
     t0 = time.time()
     again = nb.ensure_built("host")
     assert again.llama_prefix == host.llama_prefix
-    assert stamp.stat().st_mtime == before  # llama.cpp not rebuilt
-    assert time.time() - t0 < 120           # a ninja no-op plus a cmake re-configure
+    after = stamp.stat().st_mtime, again.lib_shared.stat().st_mtime, again.fe_bench.stat().st_mtime
+    assert after == before  # llama.cpp not rebuilt, our code not relinked
+    # up to date: a ninja dry run, no waiting for the shared heavy-build lock
+    assert time.time() - t0 < 30
 
 
 def test_build_dirs_are_keyed_right(monkeypatch, host):

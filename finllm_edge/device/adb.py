@@ -260,15 +260,19 @@ class Device:
         return cls(f"{what} failed (adb exit {proc.returncode}): {text[-800:]}", self.serial)
 
     # --- commands ---------------------------------------------------------------------------
-    def shell(self, command: str, timeout: float | None = None, check: bool = False) -> ShellResult:
-        """Run `command` with the device's sh; return its exit status and output."""
+    def shell(self, command: str, timeout: float | None = None, check: bool = False,
+              what: str | None = None) -> ShellResult:
+        """Run `command` with the device's sh; return its exit status and output.
+
+        `what` names the step in error messages (default: the start of the command).
+        """
         self.shell_calls += 1
         wrapped = f"{command}; echo {RC_MARKER}$?"
         proc = self.adb._run(["-s", self.serial, "shell", wrapped], timeout=timeout)
         out = proc.stdout.replace("\r\n", "\n")
         idx = out.rfind(RC_MARKER)
         if idx < 0:
-            raise self._gone_or(proc, f"`adb shell {command[:60]}`")
+            raise self._gone_or(proc, what or f"`adb shell {command[:60]}`")
         tail = out[idx + len(RC_MARKER):].strip().split()
         rc = int(tail[0]) if tail and tail[0].lstrip("-").isdigit() else proc.returncode
         res = ShellResult(rc, out[:idx], proc.stderr)

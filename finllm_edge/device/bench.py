@@ -288,7 +288,8 @@ class DeviceBench:
         before = read_snapshot(dev)
         self.log.info("run %d: %s", index, cmd)
         t0 = time.monotonic()
-        res = dev.shell(f"rm -f {shlex.quote(remote_json)}; {cmd} 2>&1", timeout=o.run_timeout_s)
+        res = dev.shell(f"rm -f {shlex.quote(remote_json)}; {cmd} 2>&1", timeout=o.run_timeout_s,
+                        what=f"run {index} (fe-bench, {n_threads} threads)")
         wall = time.monotonic() - t0
         self.log.info("fe-bench exit %d after %.1f s; output:\n%s", res.returncode, wall, res.stdout.strip())
         after = read_snapshot(dev)
@@ -355,6 +356,8 @@ class DeviceBench:
             dev["mem_total_mb"] = info.mem_total_mb
         profile["device"] = dev
         profile["variant"] = variant
+        if info.is_emulator:  # an emulator's speed must never be quoted as a phone's
+            profile["emulated"] = True
         return profile
 
     # --- the whole thing ------------------------------------------------------------------------

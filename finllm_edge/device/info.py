@@ -23,6 +23,8 @@ PROPS = (
     "ro.product.model",
     "ro.build.version.release",
     "ro.build.version.sdk",
+    "ro.kernel.qemu",       # "1" on the Android Emulator (older images)
+    "ro.boot.qemu",         # "1" on the Android Emulator (newer images)
 )
 # Snapdragon 865 / 865+ / 870 are all SM8250 ("kona"): the figures of the SD865 estimate apply.
 SD865_SOC = re.compile(r"^SM8250", re.I)
@@ -86,6 +88,11 @@ class DeviceInfo:
         return is_sd865(self.props, self.cpuinfo_text)
 
     @property
+    def is_emulator(self) -> bool:
+        """An Android Emulator / qemu guest: its timings are not a phone's."""
+        return "1" in (self.props.get("ro.kernel.qemu"), self.props.get("ro.boot.qemu"))
+
+    @property
     def cpu_model(self) -> str:
         return self.soc or self.model or "unknown ARM SoC"
 
@@ -93,6 +100,7 @@ class DeviceInfo:
         d = asdict(self)
         d.pop("cpuinfo_text")
         d["is_sd865"] = self.is_sd865
+        d["is_emulator"] = self.is_emulator
         d["has_dotprod"] = "asimddp" in self.features
         d["has_fp16"] = "fphp" in self.features and "asimdhp" in self.features
         return d
@@ -272,13 +280,13 @@ def parse_info(serial: str, text: str, work_dir: str = WORK_DIR) -> DeviceInfo:
 
 
 def read_info(dev: Device, work_dir: str = WORK_DIR) -> DeviceInfo:
-    res = dev.shell(_info_script(work_dir), timeout=60)
+    res = dev.shell(_info_script(work_dir), timeout=60, what="reading the device info")
     return parse_info(dev.serial, res.stdout, work_dir)
 
 
 def read_snapshot(dev: Device) -> dict:
     """Temperatures and cpufreq right now (one shell round trip)."""
-    snap = parse_snapshot(dev.shell(_SNAPSHOT_SCRIPT, timeout=30).stdout)
+    snap = parse_snapshot(dev.shell(_SNAPSHOT_SCRIPT, timeout=30, what="reading temperatures and cpufreq").stdout)
     snap["cpu_temp_c"] = cpu_temp(snap)
     return snap
 
@@ -300,6 +308,8 @@ def format_info(info: DeviceInfo) -> str:
         "  thermal        " + (", ".join(f"{k.split(':', 1)[-1]}={v:.1f}C" for k, v in sorted(info.thermal_zones.items()))
                                or "no readable thermal zones"),
         f"  SD865 class    {'yes (estimate available)' if info.is_sd865 else 'no'}",
+        *(["  EMULATOR       ro.kernel.qemu/ro.boot.qemu=1: timings are emulated, not a phone's"]
+          if info.is_emulator else []),
     ]
     return "\n".join(lines)
 

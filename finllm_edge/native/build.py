@@ -288,11 +288,28 @@ def build_native(target: Target, prefix: Path) -> Path:
         args.append(f"-DFE_TEST_MODEL={model}")
     if target.emulator:
         args.append(f"-DCMAKE_CROSSCOMPILING_EMULATOR={';'.join(target.emulator)}")
+    args_file = build / "finllm-edge-configure.json"
+    if _up_to_date(build, args_file, args, ninja):
+        return build  # nothing to do: no lock, no output
     with heavy_lock():
         build.mkdir(parents=True, exist_ok=True)
         _run(args)
+        args_file.write_text(json.dumps(args) + "\n")
         _run([cmake, "--build", str(build), "-j", _jobs()])
     return build
+
+
+def _up_to_date(build: Path, args_file: Path, args: list[str], ninja: str) -> bool:
+    """True when the last configure used `args` and ninja has nothing to rebuild (dry run)."""
+    if not (build / "build.ninja").exists() or not args_file.exists():
+        return False
+    try:
+        if json.loads(args_file.read_text()) != args:
+            return False
+    except ValueError:
+        return False
+    proc = subprocess.run([ninja, "-C", str(build), "-n"], capture_output=True, text=True)
+    return proc.returncode == 0 and "no work to do" in proc.stdout
 
 
 def build_info(target: Target, prefix: Path, build: Path) -> BuildInfo:

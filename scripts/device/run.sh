@@ -17,6 +17,10 @@ if [ -z "${MASK:-}" ]; then
   [ "$MASK" != "0" ] || MASK="$(printf '%s\n' "$freqs" | awk '{m+=2^$1} END{printf "%x", m}')"
 fi
 SNAP='for z in /sys/class/thermal/thermal_zone*; do echo "temp ${z##*/} $(cat $z/type 2>/dev/null) $(cat $z/temp 2>/dev/null)"; done; for c in /sys/devices/system/cpu/cpu[0-9]*; do echo "freq ${c##*/cpu} $(cat $c/cpufreq/scaling_cur_freq 2>/dev/null) $(cat $c/cpufreq/scaling_max_freq 2>/dev/null)"; done'
+# the Android Emulator (ro.boot.qemu / ro.kernel.qemu = 1): mark the profile emulated
+EMU=""
+n_qemu="$(dsh 'getprop ro.boot.qemu; getprop ro.kernel.qemu' | tr -d '\r' | grep -c '^1$' || true)"
+[ "${n_qemu:-0}" -eq 0 ] || EMU="--emulated"
 OUT="$WORK_DIR/results/t$THREADS"
 RESULTS="${RESULTS:-device-results}"
 mkdir -p "$RESULTS"
@@ -24,7 +28,7 @@ NOTE="$RESULTS/t$THREADS.thermal.txt"
 { echo "# before"; dsh "$SNAP"; } > "$NOTE"
 echo "running: taskset $MASK fe-bench-$VARIANT -t $THREADS $*"
 set +e
-dsh "taskset $MASK $WORK_DIR/fe-bench-$VARIANT -m $WORK_DIR/$MODEL_NAME -t $THREADS -o $OUT.json --json-only $* 2>&1"
+dsh "taskset $MASK $WORK_DIR/fe-bench-$VARIANT -m $WORK_DIR/$MODEL_NAME -t $THREADS -o $OUT.json --json-only $EMU $* 2>&1"
 rc=$?
 set -e
 { echo "# after (fe-bench exit $rc)"; dsh "$SNAP"; } >> "$NOTE"

@@ -53,6 +53,7 @@ def sd865(serial: str, **over) -> dict:
             "ro.product.model": "SM-G981B",
             "ro.build.version.release": "13",
             "ro.build.version.sdk": "33",
+            "ro.boot.qemu": "1",  # honest: the fake runs fe-bench under qemu (profiles get emulated=true)
         },
         "cpuinfo": _cpuinfo(cores, "Qualcomm Technologies, Inc SM8250"),
         "meminfo": _meminfo(7802076, 3412000),
@@ -100,6 +101,7 @@ def armv8_0(serial: str, **over) -> dict:
             "ro.product.model": "moto e6",
             "ro.build.version.release": "10",
             "ro.build.version.sdk": "29",
+            "ro.boot.qemu": "1",
         },
         "cpuinfo": _cpuinfo(cores, "MT6762V/WD"),
         "meminfo": _meminfo(1935212, 612000),
