@@ -5,6 +5,8 @@
 1. builds (or reuses) the host build: libfinllm_edge, fe-bench and upstream tools;
 2. quantizes SmolLM2-135M-Instruct Q4_1 -> Q4_0 with that tree's llama-quantize
    (--allow-requantize; cached in <cache>/models/);
+   llama-bench measures pp at depth 0 and tg at depth pp (`-d 0,pp`), the positions one
+   fe-bench request covers (prompt, then generation after it);
 3. runs fe-bench and llama-bench on that file, interleaved round by round (the order flips
    every round), each round one repetition after a warm-up;
 4. prints both sides as JSON and as a table, with the ratio fe-bench / llama-bench for
@@ -61,15 +63,16 @@ def run_fe_bench(fe_bench: Path, model: Path, threads: int, pp: int, tg: int) ->
 
 
 def run_llama_bench(llama_bench: Path, model: Path, threads: int, pp: int, tg: int) -> dict:
+    """pp at depth 0 and tg at depth pp: the same positions fe-bench's one request covers
+    (prompt at 0..pp-1, then generated tokens at pp..pp+tg-1)."""
     proc = subprocess.run([str(llama_bench), "-m", str(model), "-t", str(threads), "-p", str(pp), "-n", str(tg),
-                           "-r", "1", "-o", "json"], capture_output=True, text=True)
+                           "-d", f"0,{pp}", "-r", "1", "-o", "json"], capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"llama-bench failed ({proc.returncode}): {proc.stderr[-3000:]}")
     rows = json.loads(proc.stdout)
-    pp_row = next(r for r in rows if r["n_prompt"] == pp and r["n_gen"] == 0)
-    tg_row = next(r for r in rows if r["n_gen"] == tg and r["n_prompt"] == 0)
-    return {"prefill_tok_s": pp_row["avg_ts"], "decode_tok_s": tg_row["avg_ts"], "build_commit": pp_row.get("build_commit"),
-            "rows": rows}
+    pp_row = next(r for r in rows if r["n_prompt"] == pp and r["n_gen"] == 0 and r.get("n_depth", 0) == 0)
+    tg_row = next(r for r in rows if r["n_gen"] == tg and r["n_prompt"] == 0 and r.get("n_depth", 0) == pp)
+    return {"prefill_tok_s": pp_row["avg_ts"], "decode_tok_s": tg_row["avg_ts"], "rows": rows}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,7 +48,8 @@ def scale_model(merged_dir: Path, out_dir: Path, calib_text: str, opts: AWQOptio
     tmp = out_dir.with_name(out_dir.name + atomic.PARTIAL_TAG + "dir")
     if tmp.exists():
         shutil.rmtree(tmp)
-    model.to(torch.float16).save_pretrained(tmp, safe_serialization=True)
+    # float32: the fold is exact in float32; the GGUF writer rounds once, to the chosen float type
+    model.to(torch.float32).save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
     record = {"target": opts.target, "options": asdict(opts), "summary": res.summary(), "alphas": res.alphas,
               "loss_plain": res.loss_before, "loss_awq": res.loss_after, "clip_ratios": res.clip_ratios}
@@ -98,15 +99,19 @@ def tensor_sensitivity(merged_dir: Path, calib_text: str, target: str, opts: AWQ
     return out
 
 
-def plan_mixed_precision(sens: dict[str, dict], base_bpw: float, total_params: int, budget_bpw: float,
-                         high_bpw: float = 8.5) -> list[str]:
-    """Greedy: promote tensors by error removed per extra bit until the file would exceed the budget.
+def plan_mixed_precision(sens: dict[str, dict], current_bits: dict[str, int], total_bits: int, n_params: int,
+                         budget_bpw: float, high_bpw: float = 8.5) -> list[str]:
+    """Greedy: promote tensors to Q8_0 by error removed per extra bit until the file would
+    exceed `budget_bpw`. current_bits: GGUF tensor name -> bits it takes in the plain quant.
     Returns llama-quantize --tensor-type arguments (regexes anchored on the full name)."""
-    spare_bits = (budget_bpw - base_bpw) * total_params
+    spare = budget_bpw * n_params - total_bits
     chosen = []
     for name, s in sorted(sens.items(), key=lambda kv: kv[1]["err"] / kv[1]["n"], reverse=True):
-        cost = (high_bpw - base_bpw) * s["n"]
-        if cost <= spare_bits:
-            spare_bits -= cost
+        cur = current_bits.get(f"{name}.weight")
+        if cur is None:
+            continue
+        cost = high_bpw * s["n"] - cur
+        if 0 < cost <= spare:
+            spare -= cost
             chosen.append(f"^{name.replace('.', '[.]')}[.]weight$=q8_0")
     return chosen

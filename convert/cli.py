@@ -32,6 +32,7 @@ examples:
   finllm-edge convert                                   # the embedded demo -> out/convert
   finllm-edge convert --base ./Qwen2-0.5B --lora ./my-adapter --out out/qwen --quant q4_k_m
   finllm-edge convert --eval my_heldout.txt --max-kld 0.1 --min-top1 0.85   # fail on bad quants
+  finllm-edge convert --awq --imatrix --calib my_domain.txt --quant q4_0,q4_k_m   # AWQ vs imatrix side by side
 
 k-quants (q4_k_m) need rows divisible by 256: on SmolLM2 (hidden 576) llama-quantize uses
 fallback types for many tensors; the summary lists the real per-type tensor counts.
@@ -56,6 +57,16 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="comma list of llama-quantize types: q8_0,q6_k,q5_k_m,q5_0,q4_k_m,q4_k_s,q4_1,q4_0 "
                         "(default: q8_0,q4_0,q4_k_m; '' for none)")
     g.add_argument("--float", dest="floats", default="f16", help="float GGUFs: f16 (always), f32, bf16")
+    g = p.add_argument_group("activation-aware quantization")
+    g.add_argument("--awq", action="store_true", help="also write AWQ artifacts (model-awq-<quant>.gguf): scales "
+                   "searched on --calib text for each 4-bit grid (q4_0, q4_k_m), folded into the float model; "
+                   "the scaled model is kept in OUT/merged-awq-<grid>/ for the ONNX export too")
+    g.add_argument("--awq-grid", type=int, default=10, help="alpha candidates in [0,1] for the scale search (default 10)")
+    g.add_argument("--awq-clip", action="store_true", help="also search per-block weight clipping (slower)")
+    g.add_argument("--imatrix", action="store_true", help="also write upstream importance-matrix artifacts "
+                   "(llama-imatrix on --calib), for plain and AWQ models: the baseline AWQ must beat")
+    g.add_argument("--bpw-budget", type=float, help="with --awq: add a mixed-precision artifact that keeps the "
+                   "most sensitive tensors (measured) at Q8_0 while staying within this many bits/weight")
     g = p.add_argument_group("quality gate")
     g.add_argument("--max-kld", type=float, help="fail if any artifact's mean KLD vs F16 is above this")
     g.add_argument("--min-top1", type=float, help="fail if any artifact's top-1 agreement (0..1) is below this")
@@ -82,8 +93,13 @@ def main(args: argparse.Namespace) -> int:
         eval_file=args.eval_file, calib_file=args.calib_file, eval_ctx=args.eval_ctx, eval_chunks=args.eval_chunks,
         max_kld=args.max_kld, min_top1=args.min_top1, parity=not args.no_parity,
         require_greedy=not args.no_greedy_check, cross_check=not args.no_cross_check, threads=args.threads,
-        progress=not args.no_progress,
+        progress=not args.no_progress, awq=args.awq, awq_grid=args.awq_grid, awq_clip=args.awq_clip,
+        imatrix=args.imatrix, bpw_budget=args.bpw_budget,
     )
+    if args.bpw_budget and not args.awq:
+        from .errors import ConversionError
+
+        raise ConversionError("--bpw-budget plans a mixed-precision AWQ artifact: add --awq")
     bad = [f for f in opts.floats if f not in ("f16", "f32", "bf16")]
     if bad:
         from .errors import ConversionError

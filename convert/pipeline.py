@@ -50,6 +50,11 @@ class ConvertOptions:
     merged_dtype: str = "float16"
     scan_finite: bool = True
     progress: bool = True
+    awq: bool = False                        # add AWQ-scaled artifacts (awq-<quant>) beside the plain ones
+    awq_grid: int = 10                       # alpha candidates in [0, 1]
+    awq_clip: bool = False                   # also search per-block weight clipping
+    imatrix: bool = False                    # add upstream importance-matrix artifacts (imatrix-<quant>, awq-imatrix-<quant>)
+    bpw_budget: float | None = None          # with awq: a mixed-precision artifact within this bits/weight
 
     def resolved(self) -> "ConvertOptions":
         from finllm_edge.models import default_model_path
@@ -90,6 +95,9 @@ class Context:
     notes: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     manifest: Path | None = None
+    awq: dict = field(default_factory=dict)      # target -> {"dir", "f16", "summary"}
+    imatrix: dict = field(default_factory=dict)  # "plain" or AWQ target -> imatrix file
+    provenance: object = None                    # gguf_writer.Provenance, shared by every GGUF written
 
     def bar(self, total, desc):
         from tqdm import tqdm
@@ -149,6 +157,7 @@ def stage_gguf(ctx: Context) -> None:
         adapter_name=Path(pre.adapter.folder).name, adapter_sha256=combined_sha256(pre.adapter.files),
         finllm_edge_version=__version__, llama_cpp=llama_version_string(),
     )
+    ctx.provenance = prov
     for ft in ctx.opts.floats:
         path = ctx.opts.out / f"model-{ft}.gguf"
         bar = ctx.bar(None, f"gguf {ft}")
@@ -158,17 +167,104 @@ def stage_gguf(ctx: Context) -> None:
                              "tensor_types": tensor_type_counts(path), **gguf_weight_stats(path)}
 
 
+AWQ_TARGETS = {"q4_0": "q4_0", "q4_k_m": "q4_k_m", "q4_k_s": "q4_k_m"}  # quant -> AWQ search grid
+
+
+def stage_awq(ctx: Context) -> None:
+    from .awq import AWQOptions
+    from .awq_stage import scale_model
+    from .gguf_writer import write_gguf
+
+    o = ctx.opts
+    targets = sorted({AWQ_TARGETS[q] for q in o.quants if q in AWQ_TARGETS})
+    if not targets:
+        raise ConversionError(f"--awq needs a 4-bit --quant among {sorted(AWQ_TARGETS)}; got {o.quants}")
+    calib = o.calib_file.read_text(encoding="utf-8")
+    for t in targets:
+        from tqdm import tqdm
+
+        def bars(**kw):
+            return tqdm(disable=not o.progress, leave=False, **kw)
+
+        res = scale_model(ctx.merged_dir, o.out / f"merged-awq-{t}", calib,
+                          AWQOptions(target=t, grid=o.awq_grid, clip=o.awq_clip), bars)
+        f16 = o.out / ".work" / f"awq-{t}-f16.gguf"
+        f16.parent.mkdir(parents=True, exist_ok=True)
+        write_gguf(res.scaled_dir, f16, "f16", ctx.pre.arch, ctx.pre.base.config, ctx.tokenizer, ctx.provenance, None)
+        ctx.awq[t] = {"dir": str(res.scaled_dir), "f16": str(f16), "summary": res.summary}
+        ctx.notes.append(f"AWQ ({t}): {res.summary}")
+
+
+def stage_imatrix(ctx: Context) -> None:
+    from .quantize import compute_imatrix
+
+    o = ctx.opts
+    sources = {"plain": ctx.artifacts["f16"]["path"], **{t: a["f16"] for t, a in ctx.awq.items()}}
+    for key, src in sources.items():
+        ctx.imatrix[key] = str(compute_imatrix(Path(src), o.calib_file, o.out / ".work" / f"imatrix-{key}.gguf",
+                                               o.threads))
+
+
+def _quant_jobs(ctx: Context) -> list[tuple[str, str, Path, Path | None, list[str]]]:
+    """(artifact name, quant, source F16, imatrix, extra llama-quantize args) for every artifact asked for."""
+    o = ctx.opts
+    f16 = Path(ctx.artifacts["f16"]["path"])
+    jobs = []
+    for q in o.quants:
+        jobs.append((q, q, f16, None, []))
+        if "plain" in ctx.imatrix and q in AWQ_TARGETS:
+            jobs.append((f"imatrix-{q}", q, f16, Path(ctx.imatrix["plain"]), []))
+        t = AWQ_TARGETS.get(q)
+        if t in ctx.awq:
+            src = Path(ctx.awq[t]["f16"])
+            jobs.append((f"awq-{q}", q, src, None, []))
+            if t in ctx.imatrix:
+                jobs.append((f"awq-imatrix-{q}", q, src, Path(ctx.imatrix[t]), []))
+            if o.bpw_budget:
+                jobs.append((f"awq-mixed-{q}", q, src, Path(ctx.imatrix[t]) if t in ctx.imatrix else None,
+                             ["mixed"]))
+    return jobs
+
+
 def stage_quantize(ctx: Context) -> None:
     from .quantize import quantize
 
-    src = Path(ctx.artifacts["f16"]["path"])
-    bar = ctx.bar(len(ctx.opts.quants), "quantize")
-    for q in ctx.opts.quants:
-        bar.set_postfix_str(q)
-        info = quantize(src, ctx.opts.out / f"model-{q}.gguf", q, ctx.opts.threads)
-        ctx.artifacts[q] = {"path": str(ctx.opts.out / f"model-{q}.gguf"), "quant": info.pop("upstream_type"), **info}
+    jobs = _quant_jobs(ctx)
+    bar = ctx.bar(len(jobs), "quantize")
+    for name, q, src, imat, extra in jobs:
+        bar.set_postfix_str(name)
+        if extra == ["mixed"]:
+            extra = _mixed_precision_args(ctx, q, src, imat)
+        out = ctx.opts.out / f"model-{name}.gguf"
+        info = quantize(src, out, q, ctx.opts.threads, imatrix=imat, extra_args=extra)
+        ctx.artifacts[name] = {"path": str(out), "quant": info.pop("upstream_type"), **info}
+        if imat or src != Path(ctx.artifacts["f16"]["path"]):
+            ctx.artifacts[name]["recipe"] = {"awq": name.startswith("awq"), "imatrix": bool(imat),
+                                             "tensor_type_overrides": len(extra)}
         bar.update(1)
     bar.close()
+    for a in ctx.awq.values():           # the scaled F16 GGUFs were intermediates
+        Path(a["f16"]).unlink(missing_ok=True)
+
+
+def _mixed_precision_args(ctx: Context, q: str, src: Path, imat: Path | None) -> list[str]:
+    """Quantize once plainly to learn the base bits/weight, then spend the budget on the most
+    sensitive tensors (measured on calibration inputs) at Q8_0."""
+    from .awq_stage import plan_mixed_precision, tensor_sensitivity
+    from .quantize import quantize
+
+    o = ctx.opts
+    probe = o.out / ".work" / f"probe-{q}.gguf"
+    info = quantize(src, probe, q, o.threads, imatrix=imat)
+    from gguf import GGUFReader
+
+    bits = {t.name: 8 * int(t.n_bytes) for t in GGUFReader(probe).tensors}
+    probe.unlink(missing_ok=True)
+    t = AWQ_TARGETS[q]
+    sens = tensor_sensitivity(Path(ctx.awq[t]["dir"]), o.calib_file.read_text(encoding="utf-8"), t)
+    plan = plan_mixed_precision(sens, bits, 8 * info["tensor_bytes"], info["n_params"], o.bpw_budget)
+    ctx.notes.append(f"mixed precision {q}: {len(plan)} tensors at Q8_0 within {o.bpw_budget} bits/weight")
+    return [a for arg in plan for a in ("--tensor-type", arg)]
 
 
 def stage_parity(ctx: Context) -> None:
@@ -237,8 +333,12 @@ def build_stages(opts: ConvertOptions) -> list[Stage]:
         Stage("merge", stage_merge, "merged/ (HF folder, fp16)"),
         Stage("gguf", stage_gguf, "model-f16.gguf (+ f32/bf16)"),
     ]
+    if opts.awq:
+        stages.append(Stage("awq", stage_awq, "merged-awq-<grid>/ (scaled float model, for GGUF and ONNX)"))
+    if opts.imatrix:
+        stages.append(Stage("imatrix", stage_imatrix, ".work/imatrix-*.gguf (upstream llama-imatrix)"))
     if opts.quants:
-        stages.append(Stage("quantize", stage_quantize, "model-<quant>.gguf"))
+        stages.append(Stage("quantize", stage_quantize, "model-<quant>.gguf (+ awq-/imatrix- variants)"))
     if opts.parity:
         stages.append(Stage("parity", stage_parity, "parity.json"))
     stages.append(Stage("quality", stage_quality, "quality.json, quality.md"))

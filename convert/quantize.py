@@ -65,12 +65,13 @@ def gguf_weight_stats(path: Path) -> dict:
             "file_bytes": Path(path).stat().st_size}
 
 
-def quantize(src_f16: Path, out: Path, qtype: str, threads: int | None = None, imatrix: Path | None = None) -> dict:
+def quantize(src_f16: Path, out: Path, qtype: str, threads: int | None = None, imatrix: Path | None = None,
+             extra_args: list[str] | None = None) -> dict:
     """Run llama-quantize; return {"type", "tool", "fallbacks", "tensor_types", ...stats}."""
     q = QUANT_TYPES[qtype]
     tool = upstream_tool("llama-quantize")
     tmp = partial_name(out)
-    cmd = [tool]
+    cmd = [tool, *(extra_args or [])]
     if imatrix:
         cmd += ["--imatrix", imatrix]
     cmd += [src_f16, tmp, q.upstream, str(threads or os.cpu_count() or 2)]
@@ -84,3 +85,18 @@ def quantize(src_f16: Path, out: Path, qtype: str, threads: int | None = None, i
     fallbacks = sum(1 for line in log.splitlines() if _FALLBACK.search(line) and "tensor" in line.lower())
     return {"type": qtype, "upstream_type": q.upstream, "tool": str(tool), "fallback_tensors": fallbacks,
             "tensor_types": tensor_type_counts(out), **gguf_weight_stats(out)}
+
+
+def compute_imatrix(src_f16: Path, calib: Path, out: Path, threads: int | None = None, n_ctx: int = 256) -> Path:
+    """llama.cpp's importance matrix (upstream llama-imatrix) of `src_f16` over the calibration text."""
+    tool = upstream_tool("llama-imatrix")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = partial_name(out)
+    try:
+        run_tool([tool, "-m", src_f16, "-f", calib, "-o", tmp, "-c", str(n_ctx), "-b", str(n_ctx),
+                  "-t", str(threads or os.cpu_count() or 2)], "llama-imatrix")
+        commit(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return out

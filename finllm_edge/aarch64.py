@@ -123,17 +123,16 @@ def build_launcher() -> Path:
     return exe
 
 
-def build_probe(target: str, info=None) -> Path:
+def build_probe(target: str) -> Path:
     """fe-logits for a native target (host or linux-aarch64-*), linked to that target's llama.cpp.
 
-    `info`: the target's BuildInfo when the caller already has it (saves an ensure_built).
+    It needs only stage 1 (the llama.cpp prefix), not our C API.
     """
-    from .native.build import ensure_built
+    from .native.build import build_llama
     from .native.targets import get_target
 
-    info = info or ensure_built(target)
     tgt = get_target(target)
-    prefix = Path(info.llama_prefix)
+    prefix = Path(build_llama(tgt))
     args = [
         f"-DFE_LLAMA_PREFIX={prefix}",
         f"-DFE_LLAMA_OPENMP={'ON' if _uses_openmp(prefix) else 'OFF'}",
@@ -167,7 +166,7 @@ def build_variant(variant: str) -> VariantBuild:
 
     target = AARCH64_TARGETS[variant]
     info = ensure_built(target)
-    probe = build_probe(target, info)
+    probe = build_probe(target)
     return VariantBuild(
         variant=variant,
         target=target,
@@ -190,12 +189,12 @@ def build_ctest(variant: str, test_model: Path, cpu: str, llama_prefix: Path | N
     """
     from . import __version__
     from .native import fetch
-    from .native.build import ensure_built
+    from .native.build import build_llama
     from .native.targets import get_target
 
     target = AARCH64_TARGETS[variant]
     tgt = get_target(target)
-    prefix = Path(llama_prefix) if llama_prefix else Path(ensure_built(target).llama_prefix)
+    prefix = Path(llama_prefix) if llama_prefix else Path(build_llama(tgt))
     qemu = shutil.which("qemu-aarch64")
     if not qemu:
         raise NativeBuildError("qemu-aarch64 not found; install qemu-user (scripts/bootstrap.sh does)")
@@ -326,7 +325,8 @@ def smollm2_q4_0() -> Path:
     The embedded model is Q4_1; Q4_0 is what llama.cpp repacks for dotprod (4x4) at load.
     """
     from .models import default_model_path
-    from .native.build import ensure_built
+    from .native.build import build_llama
+    from .native.targets import get_target
 
     src = default_model_path()
     out_dir = cache_dir() / "models"
@@ -334,7 +334,7 @@ def smollm2_q4_0() -> Path:
     out = out_dir / (src.name.replace(".Q4_1.", ".") .removesuffix(".gguf") + ".Q4_0.gguf")
     if out.exists() and out.stat().st_size > 0:
         return out
-    quantize = ensure_built("host").tools["llama-quantize"]
+    quantize = Path(build_llama(get_target("host"))) / "bin" / "llama-quantize"
     tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
     proc = subprocess.run([str(quantize), "--allow-requantize", str(src), str(tmp), "Q4_0", "2"],
                           capture_output=True, text=True)

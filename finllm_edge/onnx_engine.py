@@ -61,8 +61,15 @@ class OnnxStream:
         self._engine, self._gen, self.timings = engine, gen, timings
         self.text = ""
         self.tokens: list[int] = []
-        self.finish_reason: str | None = None
+        # filled by the engine's generator; the generator never references this object, so
+        # dropping the stream (e.g. `break` in a for loop) closes the generation at once
+        self._state: dict = {}
         self._profile: dict | None = None
+
+    @property
+    def finish_reason(self) -> str | None:
+        """'length', 'eos', 'stop' or 'cancelled' once the generation ended, else None."""
+        return self._state.get("ended")
 
     def __iter__(self) -> "OnnxStream":
         return self
@@ -213,7 +220,7 @@ class OnnxEngine:
             self._busy = True
         self._cancel.clear()
         stream = OnnxStream(self, iter(()), t)
-        stream._gen = self._run(ids, max_tokens, search, stops, ignore_eos, t, stream)
+        stream._gen = self._run(ids, max_tokens, search, stops, ignore_eos, t, stream.tokens, stream._state)
         return stream
 
     def _search_options(self, n_prompt, max_tokens, search, ignore_eos) -> dict:
@@ -261,14 +268,15 @@ class OnnxEngine:
                 return
             yield token
 
-    def _run(self, ids, max_tokens, search, stops, ignore_eos, t: RunTimings, stream: OnnxStream) -> Iterator[str]:
-        state: dict = {"finish": "cancelled"}
+    def _run(self, ids, max_tokens, search, stops, ignore_eos, t: RunTimings, tokens: list[int],
+             state: dict) -> Iterator[str]:
+        state["finish"] = "cancelled"
         hold = max((len(s) for s in stops), default=0)
         try:
             decoder = self._require()[1].create_stream()
             pending = ""
             for token in self._tokens(ids, max_tokens, search, ignore_eos, t, state):
-                stream.tokens.append(token)
+                tokens.append(token)
                 pending += decoder.decode(token)
                 cut = min((i for i in (pending.find(s) for s in stops) if i >= 0), default=-1)
                 if cut >= 0:
@@ -285,7 +293,7 @@ class OnnxEngine:
                 yield pending
         finally:  # normal end, error, or the caller broke out (GeneratorExit)
             t.t_end = _now()
-            stream.finish_reason = state["finish"]
+            state["ended"] = state["finish"]
             self._finish([t])
 
     def _finish(self, runs: list[RunTimings], warmup: int = 0, thermal: dict | None = None) -> None:

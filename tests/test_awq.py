@@ -6,7 +6,7 @@ import copy
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")  # the convert extra is installed by scripts/bootstrap.sh
+import torch  # noqa: E402  (the convert extra: scripts/bootstrap.sh installs it; never skipped)
 import gguf  # noqa: E402
 from gguf import quants  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM  # noqa: E402

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-torch = pytest.importorskip("torch")  # the convert extra is installed by scripts/bootstrap.sh
+import torch  # noqa: E402  (the convert extra: scripts/bootstrap.sh installs it; never skipped)
 
 from finllm_edge_convert.pipeline import ConvertOptions, convert  # noqa: E402
 from finllm_edge_convert.tools import upstream_tool  # noqa: E402

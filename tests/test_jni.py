@@ -10,6 +10,7 @@ bridge functions that need no JVM.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -219,7 +220,9 @@ def test_android_superbuild_compiles_both_variants_with_a_cross_compiler(tmp_pat
     the Debian aarch64 cross compiler and the build driver's aarch64 llama.cpp prefixes:
     both variant libraries build in one project, and each reports its own variant."""
     prefixes = {v: ensure_built(t).llama_prefix for v, (t, _, _) in ARM_VARIANTS.items()}
-    build = cache_dir() / "android-superbuild-check"
+    # Keyed by checkout (like the driver's build dirs): a CMake cache is tied to its source path.
+    checkout = hashlib.sha256(str(ROOT.resolve()).encode()).hexdigest()[:10]
+    build = cache_dir() / "native" / f"android-superbuild-aarch64-{checkout}"
     args = ["cmake", "-S", SUPERBUILD, "-B", build, "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release",
             f"-DCMAKE_TOOLCHAIN_FILE={AARCH64_TOOLCHAIN}",
             f"-DFE_LLAMA_PREFIX_DOTPROD={prefixes['armv8.2-a+dotprod+fp16']}",

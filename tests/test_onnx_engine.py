@@ -69,7 +69,7 @@ def test_break_stops_generation(engine):
     for i, _ in enumerate(engine.generate("Write a long essay about inflation.", max_tokens=100)):
         if i == 2:
             break
-    assert engine.last_profile["n_gen"] <= 4
+    assert engine.last_profile["n_gen"] <= 8  # a few tokens can decode to no text yet
     "".join(engine.generate(PROMPT, max_tokens=3))  # the engine is free again
 
 

@@ -42,6 +42,8 @@ struct JniSession {
 
 // ------------------------------------------------------------------ exceptions
 
+jstring utf8_jstring(JNIEnv *env, const std::string &s);
+
 // Throws io.finllm.edge.FinLlmException(int status, String statusName, String message).
 void throw_fe(JNIEnv *env, int status, const std::string &message) {
     if (env->ExceptionCheck()) return;  // keep the first exception
@@ -51,7 +53,9 @@ void throw_fe(JNIEnv *env, int status, const std::string &message) {
     jmethodID ctor = env->GetMethodID(cls, "<init>", "(ILjava/lang/String;Ljava/lang/String;)V");
     if (!ctor) return;
     jstring jname = env->NewStringUTF(name);
-    jstring jmsg = env->NewStringUTF(message.c_str());  // ASCII/UTF-8 text from the C API
+    // Real UTF-8 (a model path may hold any character): not NewStringUTF, whose modified
+    // UTF-8 rejects 4-byte sequences (Android's CheckJNI aborts on them).
+    jstring jmsg = utf8_jstring(env, message);
     if (!jname || !jmsg) return;
     auto *exc = static_cast<jthrowable>(env->NewObject(cls, ctor, static_cast<jint>(status), jname, jmsg));
     if (exc) env->Throw(exc);
@@ -212,6 +216,12 @@ void utf8_to_utf16(const char *p, size_t n, std::u16string &out) {
 
 jstring new_jstring(JNIEnv *env, const std::u16string &s) {
     return env->NewString(reinterpret_cast<const jchar *>(s.data()), static_cast<jsize>(s.size()));
+}
+
+jstring utf8_jstring(JNIEnv *env, const std::string &s) {
+    std::u16string u;
+    utf8_to_utf16(s.data(), s.size(), u);
+    return new_jstring(env, u);
 }
 
 // ------------------------------------------------------------------ streaming

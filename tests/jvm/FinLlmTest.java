@@ -142,6 +142,12 @@ public final class FinLlmTest {
         requireEq(FinLlmException.FE_ERR_FILE_NOT_FOUND, e.getStatus(), "status");
         requireEq("FE_ERR_FILE_NOT_FOUND", e.getStatusName(), "status name");
         require(e.getMessage().contains("no-such-model.gguf"), "message names the file: " + e.getMessage());
+        // Any character survives the trip Java -> C API -> exception text (real UTF-8 both ways).
+        String odd = new File(System.getProperty("java.io.tmpdir"),
+                "no-such-dir/Rendite \u20ac \uD83D\uDCC8 \u503a\u5238.gguf").getPath();
+        FinLlmException u = expectFinLlmException(() -> FinLlm.open(odd, OPTS));
+        requireEq(FinLlmException.FE_ERR_FILE_NOT_FOUND, u.getStatus(), "status (non-ASCII path)");
+        require(u.getMessage().contains(odd), "message names the non-ASCII path exactly: " + u.getMessage());
         FinLlmException n = expectFinLlmException(() -> FinLlm.open(null, OPTS));
         requireEq(FinLlmException.FE_ERR_INVALID_ARG, n.getStatus(), "null path status");
     }

@@ -8,6 +8,7 @@ import androidx.lifecycle.MutableLiveData
 import io.finllm.edge.FinLlm
 import io.finllm.edge.FinLlmException
 import java.io.File
+import java.io.FileFilter
 import java.util.Locale
 import java.util.concurrent.ExecutorService
 import java.util.concurrent.Executors
@@ -65,7 +66,8 @@ class ChatViewModel(app: Application) : AndroidViewModel(app) {
     fun scanModels() {
         val dirs = modelDirs()
         val found = dirs.flatMap { dir ->
-            dir.listFiles { f -> f.isFile && f.name.endsWith(".gguf", ignoreCase = true) }?.toList().orEmpty()
+            dir.listFiles(FileFilter { f -> f.isFile && f.name.endsWith(".gguf", ignoreCase = true) })
+                ?.toList().orEmpty()
         }.sortedBy { it.name }
         update { it.copy(models = found, modelDirs = dirs) }
     }
