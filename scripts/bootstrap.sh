@@ -39,6 +39,8 @@ fi
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 pipq() { pip install -q "$@" 2>&1 | grep -v -E "^WARNING: Location|ignored: it is neither" || true; }
 python -c "import torch" 2>/dev/null || { log "installing torch==2.13.0 (CPU)"; pipq torch==2.13.0; }
+# cmake and ninja for the native builds, from PyPI (recent enough for llama.cpp on any Debian)
+[ -x "$VENV/bin/cmake" ] && [ -x "$VENV/bin/ninja" ] || { log "installing cmake, ninja"; pipq cmake ninja; }
 
 # 3. llama-cpp-python, built once from the pinned sdist with AMX off (see finllm_edge/pins.py).
 WHEEL="$(ls "$CACHE"/wheels/llama_cpp_python-"$LLAMA_CPP_PYTHON_VERSION"-*.whl 2>/dev/null | head -1 || true)"
