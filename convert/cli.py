@@ -56,6 +56,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--quant", default="q8_0,q4_0,q4_k_m",
                    help="comma list of llama-quantize types: q8_0,q6_k,q5_k_m,q5_0,q4_k_m,q4_k_s,q4_1,q4_0 "
                         "(default: q8_0,q4_0,q4_k_m; '' for none)")
+    g.add_argument("--formats", default="gguf", help="gguf (always) and/or onnx: an int4 MatMulNBits folder for "
+                   "onnxruntime-genai in OUT/onnx-int4, in the same quality report (default: gguf)")
     g.add_argument("--float", dest="floats", default="f16", help="float GGUFs: f16 (always), f32, bf16")
     g = p.add_argument_group("activation-aware quantization")
     g.add_argument("--awq", action="store_true", help="also write AWQ artifacts (model-awq-<quant>.gguf): scales "
@@ -95,7 +97,13 @@ def main(args: argparse.Namespace) -> int:
         require_greedy=not args.no_greedy_check, cross_check=not args.no_cross_check, threads=args.threads,
         progress=not args.no_progress, awq=args.awq, awq_grid=args.awq_grid, awq_clip=args.awq_clip,
         imatrix=args.imatrix, bpw_budget=args.bpw_budget,
+        formats=[f.strip().lower() for f in args.formats.split(",") if f.strip()],
     )
+    unknown = [f for f in opts.formats if f not in ("gguf", "onnx")]
+    if unknown:
+        from .errors import ConversionError
+
+        raise ConversionError(f"unknown --formats {unknown}; choose from gguf, onnx")
     if args.bpw_budget and not args.awq:
         from .errors import ConversionError
 

@@ -55,6 +55,7 @@ class ConvertOptions:
     awq_clip: bool = False                   # also search per-block weight clipping
     imatrix: bool = False                    # add upstream importance-matrix artifacts (imatrix-<quant>, awq-imatrix-<quant>)
     bpw_budget: float | None = None          # with awq: a mixed-precision artifact within this bits/weight
+    formats: list[str] = field(default_factory=lambda: ["gguf"])  # gguf, onnx (int4 MatMulNBits folder)
 
     def resolved(self) -> "ConvertOptions":
         from finllm_edge.models import default_model_path
@@ -267,6 +268,22 @@ def _mixed_precision_args(ctx: Context, q: str, src: Path, imat: Path | None) ->
     return [a for arg in plan for a in ("--tensor-type", arg)]
 
 
+def stage_onnx(ctx: Context) -> None:
+    """int4 ONNX (MatMulNBits, block 32, symmetric, accuracy_level 4) for onnxruntime(-genai), from the
+    AWQ-scaled model (Q4_0 grid, which MatMulNBits int4 shares) when --awq ran, else from merged/."""
+    from .onnx_export import export_onnx
+
+    src = Path(ctx.awq["q4_0"]["dir"]) if "q4_0" in ctx.awq else ctx.merged_dir
+    out = ctx.opts.out / "onnx-int4"
+    entry = export_onnx(src, out, precision="int4", overwrite=True)
+    ctx.artifacts["onnx-int4"] = {
+        "path": str(out / "model.onnx"), "dir": str(out), "format": "onnx", "quant": "MatMulNBits int4",
+        "bits_per_weight": entry["bits_per_weight"], "file_bytes": entry["size_bytes"],
+        "n_params": entry["n_params"], "source": str(src), "files": entry["files"], "checks": entry["checks"],
+        "versions": entry["versions"],
+    }
+
+
 def stage_parity(ctx: Context) -> None:
     from .parity import check_parity, enforce
 
@@ -339,6 +356,8 @@ def build_stages(opts: ConvertOptions) -> list[Stage]:
         stages.append(Stage("imatrix", stage_imatrix, ".work/imatrix-*.gguf (upstream llama-imatrix)"))
     if opts.quants:
         stages.append(Stage("quantize", stage_quantize, "model-<quant>.gguf (+ awq-/imatrix- variants)"))
+    if "onnx" in opts.formats:
+        stages.append(Stage("onnx", stage_onnx, "onnx-int4/ (model.onnx + data, genai_config.json, tokenizer)"))
     if opts.parity:
         stages.append(Stage("parity", stage_parity, "parity.json"))
     stages.append(Stage("quality", stage_quality, "quality.json, quality.md"))

@@ -94,10 +94,21 @@ def perplexity(path: Path, text: str, n_ctx: int, max_chunks=None, threads=None)
     return reference_pass(Path(path), text, n_ctx, max_chunks, threads)[1]
 
 
-def score_artifact(path: Path, ref: Reference, threads=None, progress=None) -> dict:
+def _logits_source(path: Path, fmt: str, n_ctx: int, threads):
+    """Something with .logits(token_ids) for a GGUF file (llama.cpp) or an ONNX folder (onnxruntime)."""
+    if fmt == "onnx":
+        import contextlib
+
+        from .onnx_checks import OnnxForward
+
+        return contextlib.nullcontext(OnnxForward(path, threads))
+    return LlamaLogits(path, n_ctx=n_ctx, threads=threads)
+
+
+def score_artifact(path: Path, ref: Reference, threads=None, progress=None, fmt: str = "gguf") -> dict:
     n_ctx = len(ref.chunks[0])
     nll, kld, agree, count = 0.0, 0.0, 0, 0
-    with LlamaLogits(path, n_ctx=n_ctx, threads=threads) as m:
+    with _logits_source(path, fmt, n_ctx, threads) as m:
         for c, lp_ref, tgt in zip(ref.chunks, ref.logprobs, ref.targets):
             lp = log_softmax(m.logits(c)[ref.first:n_ctx - 1])
             lr = lp_ref.astype(np.float64)
@@ -122,7 +133,8 @@ def evaluate(artifacts: dict[str, dict], f16_name: str, text: str, n_ctx: int, m
     rows = []
     for name, a in artifacts.items():
         bar = progress_factory(len(ref.chunks), f"quality: {name}") if progress_factory else None
-        s = score_artifact(Path(a["path"]), ref, threads, bar)
+        fmt = a.get("format", "gguf")
+        s = score_artifact(Path(a.get("dir") or a["path"]), ref, threads, bar, fmt)
         if bar is not None:
             bar.close()
         rows.append(ArtifactQuality(
@@ -158,7 +170,7 @@ def cross_check_upstream(rows: list[ArtifactQuality], artifacts: dict[str, dict]
     run_tool([tool, "-m", artifacts[f16_name]["path"], *common, "--kl-divergence-base", base_logits],
              "llama-perplexity (F16 base logits)")
     for row in rows:
-        if row.name == f16_name:
+        if row.name == f16_name or artifacts[row.name].get("format") == "onnx":  # llama.cpp reads GGUF only
             continue
         proc = run_tool([tool, "-m", artifacts[row.name]["path"], *common, "--kl-divergence-base", base_logits,
                          "--kl-divergence"], f"llama-perplexity --kl-divergence ({row.name})")

@@ -63,15 +63,19 @@ def main(args: argparse.Namespace) -> int:
         from .estimate import load_device
 
         devices = [load_device(d) for d in args.estimate]  # fail before measuring anything
+    from .onnx_engine import OnnxEngine, is_onnx_model_dir
+
     models = [Path(m) for m in args.models] or [default_model_path()]
     n_ctx = args.n_prompt + args.n_gen + 8
     profiles, estimates = [], []
     for model in models:
         print(f"[bench] {model.name}: pp{args.n_prompt} + tg{args.n_gen}, {args.warmup} warm-up + "
               f"{args.repetitions} repetitions", file=sys.stderr, flush=True)
-        with Engine(model, options=EngineOptions(n_threads=args.threads, n_ctx=n_ctx)) as engine:
+        onnx = is_onnx_model_dir(model)
+        engine_cls = OnnxEngine if onnx else Engine
+        with engine_cls(model, options=EngineOptions(n_threads=args.threads, n_ctx=n_ctx)) as engine:
             profiles.append(engine.benchmark(args.n_prompt, args.n_gen, args.repetitions, args.warmup))
-        if devices:
+        if devices and not onnx:  # the roofline estimate reads GGUF tensor types
             from .estimate import estimate, model_stats
 
             stats = model_stats(model)

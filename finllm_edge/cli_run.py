@@ -72,8 +72,11 @@ def main(args: argparse.Namespace) -> int:
     from .engine import Engine, EngineOptions
     from .profiler import one_line
 
+    from .onnx_engine import OnnxEngine, is_onnx_model_dir
+
     opts = EngineOptions(n_threads=args.threads, n_ctx=args.ctx, n_batch=args.batch, seed=args.seed)
-    with Engine(args.model, options=opts) as engine:
+    engine_cls = OnnxEngine if args.model is not None and is_onnx_model_dir(args.model) else Engine
+    with engine_cls(args.model, options=opts) as engine:
         use_chat = args.chat
         if use_chat is None:
             use_chat = bool(engine.metadata("tokenizer.chat_template"))

@@ -23,13 +23,14 @@ def awq_run(tmp_path_factory):
     make_adapter(model, root / "lora")
     opts = ConvertOptions(base=root / "base", lora=root / "lora", out=root / "out", progress=False,
                           quants=["q4_0", "q4_k_m"], awq=True, awq_grid=4, imatrix=True, bpw_budget=7.0,
-                          parity=False, cross_check=False, require_greedy=False, eval_chunks=2)
+                          parity=False, cross_check=False, require_greedy=False, eval_chunks=2,
+                          formats=["gguf", "onnx"])
     return convert(opts)
 
 
 def test_every_recipe_is_written_and_reported(awq_run):
     expected = {"f16", "q4_0", "q4_k_m", "imatrix-q4_0", "imatrix-q4_k_m", "awq-q4_0", "awq-q4_k_m",
-                "awq-imatrix-q4_0", "awq-imatrix-q4_k_m", "awq-mixed-q4_0", "awq-mixed-q4_k_m"}
+                "awq-imatrix-q4_0", "awq-imatrix-q4_k_m", "awq-mixed-q4_0", "awq-mixed-q4_k_m", "onnx-int4"}
     assert set(awq_run.artifacts) == expected
     rows = {r["name"]: r for r in json.loads((awq_run.out / "quality.json").read_text())["artifacts"]}
     assert set(rows) == expected
@@ -61,7 +62,26 @@ def test_scaled_model_is_the_same_function(awq_run):
     assert any(not torch.equal(p, q) for p, q in zip(merged.parameters(), scaled.parameters()))
 
 
+def test_onnx_artifact_comes_from_the_awq_model_and_runs(awq_run, tmp_path):
+    import subprocess
+    import sys
+
+    a = awq_run.artifacts["onnx-int4"]
+    assert a["format"] == "onnx" and a["source"].endswith("merged-awq-q4_0")
+    assert 4.0 < a["bits_per_weight"] < 9.0
+    prof = tmp_path / "p.json"
+    proc = subprocess.run([sys.executable, "-m", "finllm_edge.cli", "run", a["dir"], "-p", "Revenue grew",
+                           "--max-tokens", "4", "--no-chat", "--profile-out", str(prof)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    from finllm_edge.profile import validate_profile
+
+    p = validate_profile(json.loads(prof.read_text()))
+    assert p["model_type"] == "onnx-int4"
+
+
 def test_manifest_lists_awq_outputs(awq_run):
     m = json.loads(awq_run.manifest.read_text())
     text = json.dumps(m)
     assert "model-awq-q4_0.gguf" in text and "model-awq-mixed-q4_k_m.gguf" in text
+    assert "onnx-int4/model.onnx" in text
