@@ -14,6 +14,7 @@ ctx.merged_dir), ONNX export after `gguf` (it adds to ctx.artifacts). See `build
 
 from __future__ import annotations
 
+import errno
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -376,7 +377,17 @@ def run_stages(ctx: Context, stages: list[Stage], log: Callable[[str], None] | N
         t0 = time.perf_counter()
         if log:
             log(f"[{st.name}] ...")
-        st.run(ctx)
+        try:
+            st.run(ctx)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+                from .errors import InsufficientDiskError
+
+                raise InsufficientDiskError(
+                    f"stage {st.name}: no room to write ({exc.strerror}). Partial files were left under temporary "
+                    f"names and nothing in {out} looks finished; free space (or raise the file-size limit) and rerun"
+                ) from exc
+            raise
         ctx.seconds[st.name] = round(time.perf_counter() - t0, 2)
         if log:
             log(f"[{st.name}] done in {ctx.seconds[st.name]:.1f}s")
