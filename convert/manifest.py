@@ -15,12 +15,7 @@ VERSIONED = ("torch", "transformers", "peft", "gguf", "safetensors", "numpy", "l
              "finllm-edge")
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+from finllm_edge.hashing import sha256_file  # noqa: E402,F401
 
 
 def file_entry(path: Path, root: Path | None = None) -> dict:

@@ -16,7 +16,6 @@ path + MatMulNBits settings) -> parity checks against the HF model -> fsync -> r
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import os
 import shutil
@@ -88,12 +87,7 @@ def _versions() -> dict:
     return out
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+from finllm_edge.hashing import sha256_file as _sha256  # noqa: E402
 
 
 def _check_source(hf_dir: Path) -> dict:

@@ -61,12 +61,7 @@ def _checkout_key() -> str:
     return hashlib.sha256(str(repo_root().resolve()).encode()).hexdigest()[:10]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+from .hashing import sha256_file as _sha256  # noqa: E402
 
 
 def _stamp(prefix: Path) -> dict:

@@ -8,7 +8,6 @@ provenance (model sha256, llama.cpp version, bits per weight) and the device blo
 from __future__ import annotations
 
 import datetime
-import hashlib
 import os
 import resource
 import statistics
@@ -84,11 +83,9 @@ def file_sha256(path: str | os.PathLike) -> str:
     with _sha_lock:
         if key in _sha_cache:
             return _sha_cache[key]
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    digest = h.hexdigest()
+    from .hashing import sha256_file
+
+    digest = sha256_file(p)
     with _sha_lock:
         _sha_cache[key] = digest
     return digest

@@ -10,7 +10,6 @@ into <out>/<serial>/report.json after every run (a disconnect keeps what was mea
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -81,12 +80,7 @@ def safe_name(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]", "_", s)
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+from ..hashing import sha256_file  # noqa: E402,F401
 
 
 def default_threads(n_big: int) -> list[int]:

@@ -6,7 +6,6 @@ extracted into <cache>/src/. Nothing of it ever enters the git tree.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -23,12 +22,7 @@ from ..paths import cache_dir
 IDENTITY_FILE = "finllm-edge-llama-identity.json"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+from ..hashing import sha256_file as _sha256  # noqa: E402
 
 
 def _download(url: str, dest: Path, progress: bool) -> None:
