@@ -98,6 +98,22 @@ std::string token_piece(const llama_vocab *vocab, llama_token tok) {
     return n >= 0 ? big.substr(0, (size_t)n) : std::string();
 }
 
+// The next token: argmax of the last logits row for plain greedy sessions (ties go to the
+// lowest id, as in llama.cpp's greedy sampler), otherwise the session's sampler chain.
+llama_token next_token(fe_session *s, int32_t n_vocab) {
+    if (!s->argmax) return llama_sampler_sample(s->sampler, s->ctx, -1);
+    const float *row = llama_get_logits_ith(s->ctx, -1);
+    if (!row) return llama_sampler_sample(s->sampler, s->ctx, -1);
+    int32_t best = 0;
+    float best_v = row[0];
+    for (int32_t i = 1; i < n_vocab; i++)
+        if (row[i] > best_v) {
+            best_v = row[i];
+            best = i;
+        }
+    return best;
+}
+
 fe_status decode_status(fe_session *s, int32_t rc, const char *what) {
     if (rc == 2 || s->cancel.load(std::memory_order_relaxed))
         return fe::set_error(FE_ERR_CANCELLED, "generation cancelled during %s", what);
@@ -170,7 +186,7 @@ fe_status run(fe_session *s, double t_start, const fe_generate_params &gp, fe_ge
             status = fe::set_error(FE_ERR_CANCELLED, "generation cancelled after %d tokens", n_gen);
             break;
         }
-        llama_token tok = llama_sampler_sample(s->sampler, s->ctx, -1);
+        llama_token tok = next_token(s, n_vocab);
         double t = fe::now_ms();
         if (n_gen == 0) ttft = t - t_start;
         else s->token_ms.push_back(t - t_prev);

@@ -24,6 +24,7 @@ struct fe_session {
     fe_model *model = nullptr;
     llama_context *ctx = nullptr;
     llama_sampler *sampler = nullptr;
+    bool argmax = false;                  // greedy without penalties: argmax over the logits row
     fe_session_params params{};
     std::atomic<bool> cancel{false};
     std::vector<llama_token> scratch;     // prompt tokens handed to llama_decode

@@ -103,6 +103,9 @@ fe_status fe_session_create(fe_model *model, const fe_session_params *params, fe
                                  p.n_ctx, why.empty() ? "no details" : why.c_str());
         }
         s->sampler = make_sampler(model, p);
+        // Greedy with no penalty has no state: read the logits row directly instead of building
+        // llama.cpp's n_vocab candidate array every token (the same token, fewer cycles).
+        s->argmax = p.sampling.temperature <= 0.0f && !(p.sampling.repeat_penalty != 1.0f && p.sampling.repeat_last_n != 0);
         if (!s->sampler) {
             llama_free(s->ctx);
             delete s;
