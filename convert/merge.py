@@ -61,5 +61,9 @@ def write_merged(base, adapter, out_dir: Path, dtype: str = "float16", progress=
                 progress.update(1)
     cfg = base.config
     cfg.dtype = dtype
+    if not getattr(cfg, "architectures", None):  # a config read from a GGUF has none; exporters need it
+        from .architectures import get_arch
+
+        cfg.architectures = [get_arch(cfg).hf_classes[0]]
     cfg.save_pretrained(out_dir)
     return out_dir

@@ -124,3 +124,19 @@ def test_smollm2_shipped_adapter_matches_peft():
     with torch.no_grad():
         got = merged_model(base_path, SHIPPED, base=base)(ids).logits
     torch.testing.assert_close(got, want, rtol=1e-4, atol=2e-4)
+
+
+@pytest.mark.parametrize("arch,cls", [("llama", "LlamaForCausalLM"), ("qwen2", "Qwen2ForCausalLM")])
+def test_merged_config_names_its_architecture(tmp_path, arch, cls):
+    """A config read from a GGUF base has no `architectures`; the merged folder must name it,
+    or the ONNX export (and transformers' Auto classes) cannot tell what it holds."""
+    import json
+
+    from finllm_edge_convert.merge import write_merged
+
+    model = make_tiny_base(tmp_path / "base", arch, smollm2_tokenizer_dir())
+    make_adapter(model, tmp_path / "lora")
+    base = load_base(tmp_path / "base")
+    base.config.architectures = None
+    write_merged(base, LoraAdapter.load(tmp_path / "lora"), tmp_path / "merged")
+    assert json.loads((tmp_path / "merged" / "config.json").read_text())["architectures"] == [cls]

@@ -19,7 +19,8 @@ pytestmark = [pytest.mark.convert, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "out"
-    return convert(ConvertOptions(out=out, progress=False))   # defaults: SmolLM2 + shipped adapter, q8_0/q4_0/q4_k_m
+    # defaults: SmolLM2 (a GGUF base) + shipped adapter, q8_0/q4_0/q4_k_m; plus the ONNX int4 folder
+    return convert(ConvertOptions(out=out, progress=False, formats=["gguf", "onnx"]))
 
 
 def test_parity_logits_and_16_greedy_tokens(demo):
@@ -44,6 +45,21 @@ def test_quality_agrees_with_upstream_llama_perplexity(demo):
         assert up["rel_diff_ppl_ratio"] <= 0.05 and up["rel_diff_mean_kld"] <= 0.05, (name, up)
     assert rows["q8_0"]["mean_kld"] < rows["q4_k_m"]["mean_kld"] < rows["q4_0"]["mean_kld"]
     assert rows["q8_0"]["top1_agreement"] > 0.9
+
+
+def test_onnx_int4_from_a_gguf_base_in_the_report_and_manifest(demo):
+    """The merged folder of a GGUF base names its architecture, so the ONNX export runs; the int4
+    folder is scored in the same report and listed in the manifest with hashes."""
+    rows = {r["name"]: r for r in demo.quality}
+    onnx = rows["onnx-int4"]
+    assert 1.0 < onnx["ppl_ratio"] < 2.0 and 0.5 < onnx["top1_agreement"] < rows["q8_0"]["top1_agreement"]
+    art = demo.artifacts["onnx-int4"]
+    assert art["format"] == "onnx" and 4.0 < art["bits_per_weight"] < 5.5
+    m = json.loads(demo.manifest.read_text())
+    entry = next(a for a in m["artifacts"] if a.get("format") == "onnx")
+    assert entry["path"] == "onnx-int4/model.onnx" and len(entry["sha256"]) == 64
+    assert {"model.onnx", "model.onnx.data", "genai_config.json", "tokenizer.json"} <= set(entry["files"])
+    assert all(len(f["sha256"]) == 64 and f["size_bytes"] > 0 for f in entry["files"].values())
 
 
 def test_adapter_lowers_heldout_perplexity(demo):
