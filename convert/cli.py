@@ -67,8 +67,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--awq-clip", action="store_true", help="also search per-block weight clipping (slower)")
     g.add_argument("--imatrix", action="store_true", help="also write upstream importance-matrix artifacts "
                    "(llama-imatrix on --calib), for plain and AWQ models: the baseline AWQ must beat")
-    g.add_argument("--bpw-budget", type=float, help="with --awq: add a mixed-precision artifact that keeps the "
-                   "most sensitive tensors (measured) at Q8_0 while staying within this many bits/weight")
+    g.add_argument("--bpw-budget", type=_budget, metavar="X|same",
+                   help="with --awq: add a mixed-precision artifact (model-awq-mixed-<quant>.gguf) that spends this "
+                   "many bits/weight where they help most: tensors are promoted to Q5_0/Q8_0 by measured output "
+                   "error per bit, and the token embedding may drop to Q5_0 if that scores better on --calib. "
+                   "'same' = the size of the same recipe without mixing (compare at equal size)")
     g = p.add_argument_group("quality gate")
     g.add_argument("--max-kld", type=float, help="fail if any artifact's mean KLD vs F16 is above this")
     g.add_argument("--min-top1", type=float, help="fail if any artifact's top-1 agreement (0..1) is below this")
@@ -81,6 +84,18 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=2, help="threads for llama.cpp (default 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
+
+
+def _budget(text: str) -> float | str:
+    if text.strip().lower() == "same":
+        return "same"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number of bits/weight nor 'same'") from None
+    if not 2.0 <= value <= 16.0:
+        raise argparse.ArgumentTypeError(f"{value} bits/weight is outside 2..16")
+    return value
 
 
 def main(args: argparse.Namespace) -> int:

@@ -55,7 +55,8 @@ class ConvertOptions:
     awq_grid: int = 10                       # alpha candidates in [0, 1]
     awq_clip: bool = False                   # also search per-block weight clipping
     imatrix: bool = False                    # add upstream importance-matrix artifacts (imatrix-<quant>, awq-imatrix-<quant>)
-    bpw_budget: float | None = None          # with awq: a mixed-precision artifact within this bits/weight
+    bpw_budget: float | str | None = None    # with awq: a mixed-precision artifact within this bits/weight,
+                                             # or "same": the size of the same recipe without it
     formats: list[str] = field(default_factory=lambda: ["gguf"])  # gguf, onnx (int4 MatMulNBits folder)
 
     def resolved(self) -> "ConvertOptions":
@@ -242,7 +243,7 @@ def stage_quantize(ctx: Context) -> None:
         ctx.artifacts[name] = {"path": str(out), "quant": info.pop("upstream_type"), **info}
         if imat or src != Path(ctx.artifacts["f16"]["path"]):
             ctx.artifacts[name]["recipe"] = {"awq": name.startswith("awq"), "imatrix": bool(imat),
-                                             "tensor_type_overrides": len(extra)}
+                                             "llama_quantize_args": [str(a) for a in extra]}
         bar.update(1)
     bar.close()
     for a in ctx.awq.values():           # the scaled F16 GGUFs were intermediates
@@ -250,23 +251,42 @@ def stage_quantize(ctx: Context) -> None:
 
 
 def _mixed_precision_args(ctx: Context, q: str, src: Path, imat: Path | None) -> list[str]:
-    """Quantize once plainly to learn the base bits/weight, then spend the budget on the most
-    sensitive tensors (measured on calibration inputs) at Q8_0."""
-    from .awq_stage import plan_mixed_precision, tensor_sensitivity
-    from .quantize import quantize
+    """Plan a mixed-precision variant of recipe (src, imat, q) within the bits/weight budget
+    (see mixed_precision.py); returns the winner's llama-quantize arguments."""
+    from . import mixed_precision as mp
+    from . import quality
+    from .quantize import gguf_weight_stats, quantize
 
     o = ctx.opts
-    probe = o.out / ".work" / f"probe-{q}.gguf"
-    info = quantize(src, probe, q, o.threads, imatrix=imat)
-    from gguf import GGUFReader
-
-    bits = {t.name: 8 * int(t.n_bytes) for t in GGUFReader(probe).tensors}
+    work = o.out / ".work"
+    probe = work / f"probe-{q}.gguf"
+    quantize(src, probe, q, o.threads, imatrix=imat)
+    types, total_bits, n_params = mp.probe_types(probe)
     probe.unlink(missing_ok=True)
-    t = AWQ_TARGETS[q]
-    sens = tensor_sensitivity(Path(ctx.awq[t]["dir"]), o.calib_file.read_text(encoding="utf-8"), t)
-    plan = plan_mixed_precision(sens, bits, 8 * info["tensor_bytes"], info["n_params"], o.bpw_budget)
-    ctx.notes.append(f"mixed precision {q}: {len(plan)} tensors at Q8_0 within {o.bpw_budget} bits/weight")
-    return [a for arg in plan for a in ("--tensor-type", arg)]
+    budget = total_bits / n_params if o.bpw_budget == "same" else float(o.bpw_budget)
+    calib = o.calib_file.read_text(encoding="utf-8")
+    sens = mp.tensor_sensitivity(Path(ctx.awq[AWQ_TARGETS[q]]["dir"]), calib)
+    plans = mp.candidates(sens, types, total_bits, n_params, budget)
+
+    def calib_kld(plan: mp.Plan) -> float:
+        cand = work / f"mixed-{q}-candidate.gguf"
+        quantize(src, cand, q, o.threads, imatrix=imat, extra_args=plan.args())
+        arts = {"f16": ctx.artifacts["f16"], "candidate": {"path": str(cand), "quant": q, **gguf_weight_stats(cand)}}
+        rows = quality.evaluate(arts, "f16", calib, o.eval_ctx, MIXED_SCORE_CHUNKS, o.threads)
+        cand.unlink(missing_ok=True)
+        return rows[1].mean_kld
+
+    label, plan, scores = mp.choose(plans, calib_kld) if len(plans) > 1 else (plans[0][0], plans[0][1], {})
+    by_type: dict[str, int] = {}
+    for t in plan.types.values():
+        by_type[t.upper()] = by_type.get(t.upper(), 0) + 1
+    tried = ", ".join(f"{k}: KLD {v:.4f}" for k, v in scores.items())
+    ctx.notes.append(f"mixed precision {q} within {budget:.3f} bits/weight: {label}, changed {by_type or 'nothing'}"
+                     + (f" (calibration KLD vs F16 of the candidates: {tried})" if tried else ""))
+    return plan.args()
+
+
+MIXED_SCORE_CHUNKS = 8  # calibration chunks (of eval_ctx tokens) that score mixed-precision candidates
 
 
 def stage_onnx(ctx: Context) -> None:

@@ -40,12 +40,19 @@ def test_every_recipe_is_written_and_reported(awq_run):
     assert not list(awq_run.out.glob(".work/awq-*-f16.gguf"))
 
 
-def test_mixed_precision_stays_within_budget_and_uses_q8(awq_run):
-    a = awq_run.artifacts["awq-mixed-q4_0"]
-    assert awq_run.artifacts["awq-q4_0"]["bits_per_weight"] < 7.0  # room to spend
-    assert a["bits_per_weight"] <= 7.0 + 1e-6
-    assert a["bits_per_weight"] > awq_run.artifacts["awq-q4_0"]["bits_per_weight"]
-    assert a["tensor_types"].get("Q8_0", 0) > awq_run.artifacts["awq-q4_0"]["tensor_types"].get("Q8_0", 0)
+def test_mixed_precision_stays_within_budget_and_spends_it(awq_run):
+    a, plain = awq_run.artifacts["awq-mixed-q4_0"], awq_run.artifacts["awq-imatrix-q4_0"]
+    assert plain["bits_per_weight"] < 7.0  # room to spend
+    assert plain["bits_per_weight"] < a["bits_per_weight"] <= 7.0 + 1e-6
+
+    def higher(types):
+        return types.get("Q5_0", 0) + types.get("Q8_0", 0)
+
+    assert higher(a["tensor_types"]) > higher(plain["tensor_types"])
+    args = a["recipe"]["llama_quantize_args"]
+    assert args.count("--tensor-type") >= 1 and all(x.startswith("^blk[.]") for x in args[1::2] if "=" in x)
+    note = next(n for n in awq_run.notes if n.startswith("mixed precision q4_0"))
+    assert "within 7.000 bits/weight" in note
 
 
 def test_scaled_model_is_the_same_function(awq_run):
