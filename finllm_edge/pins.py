@@ -26,11 +26,5 @@ X86_SAFE_CMAKE_ARGS = (
     "-DGGML_AMX_BF16=OFF",
 )
 
-# The llama-cpp-python wheel: the same x86 flags, and -Bsymbolic-functions so calls inside each
-# shared ggml/llama library bind directly instead of through the PLT. Measured on this machine,
-# the same C decode loop ran 2.3% slower against the wheel's default shared libraries than against
-# the static build fe-bench and llama-bench use.
-WHEEL_CMAKE_ARGS = X86_SAFE_CMAKE_ARGS + (
-    "-DLLAVA_BUILD=OFF",
-    "-DCMAKE_SHARED_LINKER_FLAGS=-Wl,-Bsymbolic-functions",
-)
+# The llama-cpp-python wheel: the same x86 flags (bootstrap keys its wheel cache on these).
+WHEEL_CMAKE_ARGS = X86_SAFE_CMAKE_ARGS + ("-DLLAVA_BUILD=OFF",)

