@@ -9,6 +9,8 @@ Importing this package is cheap (no torch). The stages live in small modules:
     architectures registry: HF model_type -> GGUF arch, tensor names, hyper-parameters
     gguf_writer   merged folder -> F32/F16/BF16 GGUF (tokenizer_gguf writes the vocab)
     quantize      llama-quantize (pinned build) -> Q8_0 / Q4_0 / Q4_K_M ...
+    awq, awq_stage, quant_grids   activation-aware scaling searched on the target format's grid
+    mixed_precision               tensor types within a bits/weight budget, by measured error per bit
     parity        F16 GGUF in llama.cpp vs merged model in torch (logits + greedy text)
     quality       PPL / KLD / top-1 per artifact vs the F16 merged model (+ upstream cross-check)
     manifest      sha256, sizes, bits/weight, options, versions
