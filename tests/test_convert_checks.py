@@ -184,3 +184,18 @@ def test_cli_exits_nonzero_with_the_message(good, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "DoRA" in err and "Retrain as plain LoRA" in err
     assert not (tmp_path / "out" / "merged").exists()      # nothing was done
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--onnx-lm-head", "int8"], "add --formats gguf,onnx"),
+    (["--formats", "gguf,tflite"], "unknown --formats"),
+    (["--bpw-budget", "same"], "add --awq"),
+])
+def test_cli_refuses_options_that_do_not_fit_together(good, tmp_path, capsys, args, message):
+    from finllm_edge.cli import main
+
+    rc = main(["convert", "--base", str(good / "base"), "--lora", str(good / "lora"), "--out", str(tmp_path / "out"),
+               "--no-progress", *args])
+    assert rc != 0
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out" / "merged").exists()
