@@ -285,6 +285,37 @@ static void test_sampling_seeded(void) {
     CHECK(memcmp(a.tokens, b.tokens, sizeof(int32_t) * 20) == 0);
 }
 
+/* Plain greedy takes a vectorised argmax of the logits row; top-k 1 goes through llama.cpp's
+ * sampler chain (top-k -> temp -> dist over one candidate). Both must pick the same tokens. */
+static void run_greedy(float temperature, int32_t top_k, collect_t *c) {
+    fe_session_params sp = fe_session_default_params();
+    sp.n_ctx = 512;
+    sp.n_threads = 1;
+    sp.sampling.temperature = temperature;
+    sp.sampling.top_k = top_k;
+    sp.sampling.top_p = 1.0f;
+    fe_session *s = NULL;
+    CHECK_STATUS(fe_session_create(g_model, &sp, &s), FE_OK, NULL);
+    if (!s) return;
+    fe_generate_params gp = fe_generate_default_params();
+    gp.max_tokens = 24;
+    gp.ignore_eos = true;
+    gp.on_token = collect;
+    gp.user_data = c;
+    CHECK_STATUS(fe_generate(s, PROMPT, &gp, NULL), FE_OK, NULL);
+    fe_session_free(s);
+}
+
+static void test_argmax_path_equals_sampler_chain(void) {
+    static collect_t a, b;
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    run_greedy(0.0f, 40, &a);  /* argmax fast path */
+    run_greedy(0.7f, 1, &b);   /* llama.cpp sampler chain, one candidate left */
+    CHECK(a.n == 24 && b.n == 24);
+    CHECK(memcmp(a.tokens, b.tokens, sizeof(int32_t) * 24) == 0);
+}
+
 int main(int argc, char **argv) {
     const char *path = fe_test_model(argc, argv);
     if (fe_model_load(path, NULL, &g_model) != FE_OK) {
@@ -300,6 +331,7 @@ int main(int argc, char **argv) {
     RUN(test_prompt_longer_than_context());
     RUN(test_profile());
     RUN(test_sampling_seeded());
+    RUN(test_argmax_path_equals_sampler_chain());
     fe_model_free(g_model);
     return fe_test_finish();
 }
