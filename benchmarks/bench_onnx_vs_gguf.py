@@ -2,8 +2,7 @@
 
 One `finllm-edge convert --formats gguf,onnx --quant q4_0,q4_k_m` run makes the three artifacts
 from the same merged model and scores them in its quality report (held-out finance text, against
-the F16 merged model: PPL ratio, mean KLD, top-1 agreement). A fourth row is the same ONNX export
-with its output head at 8 bits (`--onnx-lm-head int8`), scored the same way. Then each artifact is benchmarked
+the F16 merged model: PPL ratio, mean KLD, top-1 agreement). Then each artifact is benchmarked
 with its runtime (OnnxEngine over onnxruntime-genai, Engine over llama.cpp), same finance prompt,
 same threads, interleaved round by round; TTFT and tok/s are medians over rounds.
 
@@ -37,8 +36,6 @@ def main() -> int:
 
     from finllm_edge.engine import Engine, EngineOptions
     from finllm_edge.onnx_engine import OnnxEngine
-    from finllm_edge_convert import quality
-    from finllm_edge_convert.onnx_export import export_onnx
     from finllm_edge_convert.pipeline import ConvertOptions, convert
 
     t0 = time.perf_counter()
@@ -47,20 +44,9 @@ def main() -> int:
                   log=lambda m: print(m, file=sys.stderr, flush=True))
     convert_s = time.perf_counter() - t0
     scores = {r["name"]: r for r in res.quality}
-    # The same export with the output head (tied embedding) at 8 bits, as llama.cpp keeps it (Q8_0).
-    onnx = res.artifacts["onnx-int4"]
-    head8 = a.out / "onnx-int4-head8"
-    entry = export_onnx(Path(onnx["source"]), head8, precision="int4", lm_head_int8=True, overwrite=True)
-    res.artifacts["onnx-int4-head8"] = {"path": str(head8 / "model.onnx"), "dir": str(head8), "format": "onnx",
-                                        "quant": "MatMulNBits int4 (lm_head int8)",
-                                        "bits_per_weight": entry["bits_per_weight"], "file_bytes": entry["size_bytes"]}
-    o = ConvertOptions(out=a.out).resolved()
-    row = quality.evaluate({"f16": res.artifacts["f16"], "onnx-int4-head8": res.artifacts["onnx-int4-head8"]}, "f16",
-                           o.eval_file.read_text(encoding="utf-8"), o.eval_ctx, o.eval_chunks, a.threads)[1]
-    scores[row.name] = {"top1_agreement": row.top1_agreement, "ppl_ratio": row.ppl_ratio, "mean_kld": row.mean_kld}
     prefix = "awq-" if a.awq else ""
-    names = {"ONNX int4 (onnxruntime-genai)": "onnx-int4", "ONNX int4, lm_head int8": "onnx-int4-head8",
-             "GGUF Q4_0 (llama.cpp)": prefix + "q4_0", "GGUF Q4_K_M (llama.cpp)": prefix + "q4_k_m"}
+    names = {"ONNX int4 (onnxruntime-genai)": "onnx-int4", "GGUF Q4_0 (llama.cpp)": prefix + "q4_0",
+             "GGUF Q4_K_M (llama.cpp)": prefix + "q4_k_m"}
     n_ctx = a.n_prompt + a.n_gen + 16
     bench = dict(n_prompt=a.n_prompt, n_gen=a.n_gen, repetitions=a.repetitions, warmup=1)
 
@@ -90,7 +76,7 @@ def main() -> int:
                      "prefill_tok_s": round(statistics.median(p["prefill_tok_s"] for p in ps), 1),
                      "decode_tok_s": round(statistics.median(p["decode_tok_s"] for p in ps), 1),
                      "top1_vs_fp16": q["top1_agreement"], "ppl_ratio": q["ppl_ratio"], "mean_kld": q["mean_kld"]})
-    ref = rows[2]  # GGUF Q4_0
+    ref = rows[1]  # GGUF Q4_0
     print(f"\nSmolLM2-135M-Instruct + finance LoRA{' (AWQ-scaled)' if a.awq else ''}, {a.threads} threads, "
           f"pp{a.n_prompt} + tg{a.n_gen}, median of {a.rounds} interleaved rounds x {a.repetitions} reps; "
           f"quality on {res.quality_meta['eval_file']} vs the F16 merged model")

@@ -58,9 +58,6 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "(default: q8_0,q4_0,q4_k_m; '' for none)")
     g.add_argument("--formats", default="gguf", help="gguf (always) and/or onnx: an int4 MatMulNBits folder for "
                    "onnxruntime-genai in OUT/onnx-int4, in the same quality report (default: gguf)")
-    g.add_argument("--onnx-lm-head", choices=("int4", "int8"), default="int4",
-                   help="with --formats onnx: bits of the output head (the tied embedding on SmolLM2). int8 keeps "
-                   "it at 8 bits like llama.cpp's Q8_0 output: larger file, closer to fp16 (default int4)")
     g.add_argument("--float", dest="floats", default="f16", help="float GGUFs: f16 (always), f32, bf16")
     g = p.add_argument_group("activation-aware quantization")
     g.add_argument("--awq", action="store_true", help="also write AWQ artifacts (model-awq-<quant>.gguf): scales "
@@ -115,17 +112,13 @@ def main(args: argparse.Namespace) -> int:
         require_greedy=not args.no_greedy_check, cross_check=not args.no_cross_check, threads=args.threads,
         progress=not args.no_progress, awq=args.awq, awq_grid=args.awq_grid, awq_clip=args.awq_clip,
         imatrix=args.imatrix, bpw_budget=args.bpw_budget,
-        formats=[f.strip().lower() for f in args.formats.split(",") if f.strip()], onnx_lm_head=args.onnx_lm_head,
+        formats=[f.strip().lower() for f in args.formats.split(",") if f.strip()],
     )
     unknown = [f for f in opts.formats if f not in ("gguf", "onnx")]
     if unknown:
         from .errors import ConversionError
 
         raise ConversionError(f"unknown --formats {unknown}; choose from gguf, onnx")
-    if args.onnx_lm_head != "int4" and "onnx" not in opts.formats:
-        from .errors import ConversionError
-
-        raise ConversionError("--onnx-lm-head applies to the ONNX export: add --formats gguf,onnx")
     if args.bpw_budget and not args.awq:
         from .errors import ConversionError
 

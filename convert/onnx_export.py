@@ -172,6 +172,11 @@ def export_onnx(hf_dir, out_dir, precision: str = "int4", block_size: int = 32, 
     opts = options or OnnxExportOptions(precision, block_size, accuracy_level, symmetric, algo, lm_head_int8)
     opts.validate()
     config = _check_source(hf_dir)
+    if opts.lm_head_int8 and config.get("tie_word_embeddings"):
+        # measured with onnxruntime-genai's builder here: the shared embedding then reads the int8
+        # lm_head weight before it is defined, and the graph fails onnx.checker
+        raise ConversionError("lm_head_int8 is not supported for models with tied input/output embeddings "
+                              "(e.g. SmolLM2): the onnxruntime-genai builder writes an invalid graph for it")
     if out_dir.exists() and not overwrite:
         raise ConversionError(f"{out_dir} already exists; remove it or pass overwrite=True")
     out_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -58,7 +58,6 @@ class ConvertOptions:
     bpw_budget: float | str | None = None    # with awq: a mixed-precision artifact within this bits/weight,
                                              # or "same": the size of the same recipe without it
     formats: list[str] = field(default_factory=lambda: ["gguf"])  # gguf, onnx (int4 MatMulNBits folder)
-    onnx_lm_head: str = "int4"               # int8: keep the ONNX output head (tied embedding) at 8 bits
 
     def resolved(self) -> "ConvertOptions":
         from finllm_edge.models import default_model_path
@@ -297,11 +296,9 @@ def stage_onnx(ctx: Context) -> None:
 
     src = Path(ctx.awq["q4_0"]["dir"]) if "q4_0" in ctx.awq else ctx.merged_dir
     out = ctx.opts.out / "onnx-int4"
-    head8 = ctx.opts.onnx_lm_head == "int8"
-    entry = export_onnx(src, out, precision="int4", lm_head_int8=head8, overwrite=True)
+    entry = export_onnx(src, out, precision="int4", overwrite=True)
     ctx.artifacts["onnx-int4"] = {
-        "path": str(out / "model.onnx"), "dir": str(out), "format": "onnx",
-        "quant": "MatMulNBits int4" + (" (lm_head int8)" if head8 else ""),
+        "path": str(out / "model.onnx"), "dir": str(out), "format": "onnx", "quant": "MatMulNBits int4",
         "bits_per_weight": entry["bits_per_weight"], "file_bytes": entry["size_bytes"],
         "n_params": entry["n_params"], "source": str(src), "files": entry["files"], "checks": entry["checks"],
         "versions": entry["versions"],

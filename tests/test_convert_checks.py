@@ -187,7 +187,6 @@ def test_cli_exits_nonzero_with_the_message(good, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--onnx-lm-head", "int8"], "add --formats gguf,onnx"),
     (["--formats", "gguf,tflite"], "unknown --formats"),
     (["--bpw-budget", "same"], "add --awq"),
 ])

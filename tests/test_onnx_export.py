@@ -122,6 +122,11 @@ def test_input_errors(tmp_path, tiny_llama, int4_export):
         export_onnx(tiny_llama, int4_export[0])
     with pytest.raises(ConversionError, match="block_size"):
         export_onnx(tiny_llama, tmp_path / "o", block_size=48)
+    # tiny_llama ties its embeddings, as SmolLM2 does: an int8 head is refused up front (the
+    # builder would write a graph that fails onnx.checker), and nothing is written
+    with pytest.raises(ConversionError, match="tied input/output embeddings"):
+        export_onnx(tiny_llama, tmp_path / "o8", lm_head_int8=True)
+    assert not (tmp_path / "o8").exists()
 
 
 def test_onnx_logits_windows(tmp_path, tiny_llama):
