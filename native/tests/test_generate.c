@@ -251,28 +251,33 @@ static void test_profile(void) {
     fe_session_free(s);
 }
 
-static void run_sampled(uint32_t seed, collect_t *c) {
-    fe_session_params sp = fe_session_default_params();
+/* Generates n tokens of PROMPT (EOS ignored) with the given sampling into c. */
+static void run_with(fe_session_params sp, int n, collect_t *c) {
     sp.n_ctx = 512;
     sp.n_threads = 1;
+    fe_session *s = NULL;
+    CHECK_STATUS(fe_session_create(g_model, &sp, &s), FE_OK, NULL);
+    if (!s) return;
+    fe_generate_params gp = fe_generate_default_params();
+    gp.max_tokens = n;
+    gp.ignore_eos = true;
+    gp.on_token = collect;
+    gp.user_data = c;
+    fe_generate_result r;
+    CHECK_STATUS(fe_generate(s, PROMPT, &gp, &r), FE_OK, NULL);
+    CHECK(r.n_generated == n);
+    fe_session_free(s);
+}
+
+static void run_sampled(uint32_t seed, collect_t *c) {
+    fe_session_params sp = fe_session_default_params();
     sp.seed = seed;
     sp.sampling.temperature = 0.9f;
     sp.sampling.top_k = 40;
     sp.sampling.top_p = 0.9f;
     sp.sampling.repeat_penalty = 1.15f;
     sp.sampling.repeat_last_n = 32;
-    fe_session *s = NULL;
-    CHECK_STATUS(fe_session_create(g_model, &sp, &s), FE_OK, NULL);
-    if (!s) return;
-    fe_generate_params gp = fe_generate_default_params();
-    gp.max_tokens = 20;
-    gp.ignore_eos = true;
-    gp.on_token = collect;
-    gp.user_data = c;
-    fe_generate_result r;
-    CHECK_STATUS(fe_generate(s, PROMPT, &gp, &r), FE_OK, NULL);
-    CHECK(r.n_generated == 20);
-    fe_session_free(s);
+    run_with(sp, 20, c);
 }
 
 static void test_sampling_seeded(void) {
@@ -289,21 +294,10 @@ static void test_sampling_seeded(void) {
  * sampler chain (top-k -> temp -> dist over one candidate). Both must pick the same tokens. */
 static void run_greedy(float temperature, int32_t top_k, collect_t *c) {
     fe_session_params sp = fe_session_default_params();
-    sp.n_ctx = 512;
-    sp.n_threads = 1;
     sp.sampling.temperature = temperature;
     sp.sampling.top_k = top_k;
     sp.sampling.top_p = 1.0f;
-    fe_session *s = NULL;
-    CHECK_STATUS(fe_session_create(g_model, &sp, &s), FE_OK, NULL);
-    if (!s) return;
-    fe_generate_params gp = fe_generate_default_params();
-    gp.max_tokens = 24;
-    gp.ignore_eos = true;
-    gp.on_token = collect;
-    gp.user_data = c;
-    CHECK_STATUS(fe_generate(s, PROMPT, &gp, NULL), FE_OK, NULL);
-    fe_session_free(s);
+    run_with(sp, 24, c);
 }
 
 static void test_argmax_path_equals_sampler_chain(void) {
