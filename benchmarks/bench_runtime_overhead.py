@@ -84,7 +84,7 @@ def q4_0_model(quantize: Path, src: Path) -> Path:
 def run_engine(model: Path, a) -> dict:
     with tempfile.TemporaryDirectory() as d:
         out = Path(d) / "bench.json"
-        subprocess.run([sys.executable, "-m", "finllm_edge.cli", "bench", str(model), "-t", str(a.threads),
+        subprocess.run([sys.executable, "-m", "finllm_edge.lab.cli", "bench", str(model), "-t", str(a.threads),
                         "--n-prompt", str(a.n_prompt), "--n-gen", str(a.n_gen), "-r", str(a.repetitions),
                         "--warmup", "1", "-o", str(out)],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

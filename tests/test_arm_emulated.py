@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from finllm_edge import aarch64, emulate
+from finllm_edge.lab import aarch64, emulate
 from finllm_edge.cpu_variant import VARIANT_BASE, VARIANT_DOTPROD, CpuFeatures, choose
 from finllm_edge.profile import validate_profile
 
@@ -168,7 +168,7 @@ def test_cortex_a53_runs_baseline_fe_bench_to_completion(bundle, q4_0):
 
 
 def test_emulate_cli_writes_emulated_profile_on_cortex_a76(bundle, q4_0, tmp_path, capsys):
-    from finllm_edge.cli import main
+    from finllm_edge.lab.cli import main
 
     out = tmp_path / "a76.json"
     rc = main(["emulate", "--cpu", "cortex-a76", "-m", str(q4_0), "-p", "4", "-n", "2", "-o", str(out),

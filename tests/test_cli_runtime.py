@@ -6,12 +6,12 @@ import sys
 
 import pytest
 
-from finllm_edge import cli
+from finllm_edge.lab import cli
 from finllm_edge.profile import load_profiles
 
 
 def test_cli_verbs_import_nothing_heavy():
-    code = ("import sys, finllm_edge.cli as c; p = c.build_parser(); "
+    code = ("import sys, finllm_edge.lab.cli as c; p = c.build_parser(); "
             "bad = [m for m in ('llama_cpp', 'matplotlib', 'torch', 'numpy', 'gguf', 'jinja2') if m in sys.modules]; "
             "print(','.join(bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

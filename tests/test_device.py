@@ -17,10 +17,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent / "fake_adb"))
 import phones  # noqa: E402
 
-from finllm_edge.device import adb as adbmod  # noqa: E402
-from finllm_edge.device import bench as benchmod  # noqa: E402
-from finllm_edge.device import info as infomod  # noqa: E402
-from finllm_edge.device.adb import (  # noqa: E402
+from finllm_edge.lab.device import adb as adbmod  # noqa: E402
+from finllm_edge.lab.device import bench as benchmod  # noqa: E402
+from finllm_edge.lab.device import info as infomod  # noqa: E402
+from finllm_edge.lab.device.adb import (  # noqa: E402
     Adb,
     AdbNotFoundError,
     DeviceDisconnectedError,
@@ -131,7 +131,7 @@ def test_no_adb_on_path(monkeypatch, tmp_path):
     monkeypatch.delenv("FINLLM_EDGE_ADB", raising=False)
     with pytest.raises(AdbNotFoundError, match="apt-get install adb"):
         Adb()
-    proc = subprocess.run([sys.executable, "-m", "finllm_edge.cli", "device", "list"],
+    proc = subprocess.run([sys.executable, "-m", "finllm_edge.lab.cli", "device", "list"],
                           capture_output=True, text=True, env={**os.environ, "PATH": str(tmp_path)}, cwd=REPO)
     assert proc.returncode == 1
     assert "`adb` is not on PATH" in proc.stderr
@@ -148,7 +148,7 @@ def test_no_device(fake):
 def test_cli_bench_without_a_device_and_with_a_locked_one(fake, tmp_path):
     model, exe = _files(tmp_path, 1024)
     env = fake()
-    cmd = [sys.executable, "-m", "finllm_edge.cli", "device", "bench", str(model), "--fe-bench", str(exe),
+    cmd = [sys.executable, "-m", "finllm_edge.lab.cli", "device", "bench", str(model), "--fe-bench", str(exe),
            "-o", str(tmp_path / "out")]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
     assert proc.returncode == 1 and "no device attached" in proc.stderr
@@ -175,7 +175,7 @@ def test_list_and_info_over_fake(fake):
     old = infomod.read_info(adb.device("A53B"))
     assert "asimddp" not in old.features and not old.is_sd865 and old.big_cores == [0, 1, 2, 3]
     # the CLI: both phones printed, the unauthorized one named with what to do, exit 1
-    proc = subprocess.run([sys.executable, "-m", "finllm_edge.cli", "device", "info"], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "finllm_edge.lab.cli", "device", "info"], capture_output=True,
                           text=True, env=env, cwd=REPO)
     assert proc.returncode == 1
     assert "SD865A: samsung SM-G981B" in proc.stdout and "taskset mask f0" in proc.stdout
@@ -191,7 +191,7 @@ def test_list_and_info_over_fake(fake):
 def test_unauthorized_and_offline_bench(fake, tmp_path):
     fake(phones.sd865("LOCKED", state="unauthorized"), phones.sd865("GONE", state="offline"))
     model, exe = _files(tmp_path, 1024)
-    from finllm_edge.device import bench_devices
+    from finllm_edge.lab.device import bench_devices
 
     merged = bench_devices(Adb(), None, _opts(tmp_path, model, exe), tmp_path / "out")
     assert merged["devices"]["LOCKED"]["error_type"] == "DeviceUnauthorizedError"

@@ -20,9 +20,9 @@ import phones  # noqa: E402
 from tiny_gguf import make_tiny_gguf  # noqa: E402
 
 from finllm_edge.cpu_variant import VARIANT_BASE, VARIANT_DOTPROD  # noqa: E402
-from finllm_edge.device import bench_devices  # noqa: E402
-from finllm_edge.device.adb import Adb  # noqa: E402
-from finllm_edge.device.bench import BenchOptions, fe_bench_for  # noqa: E402
+from finllm_edge.lab.device import bench_devices  # noqa: E402
+from finllm_edge.lab.device.adb import Adb  # noqa: E402
+from finllm_edge.lab.device.bench import BenchOptions, fe_bench_for  # noqa: E402
 from finllm_edge.profile import load_profiles, validate_profile  # noqa: E402
 
 pytestmark = pytest.mark.emulated
@@ -110,7 +110,7 @@ def test_sd865_phone_dotprod_sweep_thermal_and_estimate(fake, tmp_path, tiny_mod
     rep2 = json.loads(Path(again["devices"]["SD865A"]["report"]).read_text())
     assert [p["skipped"] for p in rep2["pushed"]] == [True, True] and rep2["complete"]
     # `finllm-edge report` renders the merged file (Markdown + PNGs)
-    proc = subprocess.run([sys.executable, "-m", "finllm_edge.cli", "report", str(out / "report.json"),
+    proc = subprocess.run([sys.executable, "-m", "finllm_edge.lab.cli", "report", str(out / "report.json"),
                            "-o", str(out / "rendered")], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     md = (out / "rendered" / "report.md").read_text()

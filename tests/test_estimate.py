@@ -5,7 +5,7 @@ from dataclasses import replace
 
 import pytest
 
-from finllm_edge.estimate import (ModelStats, estimate, host_device, list_devices, load_device,
+from finllm_edge.lab.estimate import (ModelStats, estimate, host_device, list_devices, load_device,
                                   measure_bandwidth_gbs, measure_matmul_gops, model_stats)
 from finllm_edge.models import default_model_path
 
@@ -30,7 +30,7 @@ def test_shipped_devices_load_with_their_assumptions():
 
 
 def test_device_from_user_json(tmp_path):
-    d = json.loads((load_device.__globals__["resources"].files("finllm_edge") / "devices" / "raspberry-pi-5.json")
+    d = json.loads((load_device.__globals__["resources"].files("finllm_edge.lab") / "devices" / "raspberry-pi-5.json")
                    .read_text())
     d["id"], d["memory_bandwidth_gbs"] = "my-board", 34.2
     f = tmp_path / "my-board.json"

@@ -1,6 +1,6 @@
 import pytest
 
-from finllm_edge.host_check import UnsafeBuildError, amx_compiled_in, check_llama_build, ensure_safe_llama_cpp_python
+from finllm_edge.lab.host_check import UnsafeBuildError, amx_compiled_in, check_llama_build, ensure_safe_llama_cpp_python
 
 AMX_CPUINFO = "processor : 0\nflags : fpu sse avx2 amx_bf16 amx_tile amx_int8\n"
 PLAIN_CPUINFO = "processor : 0\nflags : fpu sse avx2 fma f16c\n"

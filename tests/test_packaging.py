@@ -19,7 +19,7 @@ def test_runtime_import_does_not_pull_torch():
 
 
 def test_cli_help_lists_every_verb():
-    out = subprocess.run([sys.executable, "-m", "finllm_edge.cli", "--help"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-m", "finllm_edge.lab.cli", "--help"], capture_output=True, text=True, check=True).stdout
     for verb in ("convert", "run", "bench", "report", "emulate", "device", "native"):
         assert verb in out
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from finllm_edge.cli_report import build_report
-from finllm_edge.estimate import ModelStats, estimate, load_device
+from finllm_edge.lab.cli_report import build_report
+from finllm_edge.lab.estimate import ModelStats, estimate, load_device
 from finllm_edge.profiler import ModelInfo, RunTimings, build_profile
 
 DEVICE = {"cpu_model": "Intel Xeon", "arch": "x86_64", "cores_total": 2, "cores_used": [0, 1], "affinity": [0, 1],

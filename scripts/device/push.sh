@@ -2,7 +2,7 @@
 # Push fe-bench for the variant this phone supports, and a model, to /data/local/tmp/finllm-edge/.
 #   usage: scripts/device/push.sh BUNDLE_BIN_DIR MODEL.gguf
 # BUNDLE_BIN_DIR holds fe-bench-armv8.2-a+dotprod+fp16 and fe-bench-armv8-a (the linux-aarch64
-# bundle: `python -c 'from finllm_edge.aarch64 import aarch64_bundle as b; print(b()["bin"])'`).
+# bundle: `python -c 'from finllm_edge.lab.aarch64 import aarch64_bundle as b; print(b()["bin"])'`).
 # Files already on the phone with the same sha256 are skipped; each push goes to NAME.part
 # and is renamed only once its sha256 matches, so a failed push leaves no half file in place.
 # Prints the variant chosen. VARIANT=armv8-a forces the baseline.

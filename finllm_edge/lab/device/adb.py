@@ -18,7 +18,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 
-from ..errors import FinLLMEdgeError
+from finllm_edge.errors import FinLLMEdgeError
 
 RC_MARKER = "__FE_RC__="
 ADB_ENV = "FINLLM_EDGE_ADB"  # path of the adb executable to use instead of the one on PATH

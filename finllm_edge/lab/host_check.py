@@ -11,8 +11,8 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from . import pins
-from .errors import FinLLMEdgeError
+from finllm_edge import pins
+from finllm_edge.errors import FinLLMEdgeError
 
 
 class UnsafeBuildError(FinLLMEdgeError, RuntimeError):

@@ -46,7 +46,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def sampling_from_args(args: argparse.Namespace):
-    from .engine import SamplingOptions
+    from finllm_edge.engine import SamplingOptions
 
     return SamplingOptions(temperature=args.temp, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                            repeat_penalty=args.repeat_penalty, repeat_last_n=args.repeat_last_n, seed=args.seed)
@@ -69,10 +69,10 @@ def write_json_atomic(path: Path, data) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from .engine import Engine, EngineOptions
-    from .profiler import one_line
+    from finllm_edge.engine import Engine, EngineOptions
+    from finllm_edge.profiler import one_line
 
-    from .onnx_engine import OnnxEngine, is_onnx_model_dir
+    from finllm_edge.onnx_engine import OnnxEngine, is_onnx_model_dir
 
     opts = EngineOptions(n_threads=args.threads, n_ctx=args.ctx, n_batch=args.batch, seed=args.seed)
     engine_cls = OnnxEngine if args.model is not None and is_onnx_model_dir(args.model) else Engine

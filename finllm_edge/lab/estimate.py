@@ -13,7 +13,7 @@ An ESTIMATE, never a measurement. The model, with its assumptions stated in ever
   overhead (graph building, thread synchronisation) is NOT modelled, so small models are
   estimated optimistically; `benchmarks/bench_estimate.py` measures how much on this host.
 
-Devices are JSON files in finllm_edge/devices/ (copy one to describe yours).
+Devices are JSON files in finllm_edge/lab/devices/ (copy one to describe yours).
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ class DeviceSpec:
 
 
 def list_devices() -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files("finllm_edge").joinpath("devices").iterdir()
+    return sorted(p.name[:-5] for p in resources.files("finllm_edge.lab").joinpath("devices").iterdir()
                   if p.name.endswith(".json"))
 
 
@@ -96,7 +96,7 @@ def load_device(name_or_path: str | os.PathLike) -> DeviceSpec:
     p = Path(name_or_path)
     if p.suffix == ".json" and p.exists():
         return DeviceSpec.from_dict(json.loads(p.read_text()))
-    res = resources.files("finllm_edge").joinpath("devices", f"{name_or_path}.json")
+    res = resources.files("finllm_edge.lab").joinpath("devices", f"{name_or_path}.json")
     if not res.is_file():
         raise ValueError(f"unknown device {name_or_path!r}; known: {', '.join(list_devices())} "
                          "(or pass a path to a device JSON file)")

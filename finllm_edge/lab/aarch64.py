@@ -34,9 +34,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cpu_variant import VARIANT_BASE, VARIANT_DOTPROD, VARIANTS
-from .errors import NativeBuildError
-from .paths import cache_dir, repo_root
+from finllm_edge.cpu_variant import VARIANT_BASE, VARIANT_DOTPROD, VARIANTS
+from finllm_edge.errors import NativeBuildError
+from finllm_edge.paths import cache_dir, repo_root
 
 # variant -> native build target (finllm_edge/native/targets.py)
 AARCH64_TARGETS: dict[str, str] = {
@@ -61,7 +61,7 @@ def _checkout_key() -> str:
     return hashlib.sha256(str(repo_root().resolve()).encode()).hexdigest()[:10]
 
 
-from .hashing import sha256_file as _sha256  # noqa: E402
+from finllm_edge.hashing import sha256_file as _sha256  # noqa: E402
 
 
 def _stamp(prefix: Path) -> dict:
@@ -82,7 +82,7 @@ def _uses_openmp(prefix: Path) -> bool:
 
 def _cmake_project(src: Path, build: Path, args: list[str]) -> None:
     """Configure (once per arg set) and build a small standalone CMake project, under the heavy lock."""
-    from .native.build import _tool, heavy_lock
+    from finllm_edge.native.build import _tool, heavy_lock
 
     cmake, ninja = _tool("cmake", "cmake"), _tool("ninja", "ninja")
     build.mkdir(parents=True, exist_ok=True)
@@ -123,8 +123,8 @@ def build_probe(target: str) -> Path:
 
     It needs only stage 1 (the llama.cpp prefix), not our C API.
     """
-    from .native.build import build_llama
-    from .native.targets import get_target
+    from finllm_edge.native.build import build_llama
+    from finllm_edge.native.targets import get_target
 
     tgt = get_target(target)
     prefix = Path(build_llama(tgt))
@@ -157,7 +157,7 @@ class VariantBuild:
 
 def build_variant(variant: str) -> VariantBuild:
     """Build (once; cached) everything of one aarch64 variant and say where it is."""
-    from .native.build import ensure_built
+    from finllm_edge.native.build import ensure_built
 
     target = AARCH64_TARGETS[variant]
     info = ensure_built(target)
@@ -182,10 +182,10 @@ def build_ctest(variant: str, test_model: Path, cpu: str, llama_prefix: Path | N
     (CMAKE_CROSSCOMPILING_EMULATOR = qemu-aarch64 -cpu CPU), without touching the regular
     build. Returns the directory to run ctest in.
     """
-    from . import __version__
-    from .native import fetch
-    from .native.build import build_llama
-    from .native.targets import get_target
+    from finllm_edge import __version__
+    from finllm_edge.native import fetch
+    from finllm_edge.native.build import build_llama
+    from finllm_edge.native.targets import get_target
 
     target = AARCH64_TARGETS[variant]
     tgt = get_target(target)
@@ -264,7 +264,7 @@ def aarch64_bundle(build: bool = True) -> dict:
     if old.get("files") == files and all((paths["bin"] / n).exists() for n in files):
         return paths
 
-    from .native import fetch
+    from finllm_edge.native import fetch
 
     root = paths["root"]
     tmp = root.with_name(f"{root.name}.tmp-{os.getpid()}")
@@ -319,9 +319,9 @@ def smollm2_q4_0() -> Path:
 
     The embedded model is Q4_1; Q4_0 is what llama.cpp repacks for dotprod (4x4) at load.
     """
-    from .models import default_model_path
-    from .native.build import build_llama
-    from .native.targets import get_target
+    from finllm_edge.models import default_model_path
+    from finllm_edge.native.build import build_llama
+    from finllm_edge.native.targets import get_target
 
     src = default_model_path()
     out_dir = cache_dir() / "models"

@@ -21,8 +21,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import FinLLMEdgeError
-from ..profile import ProfileSchemaError, validate_profile
+from finllm_edge.errors import FinLLMEdgeError
+from finllm_edge.profile import ProfileSchemaError, validate_profile
 from .adb import (
     Adb,
     BenchmarkCrashError,
@@ -80,7 +80,7 @@ def safe_name(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]", "_", s)
 
 
-from ..hashing import sha256_file  # noqa: E402,F401
+from finllm_edge.hashing import sha256_file  # noqa: E402,F401
 
 
 def default_threads(n_big: int) -> list[int]:
@@ -110,12 +110,12 @@ def fe_bench_for(variant: str, override: Path | None = None) -> Path:
 def _aarch64_fe_bench(variant: str) -> Path:
     """fe-bench of the linux-aarch64 target of `variant` (static: runs on Android arm64 too).
 
-    The same file finllm_edge.aarch64.aarch64_bundle() copies into its bin/ as
+    The same file finllm_edge.lab.aarch64.aarch64_bundle() copies into its bin/ as
     fe-bench-<variant>; built through ensure_built so it is never stale (a ninja no-op when
     up to date) and without building the launcher and probes a phone run does not need.
     """
     from ..aarch64 import AARCH64_TARGETS  # noqa: PLC0415
-    from ..native.build import ensure_built  # noqa: PLC0415
+    from finllm_edge.native.build import ensure_built  # noqa: PLC0415
 
     target = AARCH64_TARGETS.get(variant)
     if target is None:
@@ -170,7 +170,7 @@ class DeviceBench:
                 "cannot run it)", info.serial)
 
     def choose_variant(self, info: DeviceInfo) -> tuple[str, str]:
-        from ..cpu_variant import choose_variant  # noqa: PLC0415
+        from finllm_edge.cpu_variant import choose_variant  # noqa: PLC0415
 
         if self.opts.variant:
             supported, why = choose_variant(info.cpuinfo_text)
@@ -432,7 +432,7 @@ class DeviceBench:
 def _crash_error(rc: int, output: str, variant: str, serial: str, n_threads: int) -> BenchmarkCrashError:
     tail = "\n".join(output.strip().splitlines()[-8:])
     if rc == SIGILL_RC or "Illegal instruction" in output or "signal 4" in output:
-        from ..cpu_variant import VARIANT_BASE  # noqa: PLC0415
+        from finllm_edge.cpu_variant import VARIANT_BASE  # noqa: PLC0415
 
         hint = ("" if variant == VARIANT_BASE else
                 f"; this CPU lacks an instruction of the {variant} build: rerun with "
@@ -468,7 +468,7 @@ def _now() -> str:
 
 
 def _file_logger(serial: str, path: Path) -> logging.Logger:
-    log = logging.getLogger(f"finllm_edge.device.{serial}.{id(path)}")
+    log = logging.getLogger(f"finllm_edge.lab.device.{serial}.{id(path)}")
     log.setLevel(logging.INFO)
     log.propagate = False
     for h in list(log.handlers):
@@ -480,7 +480,7 @@ def _file_logger(serial: str, path: Path) -> logging.Logger:
 
 
 def sd865_estimate(model: Path, threads: list[int], n_prompt: int, n_gen: int) -> dict:
-    """The Snapdragon 865 roofline estimate (finllm_edge.estimate), per thread count."""
+    """The Snapdragon 865 roofline estimate (finllm_edge.lab.estimate), per thread count."""
     try:
         from ..estimate import estimate, load_device, model_stats  # noqa: PLC0415
 

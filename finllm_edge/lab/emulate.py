@@ -29,8 +29,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cpu_variant import QEMU_CPU_MODELS, VARIANTS
-from .errors import FinLLMEdgeError
+from finllm_edge.cpu_variant import QEMU_CPU_MODELS, VARIANTS
+from finllm_edge.errors import FinLLMEdgeError
 
 DEFAULT_CPU = "cortex-a76"
 _DISPATCH_RE = re.compile(r"^fe-dispatch: (?P<tool>\S+): variant (?P<variant>\S+) \((?P<reason>.*)\)$", re.M)
@@ -128,7 +128,7 @@ def dispatch_choice(cpu: str, tool: str = "fe-bench", variant: str | None = None
 
 def emulated_profile(profile: dict, cpu: str, dispatch_variant: str | None, host_cpu: str | None = None) -> dict:
     """fe-bench's profile from under qemu, flagged: emulated, qemu CPU model, variant checked."""
-    from .profile import validate_profile
+    from finllm_edge.profile import validate_profile
 
     p = dict(profile)
     if dispatch_variant and p.get("variant") and p["variant"] != dispatch_variant:
@@ -231,7 +231,7 @@ def main(args) -> int:
         print(json.dumps(bundle_json(bundle), indent=2))
         return 0
     if args.model is None:
-        from .models import default_model_path
+        from finllm_edge.models import default_model_path
 
         args.model = default_model_path()
     variant = None if args.variant == "auto" else args.variant

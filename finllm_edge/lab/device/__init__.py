@@ -35,7 +35,7 @@ from .adb import (  # noqa: F401  (re-exported: the typed errors)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from ..cpu_variant import VARIANTS  # noqa: PLC0415  (tiny module, no heavy imports)
+    from finllm_edge.cpu_variant import VARIANTS  # noqa: PLC0415  (tiny module, no heavy imports)
 
     sub = parser.add_subparsers(dest="device_cmd", metavar="{list,info,bench}")
     sub.required = True
@@ -127,12 +127,12 @@ def _parse_threads(text: str | None) -> list[int] | None:
 
 
 def bench_options(args) -> "BenchOptions":
-    from ..models import default_model_path  # noqa: PLC0415
+    from finllm_edge.models import default_model_path  # noqa: PLC0415
     from .bench import BenchOptions  # noqa: PLC0415
 
     model = Path(args.model) if args.model else default_model_path()
     if not model.is_file():
-        from ..errors import ModelNotFoundError  # noqa: PLC0415
+        from finllm_edge.errors import ModelNotFoundError  # noqa: PLC0415
 
         raise ModelNotFoundError(f"model {model} does not exist")
     return BenchOptions(

@@ -222,7 +222,7 @@ def clusters_of(cores: list[CpuCore]) -> list[dict]:
 
 def big_cores_of(cores: list[CpuCore]) -> list[int]:
     """Cores above the slowest cluster (SD865: cpus 4-7); every core when all are equal."""
-    from ..threads import CpuTopology, performance_cores
+    from finllm_edge.threads import CpuTopology, performance_cores
 
     topo = CpuTopology(
         allowed=tuple(c.cpu for c in cores),

@@ -50,8 +50,8 @@ def format_table(profiles: list[dict], estimates: list[dict]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from .engine import Engine, EngineOptions
-    from .models import default_model_path
+    from finllm_edge.engine import Engine, EngineOptions
+    from finllm_edge.models import default_model_path
 
     if "list" in args.estimate:
         from .estimate import list_devices
@@ -63,7 +63,7 @@ def main(args: argparse.Namespace) -> int:
         from .estimate import load_device
 
         devices = [load_device(d) for d in args.estimate]  # fail before measuring anything
-    from .onnx_engine import OnnxEngine, is_onnx_model_dir
+    from finllm_edge.onnx_engine import OnnxEngine, is_onnx_model_dir
 
     models = [Path(m) for m in args.models] or [default_model_path()]
     n_ctx = args.n_prompt + args.n_gen + 8

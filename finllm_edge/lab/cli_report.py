@@ -28,7 +28,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def load_inputs(paths: list[Path]) -> tuple[list[dict], list[dict]]:
-    from .profile import validate_profile
+    from finllm_edge.profile import validate_profile
 
     profiles, estimates = [], []
     for path in paths:
