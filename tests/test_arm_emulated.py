@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from finllm_edge.lab import aarch64, emulate
 from finllm_edge.cpu_variant import VARIANT_BASE, VARIANT_DOTPROD, CpuFeatures, choose
+from finllm_edge.lab import aarch64, emulate
 from finllm_edge.profile import validate_profile
 
 pytestmark = pytest.mark.emulated

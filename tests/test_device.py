@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "fake_adb"))
-import phones  # noqa: E402
+import phones
 
-from finllm_edge.lab.device import adb as adbmod  # noqa: E402
-from finllm_edge.lab.device import bench as benchmod  # noqa: E402
-from finllm_edge.lab.device import info as infomod  # noqa: E402
-from finllm_edge.lab.device.adb import (  # noqa: E402
+from finllm_edge.lab.device import adb as adbmod
+from finllm_edge.lab.device import bench as benchmod
+from finllm_edge.lab.device import info as infomod
+from finllm_edge.lab.device.adb import (
     Adb,
     AdbNotFoundError,
     DeviceDisconnectedError,
@@ -182,7 +182,8 @@ def test_list_and_info_over_fake(fake):
     assert "A53B" in proc.stdout and "dotprod(asimddp)=no" in proc.stdout
     assert "DeviceUnauthorizedError: LOCKED" in proc.stderr and "Allow USB debugging" in proc.stderr
     # the real commands went through: getprop, /proc/cpuinfo, df, sysfs
-    cmds = " ".join(e["cmd"] for e in phones.shell_log(Path(os.environ["FAKE_ADB_CONFIG"]).parent / "phones" / "SD865A"))
+    log_dir = Path(os.environ["FAKE_ADB_CONFIG"]).parent / "phones" / "SD865A"
+    cmds = " ".join(e["cmd"] for e in phones.shell_log(log_dir))
     for needle in ("getprop $p", "ro.product.cpu.abi", "cat /proc/cpuinfo", "df -k /data/local/tmp/finllm-edge",
                    "/sys/class/thermal/thermal_zone*", "cpufreq/cpuinfo_max_freq"):
         assert needle in cmds

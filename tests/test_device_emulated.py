@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "fake_adb"))
-import phones  # noqa: E402
-from tiny_gguf import make_tiny_gguf  # noqa: E402
+import phones
+from tiny_gguf import make_tiny_gguf
 
-from finllm_edge.cpu_variant import VARIANT_BASE, VARIANT_DOTPROD  # noqa: E402
-from finllm_edge.lab.device import bench_devices  # noqa: E402
-from finllm_edge.lab.device.adb import Adb  # noqa: E402
-from finllm_edge.lab.device.bench import BenchOptions, fe_bench_for  # noqa: E402
-from finllm_edge.profile import load_profiles, validate_profile  # noqa: E402
+from finllm_edge.cpu_variant import VARIANT_BASE, VARIANT_DOTPROD
+from finllm_edge.lab.device import bench_devices
+from finllm_edge.lab.device.adb import Adb
+from finllm_edge.lab.device.bench import BenchOptions, fe_bench_for
+from finllm_edge.profile import load_profiles, validate_profile
 
 pytestmark = pytest.mark.emulated
 REPO = Path(__file__).resolve().parent.parent
@@ -185,7 +185,10 @@ def test_plain_scripts_push_run_pull(fake, tmp_path, tiny_model, builds):
     for v, path in builds.items():
         os.symlink(path, bindir / f"fe-bench-{v}")
     env = {**env, "RESULTS": str(tmp_path / "res")}
-    run = lambda *a: subprocess.run(["sh", *map(str, a)], capture_output=True, text=True, env=env, cwd=tmp_path)  # noqa: E731
+
+    def run(*a):
+        return subprocess.run(["sh", *map(str, a)], capture_output=True, text=True, env=env, cwd=tmp_path)
+
     push = run(SCRIPTS / "push.sh", bindir, tiny_model)
     assert push.returncode == 0, push.stderr
     assert f"variant={VARIANT_DOTPROD}" in push.stdout and "pushed tiny-llama-q4_0.gguf" in push.stdout

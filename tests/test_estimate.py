@@ -5,8 +5,16 @@ from dataclasses import replace
 
 import pytest
 
-from finllm_edge.lab.estimate import (ModelStats, estimate, host_device, list_devices, load_device,
-                                  measure_bandwidth_gbs, measure_matmul_gops, model_stats)
+from finllm_edge.lab.estimate import (
+    ModelStats,
+    estimate,
+    host_device,
+    list_devices,
+    load_device,
+    measure_bandwidth_gbs,
+    measure_matmul_gops,
+    model_stats,
+)
 from finllm_edge.models import default_model_path
 
 STATS = ModelStats(path="m.gguf", n_params=135_000_000, matmul_params=134_000_000, weight_bytes=86_000_000,

@@ -1,6 +1,11 @@
 import pytest
 
-from finllm_edge.lab.host_check import UnsafeBuildError, amx_compiled_in, check_llama_build, ensure_safe_llama_cpp_python
+from finllm_edge.lab.host_check import (
+    UnsafeBuildError,
+    amx_compiled_in,
+    check_llama_build,
+    ensure_safe_llama_cpp_python,
+)
 
 AMX_CPUINFO = "processor : 0\nflags : fpu sse avx2 amx_bf16 amx_tile amx_int8\n"
 PLAIN_CPUINFO = "processor : 0\nflags : fpu sse avx2 fma f16c\n"
@@ -13,7 +18,8 @@ def test_amx_build_on_amx_host_is_refused_with_the_fix():
         check_llama_build(AMX_BUILD, AMX_CPUINFO)
 
 
-@pytest.mark.parametrize("build,cpu", [(SAFE_BUILD, AMX_CPUINFO), (AMX_BUILD, PLAIN_CPUINFO), (SAFE_BUILD, PLAIN_CPUINFO)])
+@pytest.mark.parametrize("build,cpu",
+                         [(SAFE_BUILD, AMX_CPUINFO), (AMX_BUILD, PLAIN_CPUINFO), (SAFE_BUILD, PLAIN_CPUINFO)])
 def test_safe_combinations_pass(build, cpu):
     check_llama_build(build, cpu)
 

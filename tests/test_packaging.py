@@ -14,12 +14,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_runtime_import_does_not_pull_torch():
-    code = "import sys, finllm_edge; finllm_edge.default_model_path(); assert 'torch' not in sys.modules, 'torch imported'"
+    code = ("import sys, finllm_edge; finllm_edge.default_model_path(); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_cli_help_lists_every_verb():
-    out = subprocess.run([sys.executable, "-m", "finllm_edge.lab.cli", "--help"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-m", "finllm_edge.lab.cli", "--help"],
+                         capture_output=True, text=True, check=True).stdout
     for verb in ("convert", "run", "bench", "report", "emulate", "device", "native"):
         assert verb in out
 
@@ -28,7 +30,8 @@ def test_no_llama_cpp_or_ggml_source_is_tracked():
     files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     offenders = [f for f in files if "/ggml" in f or f.startswith(("ggml", "vendor/")) or "llama.cpp/" in f]
     assert offenders == []
-    grep = subprocess.run(["git", "grep", "-l", "The ggml authors", "--", ".", ":!*.md", ":!tests/test_packaging.py"], cwd=ROOT, capture_output=True, text=True)
+    grep = subprocess.run(["git", "grep", "-l", "The ggml authors", "--", ".", ":!*.md", ":!tests/test_packaging.py"],
+                          cwd=ROOT, capture_output=True, text=True)
     assert grep.stdout == ""
 
 

@@ -36,6 +36,8 @@ from pathlib import Path
 
 from finllm_edge.cpu_variant import VARIANT_BASE, VARIANT_DOTPROD, VARIANTS
 from finllm_edge.errors import NativeBuildError
+from finllm_edge.fileio import atomic_path, commit_dir
+from finllm_edge.hashing import sha256_file as _sha256
 from finllm_edge.paths import cache_dir, repo_root
 
 # variant -> native build target (finllm_edge/native/targets.py)
@@ -59,9 +61,6 @@ def _log(msg: str) -> None:
 
 def _checkout_key() -> str:
     return hashlib.sha256(str(repo_root().resolve()).encode()).hexdigest()[:10]
-
-
-from finllm_edge.hashing import sha256_file as _sha256  # noqa: E402
 
 
 def _stamp(prefix: Path) -> dict:
@@ -287,13 +286,7 @@ def aarch64_bundle(build: bool = True) -> dict:
         "files": files,
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    if root.exists():
-        trash = root.with_name(f"{root.name}.old-{os.getpid()}")
-        os.replace(root, trash)
-        os.replace(tmp, root)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, root)
+    commit_dir(tmp, root)
     _log(f"bundle assembled in {root}")
     return paths
 
@@ -330,15 +323,11 @@ def smollm2_q4_0() -> Path:
     if out.exists() and out.stat().st_size > 0:
         return out
     quantize = Path(build_llama(get_target("host"))) / "bin" / "llama-quantize"
-    tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
-    proc = subprocess.run([str(quantize), "--allow-requantize", str(src), str(tmp), "Q4_0", "2"],
-                          capture_output=True, text=True)
-    if proc.returncode != 0 or not tmp.exists():
-        tmp.unlink(missing_ok=True)
-        raise NativeBuildError(f"llama-quantize failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        proc = subprocess.run([str(quantize), "--allow-requantize", str(src), str(tmp), "Q4_0", "2"],
+                              capture_output=True, text=True)
+        if proc.returncode != 0 or not tmp.exists():
+            raise NativeBuildError(f"llama-quantize failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return out
 
 

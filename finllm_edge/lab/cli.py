@@ -15,13 +15,18 @@ from finllm_edge.errors import FinLLMEdgeError
 
 # verb -> (module, one-line help). Order is the order of `finllm-edge --help`.
 VERBS: dict[str, tuple[str, str]] = {
-    "convert": ("finllm_edge_convert.cli", "base model + LoRA adapter -> merged -> GGUF/ONNX 4-bit, with quality report and manifest"),
+    "convert": ("finllm_edge_convert.cli",
+                "base model + LoRA adapter -> merged -> GGUF/ONNX 4-bit, with quality report and manifest"),
     "run": ("finllm_edge.lab.cli_run", "generate an answer with a GGUF model and print its latency profile"),
-    "bench": ("finllm_edge.lab.cli_bench", "benchmark one or more models: TTFT, prefill/decode tok/s, token latency percentiles"),
-    "report": ("finllm_edge.lab.cli_report", "render latency profiles (ours, fe-bench, qemu, phones) as Markdown + PNG charts"),
-    "emulate": ("finllm_edge.lab.emulate", "run fe-bench for aarch64 under qemu with a chosen CPU model (profiles flagged emulated)"),
+    "bench": ("finllm_edge.lab.cli_bench",
+              "benchmark one or more models: TTFT, prefill/decode tok/s, token latency percentiles"),
+    "report": ("finllm_edge.lab.cli_report",
+               "render latency profiles (ours, fe-bench, qemu, phones) as Markdown + PNG charts"),
+    "emulate": ("finllm_edge.lab.emulate",
+                "run fe-bench for aarch64 under qemu with a chosen CPU model (profiles flagged emulated)"),
     "device": ("finllm_edge.lab.device", "list phones over adb, read their CPU/thermal info, benchmark on them"),
-    "native": ("finllm_edge.native.cli", "fetch the pinned llama.cpp and build native/ (host, linux-aarch64, sanitizers)"),
+    "native": ("finllm_edge.native.cli",
+               "fetch the pinned llama.cpp and build native/ (host, linux-aarch64, sanitizers)"),
 }
 
 

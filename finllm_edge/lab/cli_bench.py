@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .cli_run import write_json_atomic
+from finllm_edge.fileio import atomic_write_json
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +43,10 @@ def format_table(profiles: list[dict], estimates: list[dict]) -> str:
                      f"{e['ttft_ms']:.1f}", f"{e['prefill_tok_s']:.1f}", f"{e['decode_tok_s']:.1f}",
                      "-", "-", "-", "-", "-"))
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
-    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+
+    def line(cells) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+
     out = [line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     out += [line(r) for r in rows]
     return "\n".join(out)
@@ -86,6 +89,6 @@ def main(args: argparse.Namespace) -> int:
         print(f"\nESTIMATE for {e['device_name']} (not a measurement), assumptions:")
         for a in e["assumptions"]:
             print(f"  - {a}")
-    write_json_atomic(args.output, {"profiles": profiles, "estimates": estimates})
+    atomic_write_json(args.output, {"profiles": profiles, "estimates": estimates})
     print(f"\n[bench] wrote {args.output}", file=sys.stderr)
     return 0

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import tempfile
 from pathlib import Path
+
+from finllm_edge.fileio import atomic_write_json
 
 
 def add_engine_args(parser: argparse.ArgumentParser) -> None:
@@ -52,27 +51,10 @@ def sampling_from_args(args: argparse.Namespace):
                            repeat_penalty=args.repeat_penalty, repeat_last_n=args.repeat_last_n, seed=args.seed)
 
 
-def write_json_atomic(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def main(args: argparse.Namespace) -> int:
     from finllm_edge.engine import Engine, EngineOptions
-    from finllm_edge.profiler import one_line
-
     from finllm_edge.onnx_engine import OnnxEngine, is_onnx_model_dir
+    from finllm_edge.profiler import one_line
 
     opts = EngineOptions(n_threads=args.threads, n_ctx=args.ctx, n_batch=args.batch, seed=args.seed)
     engine_cls = OnnxEngine if args.model is not None and is_onnx_model_dir(args.model) else Engine
@@ -99,6 +81,6 @@ def main(args: argparse.Namespace) -> int:
         if not args.quiet_profile:
             print(one_line(profile), flush=True)
         if args.profile_out:
-            write_json_atomic(args.profile_out, profile)
+            atomic_write_json(args.profile_out, profile)
             print(f"[profile] written to {args.profile_out}", file=sys.stderr)
     return 0

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from finllm_edge.cpu_variant import QEMU_CPU_MODELS, VARIANTS
 from finllm_edge.errors import FinLLMEdgeError
+from finllm_edge.fileio import atomic_write_text
 
 DEFAULT_CPU = "cortex-a76"
 _DISPATCH_RE = re.compile(r"^fe-dispatch: (?P<tool>\S+): variant (?P<variant>\S+) \((?P<reason>.*)\)$", re.M)
@@ -254,9 +255,7 @@ def main(args) -> int:
     profile = run.extra["profile"]
     text = json.dumps(profile, indent=2) + "\n"
     if args.output:
-        tmp = args.output.with_name(args.output.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, args.output)
+        atomic_write_text(args.output, text)
     else:
         sys.stdout.write(text)
     print(f"[emulate] qemu-aarch64 -cpu {args.cpu}: variant {profile['variant']} ({run.reason}); "

@@ -242,12 +242,12 @@ def measure_bandwidth_gbs(n_threads: int = 1, mb_per_thread: int = 128, reps: in
     for _ in range(reps):
         barrier = threading.Barrier(n_threads + 1)
 
-        def work(i: int) -> None:
+        def work(i: int, barrier: threading.Barrier) -> None:
             barrier.wait()
             np.copyto(dsts[i], srcs[i])
             barrier.wait()
 
-        ts = [threading.Thread(target=work, args=(i,)) for i in range(n_threads)]
+        ts = [threading.Thread(target=work, args=(i, barrier)) for i in range(n_threads)]
         for t in ts:
             t.start()
         barrier.wait()

@@ -17,6 +17,9 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from finllm_edge.fileio import atomic_write_json
 
 from .adb import (  # noqa: F401  (re-exported: the typed errors)
     Adb,
@@ -33,9 +36,12 @@ from .adb import (  # noqa: F401  (re-exported: the typed errors)
     check_state,
 )
 
+if TYPE_CHECKING:
+    from .bench import BenchOptions
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from finllm_edge.cpu_variant import VARIANTS  # noqa: PLC0415  (tiny module, no heavy imports)
+    from finllm_edge.cpu_variant import VARIANTS
 
     sub = parser.add_subparsers(dest="device_cmd", metavar="{list,info,bench}")
     sub.required = True
@@ -59,8 +65,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--ctx", type=int, default=0, help="context size (default: fe-bench's)")
     p.add_argument("--pin", choices=("big", "all", "none"), default="big",
                    help="taskset pinning: big cores (default), all cores, or none")
-    p.add_argument("--variant", choices=VARIANTS, help="force the fe-bench CPU variant (armv8.2-a+dotprod+fp16 or armv8-a); "
-                                     "default: the best one the phone supports")
+    p.add_argument("--variant", choices=VARIANTS,
+                   help="force the fe-bench CPU variant (armv8.2-a+dotprod+fp16 or armv8-a); "
+                        "default: the best one the phone supports")
     p.add_argument("--fe-bench", help="use this aarch64/arm64-v8a fe-bench binary (e.g. an NDK build)")
     p.add_argument("--cool-tolerance", type=float, default=3.0,
                    help="between runs wait until the CPU is within this many C of its start (default 3)")
@@ -93,7 +100,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from .info import format_info, read_info  # noqa: PLC0415
+    from .info import format_info, read_info
 
     adb = Adb()
     entries = adb.resolve(args.serial)
@@ -127,12 +134,13 @@ def _parse_threads(text: str | None) -> list[int] | None:
 
 
 def bench_options(args) -> "BenchOptions":
-    from finllm_edge.models import default_model_path  # noqa: PLC0415
-    from .bench import BenchOptions  # noqa: PLC0415
+    from finllm_edge.models import default_model_path
+
+    from .bench import BenchOptions
 
     model = Path(args.model) if args.model else default_model_path()
     if not model.is_file():
-        from finllm_edge.errors import ModelNotFoundError  # noqa: PLC0415
+        from finllm_edge.errors import ModelNotFoundError
 
         raise ModelNotFoundError(f"model {model} does not exist")
     return BenchOptions(
@@ -146,7 +154,7 @@ def bench_options(args) -> "BenchOptions":
 
 def bench_devices(adb: Adb, serials: list[str] | None, opts, out: Path) -> dict:
     """Bench every selected device in parallel; write and return the merged report."""
-    from .bench import DeviceBench, DeviceResult, format_summary, safe_name  # noqa: PLC0415
+    from .bench import DeviceBench, DeviceResult, format_summary, safe_name
 
     entries = adb.resolve(serials)
     out.mkdir(parents=True, exist_ok=True)
@@ -176,7 +184,7 @@ def bench_devices(adb: Adb, serials: list[str] | None, opts, out: Path) -> dict:
         merged["profiles"].extend(rep["profiles"])
         merged["estimates"].extend(e for e in rep.get("estimates", []) if e not in merged["estimates"])
         print(format_summary(rep), file=sys.stderr)
-    (out / "report.json").write_text(json.dumps(merged, indent=2) + "\n")
+    atomic_write_json(out / "report.json", merged)
     return merged
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shlex
 import signal
@@ -22,7 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from finllm_edge.errors import FinLLMEdgeError
+from finllm_edge.fileio import atomic_write_json
+from finllm_edge.hashing import sha256_file
 from finllm_edge.profile import ProfileSchemaError, validate_profile
+
 from .adb import (
     Adb,
     BenchmarkCrashError,
@@ -80,9 +82,6 @@ def safe_name(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]", "_", s)
 
 
-from finllm_edge.hashing import sha256_file  # noqa: E402,F401
-
-
 def default_threads(n_big: int) -> list[int]:
     """1, 2, 4, ... and the number of big cores (SD865: 1, 2, 4)."""
     out, t = [], 1
@@ -114,8 +113,9 @@ def _aarch64_fe_bench(variant: str) -> Path:
     fe-bench-<variant>; built through ensure_built so it is never stale (a ninja no-op when
     up to date) and without building the launcher and probes a phone run does not need.
     """
-    from ..aarch64 import AARCH64_TARGETS  # noqa: PLC0415
-    from finllm_edge.native.build import ensure_built  # noqa: PLC0415
+    from finllm_edge.native.build import ensure_built
+
+    from ..aarch64 import AARCH64_TARGETS
 
     target = AARCH64_TARGETS.get(variant)
     if target is None:
@@ -155,11 +155,7 @@ class DeviceBench:
         }
 
     def save(self) -> Path:
-        path = self.out / "report.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.report, indent=2) + "\n")
-        os.replace(tmp, path)
-        return path
+        return atomic_write_json(self.out / "report.json", self.report)
 
     # --- device checks -----------------------------------------------------------------------
     def check_abi(self, info: DeviceInfo) -> None:
@@ -170,7 +166,7 @@ class DeviceBench:
                 "cannot run it)", info.serial)
 
     def choose_variant(self, info: DeviceInfo) -> tuple[str, str]:
-        from finllm_edge.cpu_variant import choose_variant  # noqa: PLC0415
+        from finllm_edge.cpu_variant import choose_variant
 
         if self.opts.variant:
             supported, why = choose_variant(info.cpuinfo_text)
@@ -305,7 +301,7 @@ class DeviceBench:
             validate_profile(profile)
         except ProfileSchemaError as exc:
             raise DeviceError(f"fe-bench wrote an invalid profile ({exc}); see {local}", info.serial) from exc
-        local.write_text(json.dumps(profile, indent=2) + "\n")
+        atomic_write_json(local, profile)
         run["profile"] = str(local.relative_to(self.out))
         self.report["profiles"].append(profile)
         return profile
@@ -432,7 +428,7 @@ class DeviceBench:
 def _crash_error(rc: int, output: str, variant: str, serial: str, n_threads: int) -> BenchmarkCrashError:
     tail = "\n".join(output.strip().splitlines()[-8:])
     if rc == SIGILL_RC or "Illegal instruction" in output or "signal 4" in output:
-        from finllm_edge.cpu_variant import VARIANT_BASE  # noqa: PLC0415
+        from finllm_edge.cpu_variant import VARIANT_BASE
 
         hint = ("" if variant == VARIANT_BASE else
                 f"; this CPU lacks an instruction of the {variant} build: rerun with "
@@ -452,7 +448,7 @@ def _crash_error(rc: int, output: str, variant: str, serial: str, n_threads: int
 
 
 def _free_bytes(dev: Device, wd: str) -> int | None:
-    from .info import parse_df  # noqa: PLC0415
+    from .info import parse_df
 
     res = dev.shell(f"df -k {shlex.quote(wd)}")
     return parse_df(res.stdout) if res.returncode == 0 else None
@@ -482,7 +478,7 @@ def _file_logger(serial: str, path: Path) -> logging.Logger:
 def sd865_estimate(model: Path, threads: list[int], n_prompt: int, n_gen: int) -> dict:
     """The Snapdragon 865 roofline estimate (finllm_edge.lab.estimate), per thread count."""
     try:
-        from ..estimate import estimate, load_device, model_stats  # noqa: PLC0415
+        from ..estimate import estimate, load_device, model_stats
 
         stats = model_stats(model)
         spec = load_device("snapdragon-865")
@@ -527,17 +523,20 @@ def summarize(report: dict) -> list[dict]:
 def format_summary(report: dict) -> str:
     lines = [f"{report['serial']}: variant {report.get('variant')} "
              f"({'complete' if report.get('complete') else 'INCOMPLETE: ' + str(report.get('error'))})"]
-    hdr = f"  {'threads':>7} {'decode tok/s':>12} {'prefill tok/s':>13} {'TTFT ms':>9} {'CPU C before->after':>20} {'throttled':>9} {'cooled s':>8}"
+    hdr = (f"  {'threads':>7} {'decode tok/s':>12} {'prefill tok/s':>13} {'TTFT ms':>9} "
+           f"{'CPU C before->after':>20} {'throttled':>9} {'cooled s':>8}")
     rows = report.get("summary") or []
     if rows:
         lines.append(hdr)
     for r in rows:
         tb, ta = r["cpu_temp_before_c"], r["cpu_temp_after_c"]
         temps = f"{tb if tb is not None else '?'} -> {ta if ta is not None else '?'}"
-        est = f"  (estimate {r['estimate_decode_tok_s']:.1f} tok/s, measured/estimate {r['measured_over_estimate_decode_tok_s']:.2f})" \
-            if "estimate_decode_tok_s" in r else ""
-        lines.append(f"  {r['n_threads']:>7} {r['decode_tok_s']:>12.2f} {r['prefill_tok_s']:>13.2f} {r['ttft_ms']:>9.1f} "
-                     f"{temps:>20} {str(r['throttled']):>9} {r['cooldown_waited_s'] or 0:>8.1f}{est}")
+        est = (f"  (estimate {r['estimate_decode_tok_s']:.1f} tok/s, "
+               f"measured/estimate {r['measured_over_estimate_decode_tok_s']:.2f})"
+               if "estimate_decode_tok_s" in r else "")
+        lines.append(f"  {r['n_threads']:>7} {r['decode_tok_s']:>12.2f} {r['prefill_tok_s']:>13.2f} "
+                     f"{r['ttft_ms']:>9.1f} {temps:>20} {str(r['throttled']):>9} "
+                     f"{r['cooldown_waited_s'] or 0:>8.1f}{est}")
     return "\n".join(lines)
 
 
@@ -556,9 +555,11 @@ def summary_markdown(report: dict) -> str:
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             est = f"{r['estimate_decode_tok_s']:.1f}" if "estimate_decode_tok_s" in r else "—"
-            ratio = f"{r['measured_over_estimate_decode_tok_s']:.2f}" if "measured_over_estimate_decode_tok_s" in r else "—"
-            lines.append(f"| {r['n_threads']} | {r['decode_tok_s']:.2f} | {r['prefill_tok_s']:.2f} | {r['ttft_ms']:.1f} "
-                         f"| {r['token_ms_p90']:.2f} | {r['cpu_temp_before_c']} → {r['cpu_temp_after_c']} "
+            ratio = (f"{r['measured_over_estimate_decode_tok_s']:.2f}"
+                     if "measured_over_estimate_decode_tok_s" in r else "—")
+            lines.append(f"| {r['n_threads']} | {r['decode_tok_s']:.2f} | {r['prefill_tok_s']:.2f} "
+                         f"| {r['ttft_ms']:.1f} | {r['token_ms_p90']:.2f} "
+                         f"| {r['cpu_temp_before_c']} → {r['cpu_temp_after_c']} "
                          f"| {'**yes**' if r['throttled'] else 'no'} | {r['cooldown_waited_s']} | {est} | {ratio} |")
     lines += ["", "Throttled = after the run, a pinned core's scaling_max_freq was below its cpuinfo_max_freq "
               "(the thermal governor capped it). Cool-down waits are bounded; a wait that hit its timeout is "

@@ -296,16 +296,19 @@ def format_info(info: DeviceInfo) -> str:
     lines = [
         f"{info.serial}: {info.model or '?'} — {info.cpu_model}",
         f"  ABI            {info.abi} ({', '.join(info.abilist) or '-'})",
-        f"  Android        {info.props.get('ro.build.version.release', '?')} (SDK {info.props.get('ro.build.version.sdk', '?')})",
+        f"  Android        {info.props.get('ro.build.version.release', '?')} "
+        f"(SDK {info.props.get('ro.build.version.sdk', '?')})",
         f"  CPU features   dotprod(asimddp)={'yes' if d['has_dotprod'] else 'no'}  "
         f"fp16(fphp+asimdhp)={'yes' if d['has_fp16'] else 'no'}  parts {', '.join(info.cpu_parts) or '?'}",
         "  clusters       " + ("; ".join(f"cpu{','.join(map(str, c['cpus']))} @ {c['max_freq_khz'] / 1e6:.2f} GHz"
                                        for c in info.clusters) or "cpufreq not readable"),
-        f"  big cores      {','.join(map(str, info.big_cores)) or '-'}  (taskset mask {core_mask(info.big_cores) or '-'})",
+        f"  big cores      {','.join(map(str, info.big_cores)) or '-'}  "
+        f"(taskset mask {core_mask(info.big_cores) or '-'})",
         f"  memory         {info.mem_total_mb:.0f} MB total, {info.mem_available_mb:.0f} MB available",
         f"  free space     {info.free_bytes / 2**20:.0f} MB in {info.work_dir}" if info.free_bytes is not None
         else f"  free space     unknown ({info.work_dir})",
-        "  thermal        " + (", ".join(f"{k.split(':', 1)[-1]}={v:.1f}C" for k, v in sorted(info.thermal_zones.items()))
+        "  thermal        " + (", ".join(f"{k.split(':', 1)[-1]}={v:.1f}C"
+                                         for k, v in sorted(info.thermal_zones.items()))
                                or "no readable thermal zones"),
         f"  SD865 class    {'yes (estimate available)' if info.is_sd865 else 'no'}",
         *(["  EMULATOR       ro.kernel.qemu/ro.boot.qemu=1: timings are emulated, not a phone's"]
