@@ -1,8 +1,20 @@
 # Imported targets for the static llama.cpp libraries in FE_LLAMA_PREFIX (built by
-# finllm_edge/native/build.py, stage 1). fe::llama links llama -> ggml -> ggml-cpu -> ggml-base.
+# finllm_edge/native/build.py, stage 1).
+#   fe::llama_common  llama.cpp's common library: Jinja engine (common/jinja), chat.h,
+#                     json-schema-to-grammar, nlohmann json. Include dirs:
+#                     <prefix>/include/llama-common ("common.h", "jinja/runtime.h", ...) and
+#                     <prefix>/include (<nlohmann/json.hpp>). Links llama-common ->
+#                     llama-common-base -> llama.
+#   fe::llama         fe::llama_common + llama -> ggml -> ggml-cpu -> ggml-base.
+# The archives are static: only the objects our code references are linked in, so common's
+# HTTP/download code (cpp-httplib) never reaches libfinllm_edge.
 if(NOT FE_LLAMA_PREFIX OR NOT EXISTS "${FE_LLAMA_PREFIX}/include/llama.h")
   message(FATAL_ERROR "FE_LLAMA_PREFIX='${FE_LLAMA_PREFIX}' has no include/llama.h; "
                       "run `finllm-edge native build --target host` (it builds llama.cpp and passes the prefix)")
+endif()
+if(NOT EXISTS "${FE_LLAMA_PREFIX}/lib/libllama-common.a" OR NOT EXISTS "${FE_LLAMA_PREFIX}/include/llama-common/jinja/runtime.h")
+  message(FATAL_ERROR "FE_LLAMA_PREFIX='${FE_LLAMA_PREFIX}' predates llama.cpp's common library in the prefix "
+                      "(stage-1 layout 2); run `finllm-edge native build` again (it rebuilds the prefix)")
 endif()
 
 find_package(Threads REQUIRED)
@@ -16,7 +28,7 @@ if(UNIX)
 endif()
 
 set(_fe_prev "")
-foreach(_lib ggml-base ggml-cpu ggml llama)
+foreach(_lib ggml-base ggml-cpu ggml llama llama-common-base llama-common)
   set(_tgt fe_llama_${_lib})
   add_library(${_tgt} STATIC IMPORTED)
   set_target_properties(${_tgt} PROPERTIES IMPORTED_LOCATION "${FE_LLAMA_PREFIX}/lib/lib${_lib}.a")
@@ -29,8 +41,16 @@ foreach(_lib ggml-base ggml-cpu ggml llama)
 endforeach()
 # libggml.a (the backend registry) references both ggml-cpu and ggml-base.
 set_property(TARGET fe_llama_ggml APPEND PROPERTY INTERFACE_LINK_LIBRARIES fe_llama_ggml-base)
+# libllama-common.a references llama and ggml directly, not only through llama-common-base.
+set_property(TARGET fe_llama_llama-common APPEND PROPERTY INTERFACE_LINK_LIBRARIES fe_llama_llama)
+
+add_library(fe::llama_common INTERFACE IMPORTED)
+set_target_properties(fe::llama_common PROPERTIES
+  INTERFACE_INCLUDE_DIRECTORIES "${FE_LLAMA_PREFIX}/include/llama-common;${FE_LLAMA_PREFIX}/include"
+  INTERFACE_COMPILE_FEATURES cxx_std_17
+  INTERFACE_LINK_LIBRARIES fe_llama_llama-common)
 
 add_library(fe::llama INTERFACE IMPORTED)
 set_target_properties(fe::llama PROPERTIES
-  INTERFACE_INCLUDE_DIRECTORIES "${FE_LLAMA_PREFIX}/include"
-  INTERFACE_LINK_LIBRARIES fe_llama_llama)
+  INTERFACE_INCLUDE_DIRECTORIES "${FE_LLAMA_PREFIX}/include;${FE_LLAMA_PREFIX}/include/llama-common"
+  INTERFACE_LINK_LIBRARIES fe::llama_common)

@@ -35,8 +35,18 @@ from .targets import UPSTREAM_TOOLS, Target, get_target
 
 STAMP = "finllm-edge-stamp.json"
 LLAMA_LIBS = ("llama", "ggml", "ggml-cpu", "ggml-base")
+# llama.cpp's `common` library (CMake targets llama-common and llama-common-base): the
+# C++ Jinja engine (common/jinja), json-schema-to-grammar, chat.h. Static, PIC; only the
+# objects libfinllm_edge references are linked in (no cpp-httplib/curl/OpenSSL needed).
+COMMON_LIBS = ("llama-common", "llama-common-base")
+# Where common's headers go inside <prefix>/include, so that with -I<prefix>/include/llama-common
+# `#include "common.h"`, `"chat.h"`, `"jinja/runtime.h"`, `"json-schema-to-grammar.h"` work,
+# and with -I<prefix>/include `<nlohmann/json.hpp>` works (vendored, header-only).
+COMMON_INCLUDE = "llama-common"
+COMMON_VENDOR_HEADERS = ("nlohmann", "sheredom")
 # Bump when the way stage 1 is built or laid out changes (invalidates cached prefixes).
-STAGE1_LAYOUT = 1
+# 2: libllama-common(-base).a and the common/ + vendor/ headers in the prefix.
+STAGE1_LAYOUT = 2
 
 
 @dataclass
@@ -208,7 +218,8 @@ def build_llama(target: Target, force: bool = False) -> Path:
         _run([cmake, "-S", str(src), "-B", str(build), "-G", "Ninja",
               f"-DCMAKE_MAKE_PROGRAM={ninja}", *target.llama_key_args, *_toolchain_args(target)],
              log=log)
-        _run([cmake, "--build", str(build), "-j", _jobs(), "--target", *LLAMA_LIBS, *UPSTREAM_TOOLS],
+        _run([cmake, "--build", str(build), "-j", _jobs(), "--target", *LLAMA_LIBS, *COMMON_LIBS,
+              *UPSTREAM_TOOLS],
              log=log)
         _install_prefix(src, build, prefix)
         stamp = {
@@ -231,7 +242,7 @@ def _install_prefix(src: Path, build: Path, prefix: Path) -> None:
     (prefix / "lib").mkdir(parents=True)
     (prefix / "include").mkdir()
     (prefix / "bin").mkdir()
-    for lib in LLAMA_LIBS:
+    for lib in (*LLAMA_LIBS, *COMMON_LIBS):
         found = sorted(build.rglob(f"lib{lib}.a"))
         if not found:
             raise NativeBuildError(f"lib{lib}.a not found under {build}")
@@ -240,6 +251,7 @@ def _install_prefix(src: Path, build: Path, prefix: Path) -> None:
                 *sorted((src / "ggml" / "include").glob("*.h"))]:
         if hdr.exists():
             shutil.copy2(hdr, prefix / "include")
+    _install_common_headers(src, prefix / "include")
     for tool in UPSTREAM_TOOLS:
         exe = build / "bin" / tool
         if not exe.exists():
@@ -248,6 +260,29 @@ def _install_prefix(src: Path, build: Path, prefix: Path) -> None:
     for lic in ("LICENSE",):
         if (src / lic).exists():
             shutil.copy2(src / lic, prefix / "LICENSE.llama.cpp")
+    if (src / "licenses").is_dir():  # vendored code now linked in (nlohmann json, ...)
+        shutil.copytree(src / "licenses", prefix / "licenses")
+
+
+def _install_common_headers(src: Path, include: Path) -> None:
+    """common/**/*.h(pp) -> include/llama-common/ (same tree), vendor headers -> include/."""
+    common = src / "common"
+    n = 0
+    for hdr in sorted([*common.rglob("*.h"), *common.rglob("*.hpp")]):
+        dest = include / COMMON_INCLUDE / hdr.relative_to(common)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(hdr, dest)
+        n += 1
+    for name in ("common.h", "chat.h", "json-schema-to-grammar.h", "jinja/runtime.h",
+                 "jinja/parser.h", "jinja/lexer.h"):
+        if not (include / COMMON_INCLUDE / name).exists():
+            raise NativeBuildError(f"common/{name} missing from {src} (pin changed layout?)")
+    for vendor in COMMON_VENDOR_HEADERS:
+        tree = src / "vendor" / vendor
+        if not tree.is_dir():
+            raise NativeBuildError(f"vendor/{vendor} missing from {src}")
+        shutil.copytree(tree, include / vendor, ignore=shutil.ignore_patterns("CMakeLists.txt"))
+    _log(f"installed {n} common headers into {include / COMMON_INCLUDE}")
 
 
 def native_build_dir(target: Target) -> Path:
