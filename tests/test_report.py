@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from finllm_edge.lab.cli_report import build_report
+from finllm_edge.lab.cli_report import ReportInputError, build_report
 from finllm_edge.lab.estimate import ModelStats, estimate, load_device
 from finllm_edge.profiler import ModelInfo, RunTimings, build_profile
 
@@ -51,5 +51,5 @@ def test_report_rejects_invalid_profiles(tmp_path):
     bad = make_profile(tmp_path, "m.gguf", 5.0)
     del bad["ttft_ms"]
     (tmp_path / "bad.json").write_text(json.dumps(bad))
-    with pytest.raises(SystemExit, match="ttft_ms"):
+    with pytest.raises(ReportInputError, match="ttft_ms"):
         build_report([tmp_path / "bad.json"], tmp_path / "out")

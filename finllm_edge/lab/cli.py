@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
 
 from finllm_edge.errors import FinLLMEdgeError
 
@@ -30,15 +32,22 @@ VERBS: dict[str, tuple[str, str]] = {
 }
 
 
+DEBUG_ENV = "FINLLM_EDGE_DEBUG"
+DEBUG_HELP = f"on an error, print the Python traceback too (same as {DEBUG_ENV}=1)"
+
+
 def build_parser(verbs: list[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="finllm-edge",
         description="finllm-edge: convert a LoRA-tuned finance LLM to 4-bit GGUF/ONNX and run it on phones.",
         epilog="Run `finllm-edge VERB --help` for the options of each verb.",
     )
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     for verb, (module, help_text) in VERBS.items():
         p = sub.add_parser(verb, help=help_text, description=help_text)
+        # also accepted after the verb; SUPPRESS keeps a --debug given before the verb
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
         if verbs is None or verb in verbs:
             try:
                 mod = importlib.import_module(module)
@@ -48,6 +57,22 @@ def build_parser(verbs: list[str] | None = None) -> argparse.ArgumentParser:
             mod.configure(p)
             p.set_defaults(_module=module)
     return parser
+
+
+def describe_error(exc: BaseException) -> str:
+    """One paragraph for the user: the error's own message, with the file name for OS errors."""
+    if isinstance(exc, OSError) and not isinstance(exc, FinLLMEdgeError) and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror}"
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text
+
+
+def exit_code(exc: BaseException) -> int:
+    """2: the command or its input needs changing (a bad option value, a missing or unreadable file,
+    a corrupt model): ValueError and OSError, typed or not. 1: a typed error of an operation that
+    failed otherwise (a conversion, a build, a download, a device)."""
+    return 2 if isinstance(exc, (ValueError, OSError)) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,12 +86,18 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "_unavailable", None):
         print(f"finllm-edge: {args._unavailable}", file=sys.stderr)
         return 2
+    debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     mod = importlib.import_module(args._module)
     try:
         return int(mod.main(args) or 0)
-    except FinLLMEdgeError as exc:
-        print(f"finllm-edge {args.verb}: error: {exc}", file=sys.stderr)
-        return 1
+    except (FinLLMEdgeError, ValueError, OSError) as exc:
+        if debug:
+            traceback.print_exc()
+        code = exit_code(exc)
+        # a usage error needs the message only; a failed operation may need the traceback for a bug report
+        hint = "" if debug or code == 2 else f" (--debug or {DEBUG_ENV}=1 shows the traceback)"
+        print(f"finllm-edge {args.verb}: error: {describe_error(exc)}{hint}", file=sys.stderr)
+        return code
     except KeyboardInterrupt:
         print(f"finllm-edge {args.verb}: interrupted", file=sys.stderr)
         return 130

@@ -13,15 +13,17 @@ from pathlib import Path
 
 from finllm_edge.fileio import atomic_write_json
 
+from .argtypes import non_negative_int, positive_int
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("models", nargs="*", metavar="MODEL",
                         help="GGUF files (default: the embedded SmolLM2-135M-Instruct Q4_1)")
-    parser.add_argument("-r", "--repetitions", type=int, default=3, help="measured repetitions (default 3)")
-    parser.add_argument("--warmup", type=int, default=1, help="warm-up runs, not measured (default 1)")
-    parser.add_argument("--n-prompt", "-pp", type=int, default=64, help="prompt tokens (default 64)")
-    parser.add_argument("--n-gen", "-tg", type=int, default=64, help="generated tokens (default 64)")
-    parser.add_argument("-t", "--threads", type=int, default=None, help="threads (default: performance cores)")
+    parser.add_argument("-r", "--repetitions", type=positive_int, default=3, help="measured repetitions (default 3)")
+    parser.add_argument("--warmup", type=non_negative_int, default=1, help="warm-up runs, not measured (default 1)")
+    parser.add_argument("--n-prompt", "-pp", type=positive_int, default=64, help="prompt tokens (default 64)")
+    parser.add_argument("--n-gen", "-tg", type=positive_int, default=64, help="generated tokens (default 64)")
+    parser.add_argument("-t", "--threads", type=positive_int, default=None, help="threads (default: performance cores)")
     parser.add_argument("-o", "--output", type=Path, default=Path("out/bench/bench.json"),
                         help="JSON output (default out/bench/bench.json)")
     parser.add_argument("--estimate", action="append", default=[], metavar="DEVICE",
@@ -53,9 +55,6 @@ def format_table(profiles: list[dict], estimates: list[dict]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from finllm_edge.engine import Engine, EngineOptions
-    from finllm_edge.models import default_model_path
-
     if "list" in args.estimate:
         from .estimate import list_devices
 
@@ -66,6 +65,8 @@ def main(args: argparse.Namespace) -> int:
         from .estimate import load_device
 
         devices = [load_device(d) for d in args.estimate]  # fail before measuring anything
+    from finllm_edge.engine import Engine, EngineOptions
+    from finllm_edge.models import default_model_path
     from finllm_edge.onnx_engine import OnnxEngine, is_onnx_model_dir
 
     models = [Path(m) for m in args.models] or [default_model_path()]

@@ -15,6 +15,8 @@ import json
 import sys
 from pathlib import Path
 
+from finllm_edge.errors import FinLLMEdgeError
+
 MEASURED, EMULATED, ESTIMATE = "measured", "EMULATED", "ESTIMATE"
 COLORS = {MEASURED: "#1f77b4", EMULATED: "#9e9e9e", ESTIMATE: "#ff7f0e"}
 
@@ -27,12 +29,51 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--title", default="finllm-edge latency report")
 
 
+class ReportInputError(FinLLMEdgeError, ValueError):
+    """An input file that is not a latency profile file."""
+
+
+PROFILE_SOURCES = ("`finllm-edge run --profile-out FILE`, `finllm-edge bench -o FILE`, `finllm-edge emulate -o FILE`, "
+                   "`finllm-edge device bench` (OUT/report.json) or fe-bench")
+
+
+def not_a_profile_file(path: Path, data) -> str | None:
+    """Name the finllm-edge files people pass by mistake, and say what to pass instead."""
+    if not isinstance(data, dict) or "profiles" in data:
+        return None
+    if "artifacts" in data and "seed_claim" in data:
+        return (f"{path} is a quality report of `finllm-edge convert` (perplexity, KLD, top-1 agreement per "
+                f"artifact), not a latency profile; read it or its quality.md next to it, and pass "
+                f"`finllm-edge report` the profiles written by {PROFILE_SOURCES}")
+    if "artifacts" in data and "inputs" in data and "versions" in data:
+        return (f"{path} is the manifest of a `finllm-edge convert` output (hashes and versions), not a latency "
+                f"profile; benchmark the artifacts it lists with `finllm-edge bench MODEL -o FILE` and pass FILE")
+    return None
+
+
+def read_json(path: Path):
+    if path.is_dir():
+        raise ReportInputError(f"{path} is a folder; pass the JSON files written by {PROFILE_SOURCES}")
+    raw = path.read_bytes()  # a missing or unreadable file is an OSError: the CLI reports it
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ReportInputError(f"{path} is not JSON (not UTF-8 text: {exc.reason} at byte {exc.start}); pass the "
+                               f"LatencyProfile JSON written by {PROFILE_SOURCES}") from exc
+    except ValueError as exc:
+        raise ReportInputError(f"{path} is not JSON ({exc}); pass the LatencyProfile JSON written by "
+                               f"{PROFILE_SOURCES}") from exc
+
+
 def load_inputs(paths: list[Path]) -> tuple[list[dict], list[dict]]:
     from finllm_edge.profile import validate_profile
 
     profiles, estimates = [], []
     for path in paths:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json(path)
+        mistake = not_a_profile_file(path, data)
+        if mistake:
+            raise ReportInputError(mistake)
         if isinstance(data, dict) and "profiles" in data:
             items = data["profiles"]
             estimates.extend(e for e in data.get("estimates", []) if e.get("kind") == "estimate")
@@ -42,7 +83,7 @@ def load_inputs(paths: list[Path]) -> tuple[list[dict], list[dict]]:
             try:
                 profiles.append(validate_profile(p))
             except ValueError as exc:
-                raise SystemExit(f"finllm-edge report: {path} profile {i}: {exc}") from exc
+                raise ReportInputError(f"{path} profile {i} is not a valid LatencyProfile: {exc}") from exc
     return profiles, estimates
 
 
@@ -178,7 +219,8 @@ def build_report(paths: list[Path], out: Path, devices: list[str] = (), title: s
                  ) -> dict[str, Path]:
     profiles, estimates = load_inputs(paths)
     if not profiles:
-        raise SystemExit("finllm-edge report: no profiles in the input files")
+        raise ReportInputError(f"no profiles in {', '.join(map(str, paths))}; pass the files written by "
+                               f"{PROFILE_SOURCES}")
     if devices:
         from .estimate import estimate, load_device, model_stats
 

@@ -8,22 +8,25 @@ from pathlib import Path
 
 from finllm_edge.fileio import atomic_write_json
 
+from .argtypes import float_range, int_range, non_negative_int, positive_int
+
 
 def add_engine_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-t", "--threads", type=int, default=None,
-                        help="threads (default: one per performance core, see finllm_edge.threads)")
-    parser.add_argument("-c", "--ctx", type=int, default=2048, help="context size in tokens (default 2048)")
-    parser.add_argument("-b", "--batch", type=int, default=512, help="prompt batch size (default 512)")
+    parser.add_argument("-t", "--threads", type=positive_int, default=None,
+                        help="threads (default: one per performance core)")
+    parser.add_argument("-c", "--ctx", type=positive_int, default=2048, help="context size in tokens (default 2048)")
+    parser.add_argument("-b", "--batch", type=positive_int, default=512, help="prompt batch size (default 512)")
 
 
 def add_sampling_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("sampling (default: greedy)")
-    g.add_argument("--temp", type=float, default=0.0, help="temperature; 0 = greedy (default)")
-    g.add_argument("--top-k", type=int, default=40)
-    g.add_argument("--top-p", type=float, default=0.95)
-    g.add_argument("--min-p", type=float, default=0.05)
-    g.add_argument("--repeat-penalty", type=float, default=1.1, help="default 1.1 (1.0 disables)")
-    g.add_argument("--repeat-last-n", type=int, default=64)
+    g.add_argument("--temp", type=float_range(0.0), default=0.0, help="temperature; 0 = greedy (default)")
+    g.add_argument("--top-k", type=non_negative_int, default=40, help="default 40 (0 disables)")
+    g.add_argument("--top-p", type=float_range(0.0, 1.0, lo_open=True), default=0.95, help="default 0.95")
+    g.add_argument("--min-p", type=float_range(0.0, 1.0), default=0.05, help="default 0.05")
+    g.add_argument("--repeat-penalty", type=float_range(0.0, lo_open=True), default=1.1,
+                   help="default 1.1 (1.0 disables)")
+    g.add_argument("--repeat-last-n", type=int_range(-1), default=64, help="default 64 (-1: the context size)")
     g.add_argument("--seed", type=int, default=None, help="seed of sampled generations (default: random)")
     g.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop string (repeatable)")
 
@@ -32,7 +35,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", nargs="?", default=None,
                         help="GGUF file (default: the embedded SmolLM2-135M-Instruct Q4_1)")
     parser.add_argument("-p", "--prompt", required=True, help="the question or prompt")
-    parser.add_argument("-n", "--max-tokens", type=int, default=256, help="maximum tokens to generate (default 256)")
+    parser.add_argument("-n", "--max-tokens", type=positive_int, default=256,
+                        help="maximum tokens to generate (default 256)")
     chat = parser.add_mutually_exclusive_group()
     chat.add_argument("--chat", dest="chat", action="store_true", default=None,
                       help="format the prompt with the model's chat template (default when the model has one)")

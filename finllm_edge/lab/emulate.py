@@ -33,6 +33,8 @@ from finllm_edge.cpu_variant import QEMU_CPU_MODELS, VARIANTS
 from finllm_edge.errors import FinLLMEdgeError
 from finllm_edge.fileio import atomic_write_text
 
+from .argtypes import float_range, non_negative_int, positive_int
+
 DEFAULT_CPU = "cortex-a76"
 _DISPATCH_RE = re.compile(r"^fe-dispatch: (?P<tool>\S+): variant (?P<variant>\S+) \((?P<reason>.*)\)$", re.M)
 
@@ -207,11 +209,11 @@ def configure(parser) -> None:
                              "else force one (refused when the CPU lacks its features)")
     parser.add_argument("-m", "--model", type=Path, default=None,
                         help="GGUF model (default: the embedded SmolLM2-135M-Instruct)")
-    parser.add_argument("-p", "--n-prompt", type=int, default=8, help="prompt tokens (default 8)")
-    parser.add_argument("-n", "--n-gen", type=int, default=4, help="tokens to generate (default 4)")
-    parser.add_argument("-t", "--threads", type=int, default=2)
-    parser.add_argument("-r", "--repetitions", type=int, default=1)
-    parser.add_argument("--warmup", type=int, default=0)
+    parser.add_argument("-p", "--n-prompt", type=positive_int, default=8, help="prompt tokens (default 8)")
+    parser.add_argument("-n", "--n-gen", type=positive_int, default=4, help="tokens to generate (default 4)")
+    parser.add_argument("-t", "--threads", type=positive_int, default=2)
+    parser.add_argument("-r", "--repetitions", type=positive_int, default=1)
+    parser.add_argument("--warmup", type=non_negative_int, default=0)
     parser.add_argument("-o", "--output", type=Path, default=None,
                         help="write the LatencyProfile JSON here (default: stdout)")
     parser.add_argument("--generate", metavar="PROMPT", default=None,
@@ -221,7 +223,8 @@ def configure(parser) -> None:
                         help="use the existing bundle; fail instead of building")
     parser.add_argument("--build-only", action="store_true",
                         help="build both aarch64 variants and assemble the bundle, then exit")
-    parser.add_argument("--timeout", type=float, default=1800, help="seconds per qemu run (default 1800)")
+    parser.add_argument("--timeout", type=float_range(0.0, lo_open=True), default=1800,
+                        help="seconds per qemu run (default 1800)")
 
 
 def main(args) -> int:

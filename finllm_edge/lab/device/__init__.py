@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from finllm_edge.fileio import atomic_write_json
 
+from ..argtypes import non_negative_int, positive_int
 from .adb import (  # noqa: F401  (re-exported: the typed errors)
     Adb,
     AdbNotFoundError,
@@ -58,11 +59,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("-s", "--serial", action="append", help="device serial (repeatable; default: all)")
     p.add_argument("-o", "--out", default="device-bench", help="results folder (default: ./device-bench)")
     p.add_argument("--threads", help="comma list of thread counts (default: 1,2,4,.. up to the big cores)")
-    p.add_argument("-p", "--n-prompt", type=int, default=64, help="prompt tokens (default 64)")
-    p.add_argument("-n", "--n-gen", type=int, default=64, help="generated tokens (default 64)")
-    p.add_argument("-r", "--repetitions", type=int, default=3, help="measured repetitions (default 3)")
-    p.add_argument("--warmup", type=int, default=1, help="warm-up repetitions (default 1)")
-    p.add_argument("-c", "--ctx", type=int, default=0, help="context size (default: fe-bench's)")
+    p.add_argument("-p", "--n-prompt", type=positive_int, default=64, help="prompt tokens (default 64)")
+    p.add_argument("-n", "--n-gen", type=positive_int, default=64, help="generated tokens (default 64)")
+    p.add_argument("-r", "--repetitions", type=positive_int, default=3, help="measured repetitions (default 3)")
+    p.add_argument("--warmup", type=non_negative_int, default=1, help="warm-up repetitions (default 1)")
+    p.add_argument("-c", "--ctx", type=non_negative_int, default=0, help="context size (default: fe-bench's)")
     p.add_argument("--pin", choices=("big", "all", "none"), default="big",
                    help="taskset pinning: big cores (default), all cores, or none")
     p.add_argument("--variant", choices=VARIANTS,
