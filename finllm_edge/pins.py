@@ -26,5 +26,16 @@ X86_SAFE_CMAKE_ARGS = (
     "-DGGML_AMX_BF16=OFF",
 )
 
+# The AVX-512 host variant (x86-64-avx512-vnni in native/variants.json): the same baseline
+# plus AVX-512 F/CD/BW/DQ/VL (GGML_AVX512) and VNNI; VBMI, BF16, AVX-VNNI and AMX off, so
+# the CPU features it needs are exactly those the variant table lists (tested).
+X86_AVX512_CMAKE_ARGS = X86_SAFE_CMAKE_ARGS + (
+    "-DGGML_AVX512=ON",
+    "-DGGML_AVX512_VNNI=ON",
+    "-DGGML_AVX512_VBMI=OFF",
+    "-DGGML_AVX512_BF16=OFF",
+    "-DGGML_AVX_VNNI=OFF",
+)
+
 # The llama-cpp-python wheel: the same x86 flags (bootstrap keys its wheel cache on these).
 WHEEL_CMAKE_ARGS = X86_SAFE_CMAKE_ARGS + ("-DLLAVA_BUILD=OFF",)

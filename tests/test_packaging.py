@@ -63,3 +63,34 @@ def test_fetched_tree_is_the_pinned_one():
     assert (src / "include" / "llama.h").exists()
     sdist = fetch.sdist_path(progress=False)
     assert hashlib.sha256(sdist.read_bytes()).hexdigest() == pins.SDIST_SHA256
+
+
+def test_wheel_carries_the_variant_table_and_the_variant_libraries(tmp_path):
+    """pyproject package-data: finllm_edge/_lib/variants.json (a symlink to native/variants.json
+    in the checkout, a real file in the wheel) and _lib/<variant>/libfinllm_edge.so, which
+    `finllm-edge native build` copies there (git-ignored)."""
+    import json
+    import shutil
+    import zipfile
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, src / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.so")
+    shutil.copytree(ROOT / "finllm_edge", src / "finllm_edge", symlinks=True, ignore=ignore)
+    shutil.copytree(ROOT / "convert", src / "convert", ignore=ignore)
+    (src / "native").mkdir()
+    shutil.copy2(ROOT / "native" / "variants.json", src / "native" / "variants.json")
+    assert (src / "finllm_edge" / "_lib" / "variants.json").is_symlink()
+    fake = src / "finllm_edge" / "_lib" / "x86-64-avx2" / "libfinllm_edge.so"
+    fake.parent.mkdir(parents=True, exist_ok=True)
+    fake.write_bytes(b"\x7fELF not really")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                    "-w", str(tmp_path / "dist"), str(src)], check=True, capture_output=True, timeout=600)
+    wheel = next((tmp_path / "dist").glob("finllm_edge-*.whl"))
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+        assert "finllm_edge/_lib/x86-64-avx2/libfinllm_edge.so" in names
+        table = json.loads(z.read("finllm_edge/_lib/variants.json"))
+    assert table == json.loads((ROOT / "native" / "variants.json").read_text())

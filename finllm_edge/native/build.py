@@ -9,6 +9,11 @@ llama-quantize, ...). A fresh clone of this repo reuses it: its key has no repo 
 Stage 2 builds our native/ CMake project (C API shared+static, fe-bench, C tests) against
 that prefix into <cache>/native/<target>-<checkout-hash>/ with ninja (incremental, seconds).
 
+The x86-64 host CPU variants (native/variants.json: `host` = AVX2 baseline, `host-avx512`
+= AVX-512+VNNI, AMX off in both) each get their own stage 1 and stage 2; ensure_built() copies
+each one's libfinllm_edge.so into finllm_edge/_lib/<variant>/ (git-ignored package data), where
+finllm_edge.cpu_variant.library_path() picks the best one this CPU runs.
+
 Every compile runs under an exclusive lock on <cache>/heavy.lock (other people share the
 cores), with -j2 by default (FINLLM_EDGE_JOBS overrides).
 """
@@ -28,10 +33,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .. import __version__ as FE_VERSION
+from ..cpu_variant import LIB_NAME, PACKAGE_LIB_DIR, checkout_key
 from ..errors import NativeBuildError
 from ..paths import cache_dir, repo_root
 from . import fetch
-from .targets import UPSTREAM_TOOLS, Target, get_target
+from .targets import HOST_VARIANT_TARGETS, UPSTREAM_TOOLS, Target, get_target
 
 STAMP = "finllm-edge-stamp.json"
 LLAMA_LIBS = ("llama", "ggml", "ggml-cpu", "ggml-base")
@@ -286,9 +292,11 @@ def _install_common_headers(src: Path, include: Path) -> None:
 
 
 def native_build_dir(target: Target) -> Path:
-    """Stage-2 build dir: keyed by target and by this checkout's path (fresh clones differ)."""
-    checkout = hashlib.sha256(str(repo_root().resolve()).encode()).hexdigest()[:10]
-    return cache_dir() / "native" / f"{target.name}-{checkout}"
+    """Stage-2 build dir: keyed by target and by this checkout's path (fresh clones differ).
+
+    finllm_edge.cpu_variant.library_candidates() looks for libfinllm_edge.so here too.
+    """
+    return cache_dir() / "native" / f"{target.name}-{checkout_key(repo_root())}"
 
 
 def _test_model() -> str:
@@ -314,7 +322,8 @@ def build_native(target: Target, prefix: Path) -> Path:
         f"-DFE_LLAMA_VERSION={fetch.llama_version_string()}",
         f"-DFE_VERSION={FE_VERSION}",
         f"-DFE_VARIANT={target.variant or ''}",
-        *(["-DCMAKE_BUILD_TYPE=Release"] if not any(a.startswith("-DCMAKE_BUILD_TYPE") for a in target.native_args) else []),
+        *([] if any(a.startswith("-DCMAKE_BUILD_TYPE") for a in target.native_args)
+          else ["-DCMAKE_BUILD_TYPE=Release"]),
         *target.native_args,
         *_toolchain_args(target),
     ]
@@ -379,7 +388,42 @@ def ensure_built(target: str = "host", force_llama: bool = False) -> BuildInfo:
     for p in (info.lib_shared, info.lib_static, info.fe_bench):
         if not p.exists():
             raise NativeBuildError(f"build finished but {p} is missing")
+    if tgt.name in HOST_VARIANT_TARGETS:
+        install_package_lib(info)
     return info
+
+
+def install_package_lib(info: BuildInfo) -> Path:
+    """Copy a host variant's libfinllm_edge.so to finllm_edge/_lib/<variant>/ (git-ignored,
+    package data: a wheel built afterwards carries it; cpu_variant.library_path() looks
+    there first). Atomic (a process that has the old file loaded keeps its copy); a no-op
+    when unchanged.
+    """
+    if not info.variant:
+        raise NativeBuildError(f"target {info.target} has no CPU variant name")
+    dest = PACKAGE_LIB_DIR / info.variant / LIB_NAME
+    src = Path(info.lib_shared)
+    if dest.exists() and dest.stat().st_size == src.stat().st_size and _sha256(dest) == _sha256(src):
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{LIB_NAME}.{os.getpid()}.tmp")
+    shutil.copy2(src, tmp)
+    os.replace(tmp, dest)
+    _log(f"{info.variant}: {src} -> {dest}")
+    return dest
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def ensure_host_variants(force_llama: bool = False) -> list[BuildInfo]:
+    """Build every x86-64 host variant (native/variants.json order) and install their libraries."""
+    return [ensure_built(t, force_llama=force_llama) for t in HOST_VARIANT_TARGETS]
 
 
 def existing_build(target: str = "host") -> BuildInfo | None:

@@ -6,14 +6,18 @@ import argparse
 import json
 import sys
 
-from .targets import TARGETS
+from .targets import HOST_VARIANT_TARGETS, TARGETS
+
+HOST_VARIANTS = "host-variants"  # pseudo-target of `build`: all of HOST_VARIANT_TARGETS
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="native_cmd", metavar="CMD")
     sub.add_parser("fetch", help="download + verify the pinned llama-cpp-python sdist, extract vendor/llama.cpp")
     b = sub.add_parser("build", help="build llama.cpp (once, cached) and native/ (incremental) for a target")
-    b.add_argument("--target", default="host", choices=list(TARGETS), help="build target (default: host)")
+    b.add_argument("--target", default="host", choices=[*TARGETS, HOST_VARIANTS],
+                   help=f"build target (default: host); {HOST_VARIANTS}: every x86-64 CPU variant of the "
+                        f"library ({', '.join(HOST_VARIANT_TARGETS)}), each copied into finllm_edge/_lib/<variant>/")
     b.add_argument("--force-llama", action="store_true", help="rebuild the cached llama.cpp prefix")
     b.add_argument("--test", action="store_true", help="run the C tests (ctest) after building")
     i = sub.add_parser("info", help="print paths of the built libs, fe-bench and upstream tools as JSON")
@@ -33,11 +37,19 @@ def main(args: argparse.Namespace) -> int:
     if cmd == "build":
         from .build import ensure_built, run_ctest
 
-        info = ensure_built(args.target, force_llama=args.force_llama)
-        print(f"built {info.target}: {info.lib_shared}, {info.fe_bench} (llama.cpp {info.llama_cpp_version})",
-              file=sys.stderr)
+        names = HOST_VARIANT_TARGETS if args.target == HOST_VARIANTS else (args.target,)
+        infos = [ensure_built(t, force_llama=args.force_llama) for t in names]
+        for info in infos:
+            print(f"built {info.target}: {info.lib_shared}, {info.fe_bench} (llama.cpp {info.llama_cpp_version})",
+                  file=sys.stderr)
         if args.test:
-            return run_ctest(info)
+            rcs = []
+            for t, info in zip(names, infos):
+                if not info.runs_on_host and not TARGETS[t].emulator:
+                    print(f"NOT testing {t}: this CPU cannot run the {info.variant} variant", file=sys.stderr)
+                    continue
+                rcs.append(run_ctest(info))
+            return max(rcs, default=0)
         return 0
     if cmd == "info":
         from .build import ensure_built, existing_build

@@ -11,6 +11,7 @@ import platform
 from dataclasses import dataclass, field
 
 from .. import pins
+from ..cpu_variant import arch_table, host_features, variant_runs
 
 # Upstream tools built from the same tree and copied into <prefix>/bin. llama-cli needs
 # the server stack in this tree (LLAMA_BUILD_SERVER), so llama-completion is the CLI.
@@ -76,25 +77,56 @@ def _aarch64(name: str, arch: str, desc: str) -> Target:
     )
 
 
+def _variant_of(target: str) -> str:
+    """The CPU variant a target builds, from the one table (native/variants.json)."""
+    for arch in ("x86_64", "aarch64"):
+        for v in arch_table(arch).variants:
+            if v.target == target:
+                return v.name
+    raise KeyError(f"target {target} is not in native/variants.json")
+
+
+# x86-64 host targets that are CPU variants of the Python binding's library, best first
+# (the order of native/variants.json); `finllm-edge native build` builds them all and
+# copies each libfinllm_edge.so into finllm_edge/_lib/<variant>/.
+HOST_VARIANT_TARGETS: tuple[str, ...] = tuple(v.target for v in arch_table("x86_64").variants)
+
+
+def _host_runs(target: str) -> bool:
+    """Whether this machine can execute a host variant's binaries (ctest, fe-bench)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    v = arch_table("x86_64").variant(target)
+    return variant_runs(host_features("x86_64"), v)
+
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
         Target(
             name="host",
-            description="x86-64 host, AVX2/FMA/F16C, AMX off (finllm_edge.pins.X86_SAFE_CMAKE_ARGS)",
+            description="x86-64 host baseline: AVX2/FMA/F16C, AMX off (finllm_edge.pins.X86_SAFE_CMAKE_ARGS)",
             llama_args=tuple(pins.X86_SAFE_CMAKE_ARGS),
+            variant=_variant_of("host"),
+        ),
+        Target(
+            name="host-avx512",
+            description="x86-64 host with AVX-512 F/CD/BW/DQ/VL + VNNI, AMX off (pins.X86_AVX512_CMAKE_ARGS)",
+            llama_args=tuple(pins.X86_AVX512_CMAKE_ARGS),
+            variant=_variant_of("host-avx512"),
+            runs_on_host=_host_runs("host-avx512"),
         ),
         Target(
             name="host-asan",
             description="host with ASan+UBSan on finllm-edge code and tests (llama.cpp libs unsanitized)",
             llama_args=tuple(pins.X86_SAFE_CMAKE_ARGS),
+            variant=_variant_of("host"),
             native_args=("-DFE_SANITIZE=ON", "-DCMAKE_BUILD_TYPE=RelWithDebInfo"),
             env={"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:halt_on_error=1",
                  "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1"},
         ),
-        _aarch64("linux-aarch64-dotprod", "armv8.2-a+dotprod+fp16",
+        _aarch64("linux-aarch64-dotprod", _variant_of("linux-aarch64-dotprod"),
                  "aarch64 Linux, Cortex-A77/A55 class (Snapdragon 865), static executables"),
-        _aarch64("linux-aarch64-armv8", "armv8-a",
+        _aarch64("linux-aarch64-armv8", _variant_of("linux-aarch64-armv8"),
                  "aarch64 Linux baseline ARMv8.0, static executables (no SIGILL on old cores)"),
     )
 }

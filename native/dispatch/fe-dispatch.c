@@ -13,14 +13,18 @@
  * environment of the tool (FE_VARIANT, FE_VARIANT_REASON), which records it in its
  * LatencyProfile.
  *
- * Features come from getauxval(AT_HWCAP) (HWCAP_ASIMDDP, HWCAP_FPHP, HWCAP_ASIMDHP) and,
- * when that yields nothing, from the "Features" line of /proc/cpuinfo (asimddp, fphp,
- * asimdhp). The same rule lives in finllm_edge/cpu_variant.py (keep them in step).
+ * The variants, the features each needs (best first) and the reason texts come from
+ * native/variants.json, the table finllm_edge/cpu_variant.py reads too (one rule, two
+ * languages; tests/test_host_variants.py runs both on the same cpuinfo texts). On aarch64
+ * features come from getauxval(AT_HWCAP) (bits from the table) and, when that yields
+ * nothing, from the "Features" lines of /proc/cpuinfo; on x86-64 from its "flags" lines
+ * (x86-64-avx512-vnni, x86-64-avx2). A feature counts only if every core lists it.
  *
  * Environment:
  *   FE_VARIANT_OVERRIDE=NAME  run NAME instead (refused if this CPU lacks its features)
  *   FE_DISPATCH_DRY_RUN=1     print "<variant>\t<path>\t<reason>" on stdout and exit 0
  *   FE_DISPATCH_QUIET=1       do not print the choice on stderr
+ *   FE_DISPATCH_CPUINFO=PATH  read features from this cpuinfo text instead (tests)
  *   FE_DISPATCH_WRAPPER=PATH  if exec fails with ENOEXEC (an aarch64 binary on an x86
  *                             host under qemu-user without binfmt_misc), exec
  *                             `PATH <variant-binary> ARGS...` instead, e.g. PATH =
@@ -40,34 +44,32 @@
 #include <sys/auxv.h>
 #endif
 
-/* Linux arm64 HWCAP bits (arch/arm64/include/uapi/asm/hwcap.h); defined here so the
- * launcher also builds against older or non-glibc headers (Android NDK). */
-#define FE_HWCAP_FPHP    (1UL << 9)
-#define FE_HWCAP_ASIMDHP (1UL << 10)
-#define FE_HWCAP_ASIMDDP (1UL << 20)
+/* The variant table, generated from native/variants.json (cmake/FeVariants.cmake): the
+ * same table finllm_edge/cpu_variant.py reads. FE_DISPATCH_ARCH_* forces a table (tests
+ * build an x86 launcher with the aarch64 table and feed it cpuinfo texts). */
+#include "fe-variants.h"
 
-#define FE_VARIANT_DOTPROD "armv8.2-a+dotprod+fp16"
-#define FE_VARIANT_BASE    "armv8-a"
+#if defined(FE_DISPATCH_ARCH_AARCH64) || (!defined(FE_DISPATCH_ARCH_X86_64) && defined(__aarch64__))
+#define FE_ARCH(x) FE_AARCH64_##x
+#elif defined(FE_DISPATCH_ARCH_X86_64) || defined(__x86_64__)
+#define FE_ARCH(x) FE_X86_64_##x
+#else
+#error "fe-dispatch: no variant table for this architecture (native/variants.json)"
+#endif
+
+#define CPUINFO_KEY FE_ARCH(CPUINFO_KEY)
+#define FEATURES FE_ARCH(FEATURES)
+#define N_FEATURES FE_ARCH(N_FEATURES)
+#define VARIANTS FE_ARCH(VARIANTS)
+#define N_VARIANTS FE_ARCH(N_VARIANTS)
+#define HWCAP_BITS FE_ARCH(HWCAP)
+#define N_HWCAP FE_ARCH(N_HWCAP)
 
 typedef struct {
-    int known;      /* features could be read at all */
-    int asimddp;    /* SDOT/UDOT (ARMv8.2 dot product) */
-    int fphp;       /* scalar half-precision arithmetic */
-    int asimdhp;    /* vector half-precision arithmetic */
+    int known;        /* features could be read at all */
+    unsigned have;    /* bitmask over FEATURES: present on every core */
     const char *source;
 } cpu_features;
-
-typedef struct {
-    const char *name;
-    int needs_dotprod_fp16;
-} variant_desc;
-
-/* Best first. */
-static const variant_desc VARIANTS[] = {
-    {FE_VARIANT_DOTPROD, 1},
-    {FE_VARIANT_BASE, 0},
-};
-#define N_VARIANTS (sizeof VARIANTS / sizeof VARIANTS[0])
 
 static int quiet;
 
@@ -85,67 +87,91 @@ static int has_word(const char *list, const char *word) {
     while ((p = strstr(p, word)) != NULL) {
         int start_ok = (p == list) || p[-1] == ' ' || p[-1] == '\t' || p[-1] == ':';
         char end = p[n];
-        int end_ok = end == '\0' || end == ' ' || end == '\t' || end == '\n';
+        int end_ok = end == '\0' || end == ' ' || end == '\t' || end == '\n' || end == '\r';
         if (start_ok && end_ok) return 1;
         p += n;
     }
     return 0;
 }
 
-static void features_from_cpuinfo(cpu_features *f) {
-    FILE *fp = fopen("/proc/cpuinfo", "r");
+/* Is `line` "<key><spaces or tabs>:" (case-insensitive key, as Python's partition+strip)? */
+static const char *value_of(const char *line, const char *key) {
+    size_t n = strlen(key);
+    if (strncasecmp(line, key, n) != 0) return NULL;
+    const char *p = line + n;
+    while (*p == ' ' || *p == '\t') p++;
+    return *p == ':' ? p + 1 : NULL;
+}
+
+static void features_from_cpuinfo(cpu_features *f, const char *path) {
+    FILE *fp = fopen(path, "r");
     if (!fp) return;
-    char line[4096];
+    char line[8192];
     /* Every core must have a feature for us to use it (big.LITTLE: use the weakest). */
-    int seen = 0, dp = 1, fphp = 1, asimdhp = 1;
+    int seen = 0;
+    unsigned have = ~0u;
     while (fgets(line, sizeof line, fp)) {
-        if (strncmp(line, "Features", 8) != 0) continue;
-        const char *colon = strchr(line, ':');
-        if (!colon) continue;
+        const char *p = line;
+        while (*p == ' ' || *p == '\t') p++;
+        const char *value = value_of(p, CPUINFO_KEY);
+        if (!value) continue;
         seen = 1;
-        dp &= has_word(colon + 1, "asimddp");
-        fphp &= has_word(colon + 1, "fphp");
-        asimdhp &= has_word(colon + 1, "asimdhp");
+        unsigned here = 0;
+        for (int i = 0; i < N_FEATURES; i++)
+            if (has_word(value, FEATURES[i])) here |= 1u << i;
+        have &= here;
     }
     fclose(fp);
     if (seen) {
         f->known = 1;
-        f->asimddp = dp;
-        f->fphp = fphp;
-        f->asimdhp = asimdhp;
+        f->have = have;
         f->source = "/proc/cpuinfo";
     }
 }
 
 static cpu_features read_features(void) {
-    cpu_features f = {0, 0, 0, 0, "none"};
+    cpu_features f = {0, 0, "none"};
+    const char *fake = getenv("FE_DISPATCH_CPUINFO"); /* tests: read this file instead */
+    if (fake && *fake) {
+        features_from_cpuinfo(&f, fake);
+        return f;
+    }
 #if defined(__linux__) && defined(__aarch64__)
-    unsigned long hw = getauxval(AT_HWCAP);
+    unsigned long hw = N_HWCAP > 0 ? getauxval(AT_HWCAP) : 0;
     if (hw != 0) {
         f.known = 1;
-        f.asimddp = (hw & FE_HWCAP_ASIMDDP) != 0;
-        f.fphp = (hw & FE_HWCAP_FPHP) != 0;
-        f.asimdhp = (hw & FE_HWCAP_ASIMDHP) != 0;
         f.source = "AT_HWCAP";
+        for (int i = 0; i < N_HWCAP; i++)
+            if (hw & (1UL << HWCAP_BITS[i].bit)) f.have |= 1u << HWCAP_BITS[i].feature;
         return f;
     }
 #endif
-    features_from_cpuinfo(&f);
+    features_from_cpuinfo(&f, "/proc/cpuinfo");
     return f;
 }
 
-static int supports(const cpu_features *f, const variant_desc *v) {
-    if (!v->needs_dotprod_fp16) return 1;
-    return f->known && f->asimddp && f->fphp && f->asimdhp;
+static int supports(const cpu_features *f, const fe_variant_desc *v) {
+    if (!v->needs) return 1;
+    return f->known && (f->have & v->needs) == v->needs;
 }
 
+/* "<source>: f1=yes f2=no ..." over every feature of the table (as cpu_variant._describe). */
 static void describe(const cpu_features *f, char *buf, size_t n) {
     if (!f->known) {
-        snprintf(buf, n, "CPU features unreadable (no AT_HWCAP, no Features in /proc/cpuinfo)");
+        snprintf(buf, n, "CPU features unreadable (%sno %s line in /proc/cpuinfo)", N_HWCAP > 0 ? "no AT_HWCAP, " : "",
+                 CPUINFO_KEY);
         return;
     }
-    snprintf(buf, n, "%s: asimddp=%s fphp=%s asimdhp=%s", f->source, f->asimddp ? "yes" : "no",
-             f->fphp ? "yes" : "no", f->asimdhp ? "yes" : "no");
+    size_t used = (size_t)snprintf(buf, n, "%s:", f->source);
+    for (int i = 0; i < N_FEATURES && used < n; i++)
+        used += (size_t)snprintf(buf + used, n - used, " %s=%s", FEATURES[i], (f->have >> i) & 1 ? "yes" : "no");
+}
+
+static void known_names(char *buf, size_t n) {
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < N_VARIANTS && used < n; i++)
+        used += (size_t)snprintf(buf + used, n - used, "%s%s", i ? " | " : "", VARIANTS[i].name);
 }
 
 /* Directory of this executable (qemu-user reports the guest binary for /proc/self/exe). */
@@ -179,20 +205,21 @@ int main(int argc, char **argv) {
     self_dir(argv[0], dir, sizeof dir);
 
     cpu_features f = read_features();
-    char feat[256];
+    char feat[512];
     describe(&f, feat, sizeof feat);
 
-    char reason[768];
+    char reason[1024];
     char path[PATH_MAX + 64];
-    const variant_desc *chosen = NULL;
+    const fe_variant_desc *chosen = NULL;
 
     const char *override = getenv("FE_VARIANT_OVERRIDE");
     if (override && *override) {
-        for (size_t i = 0; i < N_VARIANTS; i++)
+        for (int i = 0; i < N_VARIANTS; i++)
             if (strcmp(VARIANTS[i].name, override) == 0) chosen = &VARIANTS[i];
         if (!chosen) {
-            say(tool, "FE_VARIANT_OVERRIDE=%s is not a known variant (%s)", override,
-                FE_VARIANT_DOTPROD " | " FE_VARIANT_BASE);
+            char names[512];
+            known_names(names, sizeof names);
+            say(tool, "FE_VARIANT_OVERRIDE=%s is not a known variant (%s)", override, names);
             return 127;
         }
         if (!supports(&f, chosen)) {
@@ -207,9 +234,13 @@ int main(int argc, char **argv) {
         snprintf(reason, sizeof reason, "FE_VARIANT_OVERRIDE (%s)", feat);
     } else {
         char skipped[256] = "";
-        for (size_t i = 0; i < N_VARIANTS && !chosen; i++) {
-            const variant_desc *v = &VARIANTS[i];
-            if (!supports(&f, v)) continue;
+        const fe_variant_desc *better_missing = NULL; /* first better variant this CPU lacks */
+        for (int i = 0; i < N_VARIANTS && !chosen; i++) {
+            const fe_variant_desc *v = &VARIANTS[i];
+            if (!supports(&f, v)) {
+                if (f.known && !better_missing) better_missing = v;
+                continue;
+            }
             snprintf(path, sizeof path, "%s/%s-%s", dir, tool, v->name);
             if (access(path, X_OK) == 0) {
                 chosen = v;
@@ -221,12 +252,10 @@ int main(int argc, char **argv) {
             say(tool, "no runnable variant installed next to the launcher in %s (%s)", dir, feat);
             return 127;
         }
-        if (chosen->needs_dotprod_fp16) {
-            snprintf(reason, sizeof reason, "%s -> dot product and fp16 present%s", feat, skipped);
-        } else if (f.known && !(f.asimddp && f.fphp && f.asimdhp)) {
-            snprintf(reason, sizeof reason, "%s -> missing dot product/fp16, baseline%s", feat, skipped);
+        if (better_missing) {
+            snprintf(reason, sizeof reason, "%s -> %s, %s%s", feat, better_missing->absent, chosen->present, skipped);
         } else {
-            snprintf(reason, sizeof reason, "%s -> baseline%s", feat, skipped);
+            snprintf(reason, sizeof reason, "%s -> %s%s", feat, chosen->present, skipped);
         }
     }
 
