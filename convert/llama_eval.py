@@ -62,3 +62,16 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
     x = x.astype(np.float64)
     m = x.max(axis=-1, keepdims=True)
     return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
+
+
+def gguf_tokenize(path: Path, texts: list[str], add_special: bool = True) -> list[list[int]]:
+    """Token ids llama.cpp makes for each text, from the vocabulary of a GGUF (weights are not loaded)."""
+    from llama_cpp import Llama
+    from llama_cpp._utils import suppress_stdout_stderr
+
+    with suppress_stdout_stderr(disable=False):
+        llm = Llama(model_path=str(path), vocab_only=True, verbose=False)
+    try:
+        return [llm.tokenize(t.encode("utf-8"), add_bos=add_special, special=False) for t in texts]
+    finally:
+        llm.close()

@@ -34,9 +34,13 @@ def merged_tensors(base, adapter, transposed_layout: Callable[[str], bool] | Non
     """
     import torch
 
+    if not getattr(adapter, "resolved", True):
+        raise RuntimeError("LoraAdapter.resolve(base) must run before the merge (it decides what PEFT merges)")
     for name in base.tensors.names():
         w = base.tensors.get(name)
-        if name in adapter.modules:
+        if name in getattr(adapter, "saved", {}):          # modules_to_save: PEFT's trained copy replaces it
+            yield name, adapter.saved_tensor(name).to(torch.float32)
+        elif name in adapter.modules:
             a, b = adapter.factors(name)
             fifo = adapter.fan_in_fan_out and bool(transposed_layout and transposed_layout(name))
             yield name, merge_weight(w, a, b, adapter.modules[name].scale, fifo)
@@ -56,7 +60,17 @@ def write_merged(base, adapter, out_dir: Path, dtype: str = "float16", progress=
                                         metadata={"format": "pt"})
     with writer:
         for name, t in merged_tensors(base, adapter):
-            writer.write(name, t.to(tdtype).contiguous())
+            t = t.to(tdtype).contiguous()
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                from .errors import ConversionError
+
+                mod = adapter.modules.get(name)
+                raise ConversionError(
+                    f"merged tensor {name} has non-finite values in {dtype}"
+                    + (f" (LoRA scale alpha/r = {mod.scale:g})" if mod else "")
+                    + "; the adapter's scale or weights are too large for this precision. Check lora_alpha / "
+                    "alpha_pattern, or keep the merge in float32 (merged_dtype)")
+            writer.write(name, t)
             if progress is not None:
                 progress.update(1)
     cfg = base.config

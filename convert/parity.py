@@ -1,7 +1,11 @@
 """Stage `parity`: the F16 GGUF run by llama.cpp must reproduce the merged model run by torch.
 
-On a fixed token sequence: max |logit difference|, mean and max KLD(torch || llama.cpp),
-top-1 agreement; then a greedy continuation of 16 tokens from both, which must be identical.
+Each side tokenizes the text itself: torch gets the HF tokenizer's ids (the merged folder's
+tokenizer), llama.cpp gets the GGUF's own tokenization. The two id sequences must be identical
+(otherwise the GGUF would read different tokens than the model, which logits on shared ids cannot
+see); then max |logit difference|, mean and max KLD(torch || llama.cpp), top-1 agreement; then a
+greedy continuation of 16 tokens from both (each from its own tokenization of the prompt), which
+must be identical, as ids and as text.
 
 Tolerance (stated, checked): max abs logit diff <= 0.25 and mean KLD <= 1e-3. The F16 GGUF and
 the merged folder hold the same fp16 weights; the remaining difference is llama.cpp's fp16
@@ -43,6 +47,8 @@ class ParityResult:
     greedy_text: str
     tolerance: dict
     passed: bool
+    tokens_identical: bool = True            # HF and GGUF tokenization of the parity text and greedy prompt
+    first_token_difference: int | None = None
 
 
 def hf_greedy(model, prompt: list[int], n: int) -> list[int]:
@@ -64,25 +70,38 @@ def check_parity(merged_dir: Path, f16: Path, greedy_tokens: int = 16, require_g
 
     from .hf_loader import load_hf_model
 
+    from transformers import AutoTokenizer
+
     model = load_hf_model(merged_dir)
+    hf_tok = AutoTokenizer.from_pretrained(merged_dir)
+    hf_ids = list(hf_tok(text)["input_ids"])
+    hf_prompt = list(hf_tok(GREEDY_PROMPT)["input_ids"])
     with LlamaLogits(f16, n_ctx=256, threads=threads) as ll:
         tokens = ll.tokenize(text)
-        lc = ll.logits(tokens)
         prompt = ll.tokenize(GREEDY_PROMPT)
+        same = tokens == hf_ids and prompt == hf_prompt
+        lc = ll.logits(tokens)
         g_ll = ll.greedy(prompt, greedy_tokens) if greedy_tokens else []
         g_text = ll.llm.detokenize(g_ll).decode("utf-8", "replace") if g_ll else ""
+    first_diff = next((i for i, (a, b) in enumerate(zip(hf_ids, tokens)) if a != b),
+                      None if len(hf_ids) == len(tokens) else min(len(hf_ids), len(tokens)))
     with torch.no_grad():
-        hf = model(torch.tensor([tokens])).logits[0].float().numpy()
-    g_hf = hf_greedy(model, prompt, greedy_tokens) if greedy_tokens else []
+        hf = model(torch.tensor([hf_ids])).logits[0].float().numpy()
+    g_hf = hf_greedy(model, hf_prompt, greedy_tokens) if greedy_tokens else []
+    if hf.shape != lc.shape:                     # different tokenization: compare the common prefix
+        n = min(len(hf), len(lc))
+        hf, lc = hf[:n], lc[:n]
     lp_hf, lp_ll = log_softmax(hf), log_softmax(lc)
     kld = (np.exp(lp_hf) * (lp_hf - lp_ll)).sum(-1)
+    greedy_same = (g_hf == g_ll and hf_tok.decode(g_hf) == hf_tok.decode(g_ll)) if greedy_tokens else None
     res = ParityResult(
         n_tokens=len(tokens), max_abs_logit_diff=float(np.abs(hf - lc).max()), mean_kld=float(kld.mean()),
         max_kld=float(kld.max()), top1_agreement=float((hf.argmax(-1) == lc.argmax(-1)).mean()),
-        greedy_tokens=greedy_tokens, greedy_identical=(g_hf == g_ll) if greedy_tokens else None,
+        greedy_tokens=greedy_tokens, greedy_identical=greedy_same,
         greedy_hf=g_hf, greedy_llama=g_ll, greedy_text=g_text, tolerance=asdict(tol), passed=False,
+        tokens_identical=same, first_token_difference=first_diff,
     )
-    res.passed = (res.max_abs_logit_diff <= tol.max_abs_logit_diff and res.mean_kld <= tol.mean_kld
+    res.passed = (same and res.max_abs_logit_diff <= tol.max_abs_logit_diff and res.mean_kld <= tol.mean_kld
                   and (res.greedy_identical or not require_greedy))
     return res
 
@@ -90,6 +109,11 @@ def check_parity(merged_dir: Path, f16: Path, greedy_tokens: int = 16, require_g
 def enforce(res: ParityResult, require_greedy: bool) -> None:
     if res.passed:
         return
+    if not res.tokens_identical:
+        raise ParityError(
+            f"the F16 GGUF tokenizes the parity text differently from the HF tokenizer (first difference at token "
+            f"{res.first_token_difference}); llama.cpp would feed the model different tokens. This is a tokenizer "
+            "conversion bug: report it with parity.json")
     raise ParityError(
         f"F16 GGUF does not reproduce the merged model: max |dlogit| {res.max_abs_logit_diff:.4f} "
         f"(tol {res.tolerance['max_abs_logit_diff']}), mean KLD {res.mean_kld:.2e} (tol {res.tolerance['mean_kld']})"

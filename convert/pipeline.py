@@ -1,6 +1,7 @@
 """`convert()`: the conversion as an explicit list of stages, each with a checkable output.
 
-    check     inputs (checks.preflight)                       -> nothing written but a probe
+    check     inputs (checks.preflight) + tokenizer gate      -> nothing written in --out
+    claim     --out made ready (outdir.py)                     -> out/.finllm-edge-convert.json (marker)
     merge     base + LoRA -> out/merged/ (HF folder, fp16)     -> merged/model.safetensors, config, tokenizer
     gguf      merged -> out/model-f16.gguf (+ f32/bf16)        -> float GGUFs
     quantize  model-f16.gguf -> out/model-<q>.gguf            -> llama-quantize outputs
@@ -58,6 +59,8 @@ class ConvertOptions:
     bpw_budget: float | str | None = None    # with awq: a mixed-precision artifact within this bits/weight,
                                              # or "same": the size of the same recipe without it
     formats: list[str] = field(default_factory=lambda: ["gguf"])  # gguf, onnx (int4 MatMulNBits folder)
+    force: bool = False                      # write into a non-empty folder convert did not make (replacing its files)
+    pre_tokenizer: str | None = None         # force tokenizer.ggml.pre (still gated: must reproduce HF exactly)
 
     def resolved(self) -> "ConvertOptions":
         from finllm_edge.models import default_model_path
@@ -101,6 +104,9 @@ class Context:
     awq: dict = field(default_factory=dict)      # target -> {"dir", "f16", "summary"}
     imatrix: dict = field(default_factory=dict)  # "plain" or AWQ target -> imatrix file
     provenance: object = None                    # gguf_writer.Provenance, shared by every GGUF written
+    hf_tokenizer: object = None                  # the HF tokenizer the gate checked (saved into merged/)
+    plan: object = None                          # outdir.Plan: what this run writes in --out
+    claimed: bool = False
 
     def bar(self, total, desc):
         from tqdm import tqdm
@@ -117,13 +123,74 @@ class Stage:
 
 # ---- stages --------------------------------------------------------------------------------
 
+def artifact_names(o: ConvertOptions) -> list[str]:
+    """Names of the quantized artifacts a run makes (model-<name>.gguf), as _quant_jobs makes them."""
+    names = []
+    for q in o.quants:
+        names.append(q)
+        if q in AWQ_TARGETS:
+            if o.imatrix:
+                names.append(f"imatrix-{q}")
+            if o.awq:
+                names.append(f"awq-{q}")
+                if o.imatrix:
+                    names.append(f"awq-imatrix-{q}")
+                if o.bpw_budget:
+                    names.append(f"awq-mixed-{q}")
+    return names
+
+
+def awq_targets(o: ConvertOptions) -> list[str]:
+    return sorted({AWQ_TARGETS[q] for q in o.quants if q in AWQ_TARGETS}) if o.awq else []
+
+
+def disk_estimate(o: ConvertOptions, n_params: int, base) -> dict:
+    """Peak disk use of this run (checks.estimate_disk with everything the options add)."""
+    from .checks import estimate_disk
+
+    n_vocab = int(getattr(base.config, "vocab_size", 0) or 0)
+    eval_tokens = o.eval_file.stat().st_size // 3 if o.eval_file and o.eval_file.exists() else 0
+    if o.eval_chunks:
+        eval_tokens = min(eval_tokens, o.eval_chunks * o.eval_ctx)
+    awq_quants = [q for q in o.quants if q in AWQ_TARGETS] if o.awq else []
+    return estimate_disk(
+        n_params, o.floats + o.quants, n_vocab=n_vocab, tokenizer_bytes=40 * n_vocab, awq_targets=awq_targets(o),
+        awq_outputs=awq_quants, imatrix=o.imatrix, mixed=awq_quants if o.bpw_budget else (),
+        onnx="onnx" in o.formats, eval_tokens=eval_tokens, cross_check=o.cross_check,
+        merged_bytes_per_param={"float32": 4.0}.get(o.merged_dtype, 2.0))
+
+
 def stage_check(ctx: Context) -> None:
+    from . import outdir, tokenizer_gguf
     from .checks import preflight
 
     o = ctx.opts
     texts = {"--eval": o.eval_file, "--calib": o.calib_file}
-    ctx.pre = preflight(o.base, o.lora, o.out, o.floats + o.quants, texts, o.scan_finite, ctx.bar)
+    ctx.plan = outdir.plan_for(o, awq_targets(o), artifact_names(o))
+    ctx.pre = preflight(o.base, o.lora, o.out, o.floats + o.quants, texts, o.scan_finite, ctx.bar, plan=ctx.plan,
+                        force=o.force, disk_estimate=lambda n, base: disk_estimate(o, n, base))
     ctx.notes += ctx.pre.notes
+    pre = ctx.pre
+    tok = pre.base.load_tokenizer()
+    if pre.base.kind == "gguf":
+        spec = tokenizer_gguf.from_gguf(pre.base.path)
+    else:
+        spec = tokenizer_gguf.from_hf(tok, int(pre.base.config.vocab_size))
+    extra = {"--eval text": o.eval_file.read_text(encoding="utf-8", errors="replace"),
+             "--calib text": o.calib_file.read_text(encoding="utf-8", errors="replace")}
+    tokenizer_gguf.gate(tok, spec, pre.arch, pre.base.config, extra, override=o.pre_tokenizer,
+                        prefer=(str(getattr(pre.base.config, "model_type", "")),) + tokenizer_gguf.PREFER)
+    ctx.tokenizer, ctx.hf_tokenizer = spec, tok
+    ctx.notes += spec.notes
+    if pre.out_inspection.replace:
+        ctx.notes.append(f"--force: will replace {', '.join(pre.out_inspection.replace)}")
+
+
+def stage_claim(ctx: Context) -> None:
+    from . import outdir
+
+    ctx.notes += outdir.claim(ctx.pre.out_inspection, ctx.plan)
+    ctx.claimed = True
 
 
 def stage_merge(ctx: Context) -> None:
@@ -134,8 +201,7 @@ def stage_merge(ctx: Context) -> None:
     bar = ctx.bar(len(base.tensors.names()), "merge")
     write_merged(base, adapter, merged, ctx.opts.merged_dtype, bar)
     bar.close()
-    tok = base.load_tokenizer()
-    tok.save_pretrained(merged)
+    ctx.hf_tokenizer.save_pretrained(merged)
     ctx.merged_dir = merged
 
 
@@ -143,17 +209,11 @@ def stage_gguf(ctx: Context) -> None:
     from finllm_edge import __version__
     from finllm_edge.native.fetch import llama_version_string
 
-    from . import tokenizer_gguf
     from .gguf_writer import Provenance, write_gguf
     from .manifest import combined_sha256, sha256_file
     from .quantize import gguf_weight_stats, tensor_type_counts
 
     pre = ctx.pre
-    if pre.base.kind == "gguf":
-        ctx.tokenizer = tokenizer_gguf.from_gguf(pre.base.path)
-    else:
-        ctx.tokenizer = tokenizer_gguf.from_hf(pre.base.load_tokenizer(), int(pre.base.config.vocab_size))
-    ctx.notes += ctx.tokenizer.notes
     prov = Provenance(
         base_name=pre.base.path.name if pre.base.kind == "gguf" else pre.base.path.name,
         base_sha256=combined_sha256(pre.base.files) if len(pre.base.files) > 1 else sha256_file(pre.base.files[0]),
@@ -367,7 +427,8 @@ def stage_manifest(ctx: Context) -> None:
 
 def build_stages(opts: ConvertOptions) -> list[Stage]:
     stages = [
-        Stage("check", stage_check, "input checks"),
+        Stage("check", stage_check, "input checks, tokenizer gate (nothing written)"),
+        Stage("claim", stage_claim, ".finllm-edge-convert.json; the earlier run's files removed"),
         Stage("merge", stage_merge, "merged/ (HF folder, fp16)"),
         Stage("gguf", stage_gguf, "model-f16.gguf (+ f32/bf16)"),
     ]
@@ -387,30 +448,39 @@ def build_stages(opts: ConvertOptions) -> list[Stage]:
 
 
 def run_stages(ctx: Context, stages: list[Stage], log: Callable[[str], None] | None = None) -> Context:
-    out = ctx.opts.out
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "manifest.json").unlink(missing_ok=True)        # an unfinished rerun must not look finished
-    removed = atomic.clean_partials(out)
-    if removed:
-        ctx.notes.append(f"removed {len(removed)} partial file(s) of an interrupted run")
-    for st in stages:
-        t0 = time.perf_counter()
-        if log:
-            log(f"[{st.name}] ...")
-        try:
-            st.run(ctx)
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-                from .errors import InsufficientDiskError
+    """Run the stages in order. --out is untouched until `claim` (after `check`), so a refused run leaves an
+    earlier run's folder exactly as it was; once claimed, the marker records what the run wrote."""
+    from . import outdir
 
-                raise InsufficientDiskError(
-                    f"stage {st.name}: no room to write ({exc.strerror}). Partial files were left under temporary "
-                    f"names and nothing in {out} looks finished; free space (or raise the file-size limit) and rerun"
-                ) from exc
-            raise
-        ctx.seconds[st.name] = round(time.perf_counter() - t0, 2)
-        if log:
-            log(f"[{st.name}] done in {ctx.seconds[st.name]:.1f}s")
+    out = ctx.opts.out
+    ok = False
+    try:
+        for st in stages:
+            t0 = time.perf_counter()
+            if log:
+                log(f"[{st.name}] ...")
+            try:
+                st.run(ctx)
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+                    from .errors import InsufficientDiskError
+
+                    raise InsufficientDiskError(
+                        f"stage {st.name}: no room to write ({exc.strerror}). Partial files were left under temporary "
+                        f"names and nothing in {out} looks finished; free space (or raise the file-size limit) and rerun"
+                    ) from exc
+                raise
+            ctx.seconds[st.name] = round(time.perf_counter() - t0, 2)
+            if log:
+                log(f"[{st.name}] done in {ctx.seconds[st.name]:.1f}s")
+        ok = True
+    finally:
+        if ctx.claimed:
+            try:
+                outdir.finish(out, ctx.plan, "finished" if ok else "failed")
+            except OSError:
+                if ok:
+                    raise
     return ctx
 
 

@@ -83,7 +83,10 @@ def smollm2_tokenizer_dir() -> Path:
         from finllm_edge.models import default_model_path
 
         p = default_model_path()
-        tok = AutoTokenizer.from_pretrained(p.parent, gguf_file=p.name)
+        from finllm_edge_convert.tokenizer_gguf import repair_gguf_tokenizer
+
+        # transformers rebuilds GPT-2's pre-tokenizer from the GGUF; SmolLM2's real one also splits digits
+        tok = repair_gguf_tokenizer(AutoTokenizer.from_pretrained(p.parent, gguf_file=p.name), "smollm")
         _TOKENIZER_DIR = Path(tempfile.mkdtemp(prefix="fe-smollm2-tok-"))
         tok.save_pretrained(_TOKENIZER_DIR)
     return _TOKENIZER_DIR

@@ -77,7 +77,7 @@ def test_onnx_artifact_comes_from_the_awq_model_and_runs(awq_run, tmp_path):
     assert a["format"] == "onnx" and a["source"].endswith("merged-awq-q4_0")
     assert 4.0 < a["bits_per_weight"] < 9.0
     prof = tmp_path / "p.json"
-    proc = subprocess.run([sys.executable, "-m", "finllm_edge.cli", "run", a["dir"], "-p", "Revenue grew",
+    proc = subprocess.run([sys.executable, "-m", "finllm_edge.lab.cli", "run", a["dir"], "-p", "Revenue grew",
                            "--max-tokens", "4", "--no-chat", "--profile-out", str(prof)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr

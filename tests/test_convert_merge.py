@@ -21,7 +21,7 @@ def merged_model(base_dir_or_file, lora_dir, base=None):
     from transformers import AutoModelForCausalLM
 
     base = base or load_base(base_dir_or_file)
-    adapter = LoraAdapter.load(lora_dir)
+    adapter = LoraAdapter.load(lora_dir, base=base)
     sd = dict(merged_tensors(base, adapter))
     model = AutoModelForCausalLM.from_config(base.config, dtype=torch.float32)
     missing, unexpected = model.load_state_dict(sd, strict=False)
@@ -68,7 +68,7 @@ def test_merge_matches_peft_forward(tmp_path, arch, variant):
 def test_patterns_set_scale_per_module(tmp_path):
     model = make_tiny_base(tmp_path / "base", "llama", smollm2_tokenizer_dir())
     make_adapter(model, tmp_path / "lora", r=4, alpha=8, rank_pattern={"v_proj": 2}, alpha_pattern={"o_proj": 3})
-    ad = LoraAdapter.load(tmp_path / "lora")
+    ad = LoraAdapter.load(tmp_path / "lora", base=load_base(tmp_path / "base"))
     m = ad.modules
     assert m["model.layers.0.self_attn.q_proj.weight"].scale == 8 / 4
     assert m["model.layers.0.self_attn.v_proj.weight"].rank == 2
@@ -138,5 +138,5 @@ def test_merged_config_names_its_architecture(tmp_path, arch, cls):
     make_adapter(model, tmp_path / "lora")
     base = load_base(tmp_path / "base")
     base.config.architectures = None
-    write_merged(base, LoraAdapter.load(tmp_path / "lora"), tmp_path / "merged")
+    write_merged(base, LoraAdapter.load(tmp_path / "lora", base=base), tmp_path / "merged")
     assert json.loads((tmp_path / "merged" / "config.json").read_text())["architectures"] == [cls]

@@ -77,23 +77,26 @@ def test_llama_gguf_metadata(llama_run):
     assert tensors["blk.0.attn_norm.weight"].tensor_type.name == "F32"
 
 
-def test_qwen2_gguf_has_biases_and_reports_tokenizer_fallback(qwen2_run):
+def test_qwen2_gguf_has_biases_and_the_pre_tokenizer_found_by_behaviour(qwen2_run):
     res, _, _ = qwen2_run
     kv, tensors = fields(res.artifacts["f16"]["path"])
     assert kv["general.architecture"] == "qwen2"
     assert {"blk.0.attn_q.bias", "blk.0.attn_k.bias", "blk.0.attn_v.bias", "output.weight"} <= set(tensors)
-    # transformers maps this folder to a Qwen2 tokenizer whose pre-tokenizer hash is unknown to llama.cpp:
-    # the fallback must be explicit in the notes and the manifest.
-    manifest = json.loads(res.manifest.read_text())
-    assert kv["tokenizer.ggml.pre"] in ("default", "qwen2", "smollm")
-    if kv["tokenizer.ggml.pre"] == "default":
-        assert any("fell back to 'default'" in n for n in manifest["notes"])
+    # transformers gives this folder Qwen2's pre-tokenizer (regex + NFC) over the SmolLM2 vocab: its hash is
+    # unknown to llama.cpp. The gate tries every known pre-tokenizer and keeps one that reproduces HF exactly.
+    assert kv["tokenizer.ggml.pre"] == "qwen2"
+    tok = json.loads(res.manifest.read_text())["options"]["tokenizer"]
+    assert tok["fidelity"]["how"] == "behaviour" and tok["fidelity"]["identical_token_ids"]
+    assert "qwen2" in tok["fidelity"]["matching"] and "default" not in tok["fidelity"]["matching"]
+    assert any("chose 'qwen2' by behaviour" in n for n in res.notes)
+    assert not any("fell back" in n for n in res.notes)
 
 
 @pytest.mark.parametrize("run", ["llama_run", "qwen2_run"])
 def test_parity_f16_gguf_vs_merged_torch(run, request):
     res = request.getfixturevalue(run)[0]
     p = res.parity
+    assert p["tokens_identical"] and p["first_token_difference"] is None     # HF ids on torch, GGUF's own on llama.cpp
     assert p["passed"] and p["max_abs_logit_diff"] <= 0.25 and p["mean_kld"] <= 1e-3
     assert p["top1_agreement"] == 1.0
     saved = json.loads((res.out / "parity.json").read_text())
@@ -125,7 +128,7 @@ def test_quality_gate_fails_loudly():
 
 
 def test_cli_quality_gate_exit_code(llama_run, tmp_path, capsys):
-    from finllm_edge.cli import main
+    from finllm_edge.lab.cli import main
 
     _, base, lora = llama_run
     rc = main(["convert", "--base", str(base), "--lora", str(lora), "--out", str(tmp_path / "out"), "--quant",
@@ -155,7 +158,7 @@ def test_manifest(llama_run):
     for pkg in ("torch", "transformers", "peft", "gguf"):
         assert m["versions"][pkg]
     assert m["options"]["quants"] == ["q8_0", "q4_0"]
-    assert set(m["stages_seconds"]) == {"check", "merge", "gguf", "quantize", "parity", "quality"}  # written before its own timing
+    assert set(m["stages_seconds"]) == {"check", "claim", "merge", "gguf", "quantize", "parity", "quality"}  # before its own
 
 
 def finished_looking(out: Path) -> list[str]:

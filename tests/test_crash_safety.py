@@ -27,7 +27,7 @@ def inputs(tmp_path_factory):
 
 
 def convert_cmd(base, lora, out):
-    return [sys.executable, "-m", "finllm_edge.cli", "convert", "--base", str(base), "--lora", str(lora),
+    return [sys.executable, "-m", "finllm_edge.lab.cli", "convert", "--base", str(base), "--lora", str(lora),
             "--out", str(out), "--quant", "q8_0", "--no-parity", "--no-cross-check", "--no-progress",
             "--eval-chunks", "1"]
 
