@@ -2,13 +2,16 @@
 
 The schema lives in schemas/latency_profile.schema.json; `validate_profile` checks a dict
 against it (the subset of JSON Schema the file uses: type, const, required, properties,
-additionalProperties, items), so the Python and C writers are tested against the same file.
+patternProperties, additionalProperties (false or a schema), items, and $ref to "#/$defs/..."),
+so every writer (libfinllm_edge's fe_profile_json, the adb device bench) is tested against the
+same file. A keyword outside that subset is an error, never silently ignored.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -36,7 +39,26 @@ def schema() -> dict:
     return json.loads(text)
 
 
+_KNOWN = {"$schema", "$defs", "$ref", "title", "description", "type", "const", "required", "properties",
+          "patternProperties", "additionalProperties", "items"}
+
+
+def _resolve(ref: str) -> dict:
+    if not ref.startswith("#/$defs/"):
+        raise ProfileSchemaError(f"schema: unsupported $ref {ref!r} (only '#/$defs/<name>')")
+    name = ref[len("#/$defs/"):]
+    defs = schema().get("$defs", {})
+    if name not in defs:
+        raise ProfileSchemaError(f"schema: $ref to unknown definition {name!r}")
+    return defs[name]
+
+
 def _check(value: Any, sch: dict, where: str) -> None:
+    unknown = set(sch) - _KNOWN
+    if unknown:
+        raise ProfileSchemaError(f"schema at {where}: unsupported keywords {sorted(unknown)}")
+    if "$ref" in sch:
+        _check(value, _resolve(sch["$ref"]), where)
     types = sch.get("type")
     if types is not None:
         names = types if isinstance(types, list) else [types]
@@ -54,17 +76,31 @@ def _check(value: Any, sch: dict, where: str) -> None:
             raise ProfileSchemaError(f"{where}: not a finite number: {value}")
     if "const" in sch and value != sch["const"]:
         raise ProfileSchemaError(f"{where}: must be {sch['const']!r}, got {value!r}")
-    if isinstance(value, dict) and "properties" in sch:
+    if isinstance(value, dict):
         missing = [k for k in sch.get("required", []) if k not in value]
         if missing:
             raise ProfileSchemaError(f"{where}: missing fields {missing}")
-        if sch.get("additionalProperties") is False:
-            extra = sorted(set(value) - set(sch["properties"]))
-            if extra:
-                raise ProfileSchemaError(f"{where}: unknown fields {extra}")
-        for key, sub in sch["properties"].items():
-            if key in value:
-                _check(value[key], sub, f"{where}.{key}")
+        props = sch.get("properties", {})
+        patterns = [(re.compile(p), sub) for p, sub in sch.get("patternProperties", {}).items()]
+        extra_rule = sch.get("additionalProperties", True)
+        extra = []
+        for key in sorted(value):
+            matched = False
+            if key in props:
+                matched = True
+                _check(value[key], props[key], f"{where}.{key}")
+            for rx, sub in patterns:
+                if rx.search(key):
+                    matched = True
+                    _check(value[key], sub, f"{where}.{key}")
+            if matched:
+                continue
+            if extra_rule is False:
+                extra.append(key)
+            elif isinstance(extra_rule, dict):
+                _check(value[key], extra_rule, f"{where}.{key}")
+        if extra:
+            raise ProfileSchemaError(f"{where}: unknown fields {extra}")
     if isinstance(value, list) and "items" in sch:
         for i, item in enumerate(value):
             _check(item, sch["items"], f"{where}[{i}]")

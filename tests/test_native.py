@@ -49,7 +49,7 @@ def test_ctest_all_pass(host):
     assert "100% tests passed" in proc.stdout
     listed = run(["ctest", "--test-dir", host.ctest_dir, "-N"]).stdout
     names = set(re.findall(r"Test\s+#\d+: (\S+)", listed))
-    assert {"header_c", "bad_inputs", "generate", "threads"} <= names
+    assert {"header_c", "bad_inputs", "generate", "threads", "device"} <= names
     assert "Skipped" not in proc.stdout and "Not Run" not in proc.stdout
 
 
@@ -147,7 +147,9 @@ def test_fe_bench_profile_is_valid(host, model, tmp_path):
     assert "Q4_1" in prof["model_type"]
     assert (prof["n_prompt"], prof["n_gen"], prof["repetitions"], prof["warmup"], prof["n_threads"]) == (16, 8, 1, 1, 1)
     assert len(prof["token_ms"]) == 7
-    assert prof["emulated"] is False and prof["variant"] is None
+    # provenance comes from the loaded library itself (fe_build_variant(); "" -> null)
+    assert prof["emulated"] is False and prof["variant"] == (host.variant or None)
+    assert prof["tool_version"] == host.finllm_edge_version
     for q in (50, 90, 99):
         assert prof[f"token_ms_p{q}"] == pytest.approx(percentile(prof["token_ms"], q), abs=2e-3)
     assert prof["decode_tok_s"] == pytest.approx(1000 * 7 / sum(prof["token_ms"]), rel=1e-3)
@@ -165,9 +167,19 @@ def test_fe_bench_json_on_stdout_and_options(host, model, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip() == ""  # --json-only: no table, llama.cpp logs silenced
     prof = validate_profile(json.loads(proc.stdout))
-    assert prof["device"]["affinity"] == [0]
+    assert prof["device"]["affinity"] == [0] and prof["device"]["cores_used"] == [0]
     assert (prof["n_prompt"], prof["n_ctx"], prof["repetitions"], prof["warmup"]) == (40, 128, 2, 0)
     assert prof["emulated"] is True
+
+
+def test_fe_bench_default_threads_and_random_prompt(host, model):
+    # no -t: the library's big-core rule (fe_default_n_threads) over the pinned mask
+    proc = run([host.fe_bench, "-m", model, "--cpu-mask", "0x1", "--random-prompt", "-p", "12", "-n", "3",
+                "-r", "1", "--warmup", "0", "--json-only"])
+    assert proc.returncode == 0, proc.stderr
+    prof = validate_profile(json.loads(proc.stdout))
+    assert prof["n_threads"] == 1 and prof["device"]["cores_used"] == [0]
+    assert (prof["n_prompt"], prof["n_gen"], len(prof["token_ms"])) == (12, 3, 2)
 
 
 def _truncated_model(model: Path, tmp_path: Path) -> Path:
@@ -190,6 +202,7 @@ BAD_INPUTS = {
     "cpu mask of absent cpus": (lambda m, t: ["-m", m, "--cpu-mask", "0x100000000"], 1, "sched_setaffinity"),
     "prompt over context": (lambda m, t: ["-m", m, "-p", "64", "-n", "8", "-c", "32", "-r", "1"], 1, "n_ctx = 32"),
     "missing prompt file": (lambda m, t: ["-m", m, "--prompt-file", t / "none.txt"], 1, "cannot read --prompt-file"),
+    "empty prompt file": (lambda m, t: ["-m", m, "--prompt-file", _write(t / "e.txt", b"")], 1, "empty or not text"),
 }
 
 

@@ -291,6 +291,167 @@ FE_API double fe_percentile(const double *values, size_t n, double q);
 /* Peak resident set size of this process in MiB (0 if unknown). */
 FE_API double fe_peak_rss_mb(void);
 
+/* ================================================================ profiles, device, benchmark
+ *
+ * One LatencyProfile writer for every binding (Python, JNI, fe-bench): the JSON follows
+ * finllm_edge/schemas/latency_profile.schema.json, and its provenance (fe_version(),
+ * fe_llama_version(), fe_build_variant()) is reported by this library itself.
+ *
+ *     fe_bench_params bp = fe_bench_default_params();   // 64 + 64 tokens, 5 runs + 1 warm-up
+ *     fe_bench_result br;
+ *     if (fe_benchmark(session, &bp, &br) != FE_OK) { ... fe_last_error() ... }
+ *     fe_profile_meta meta = fe_profile_default_meta();
+ *     meta.tool = "my-tool";
+ *     meta.model = model;                 // path, type, size, bits/weight, load time
+ *     meta.n_threads = 4; meta.n_ctx = 2048; meta.warmup = bp.warmup;
+ *     meta.thermal_before_json = br.thermal_before_json;
+ *     char *json = fe_profile_json(br.runs, br.n_runs, &meta);
+ *     ...
+ *     fe_free(json);
+ *     fe_bench_result_free(&br);
+ *
+ * Files under /sys are read from $FE_SYSFS_ROOT instead of /sys when that variable is set
+ * (tests use fake trees: $FE_SYSFS_ROOT/devices/system/cpu/..., .../class/thermal/...).
+ * Everything read from /proc and /sys is best effort: unreadable files are left out.
+ */
+
+/* Free memory returned by this library (the JSON strings below). NULL is a no-op. */
+FE_API void fe_free(void *p);
+
+/* ------------------------------------------------ threads: the big-core rule */
+
+#define FE_MAX_CPUS 1024
+
+/* Which CPUs a session's threads should run on. */
+typedef struct fe_thread_choice {
+    int32_t n_threads;            /* the default (one per performance core) or the caller's count */
+    int32_t n_cores;              /* entries in cores[] (== n_threads, capped at the allowed cores) */
+    int32_t cores[FE_MAX_CPUS];   /* the cores those threads occupy, ascending */
+    int32_t n_affinity;           /* entries in affinity[] */
+    int32_t affinity[FE_MAX_CPUS];/* the affinity mask the choice was made from, ascending */
+    char reason[192];             /* e.g. "performance cores 1x2.84GHz + 3x2.42GHz; skipping 4 cores at 1.80GHz" */
+} fe_thread_choice;
+
+/* The thread rule (Snapdragon 865: 1x2.84 + 3x2.42 + 4x1.80 GHz -> the 4 big cores).
+ * Allowed cores = the affinity mask, minus cores not listed in .../cpu/online. Performance
+ * cores = allowed cores whose cpufreq/cpuinfo_max_freq is above the slowest allowed core's;
+ * all allowed cores when the frequencies are equal or any is unreadable (VMs).
+ * n_threads == 0: the default, one thread per performance core. n_threads > 0: the
+ * caller's count; cores = the n fastest allowed cores (ties: lower index first).
+ * sysfs_root: root of sysfs (NULL: $FE_SYSFS_ROOT, else "/sys"). affinity: the CPUs to
+ * choose from (NULL with n_affinity 0: this process's sched_getaffinity mask).
+ * FE_ERR_INVALID_ARG for n_threads < 0, a NULL out, or CPU ids outside 0..FE_MAX_CPUS-1. */
+FE_API fe_status fe_choose_threads(int32_t n_threads, const char *sysfs_root, const int32_t *affinity,
+                                   size_t n_affinity, fe_thread_choice *out);
+
+/* fe_choose_threads(0, NULL, NULL, 0, ...).n_threads: the default of
+ * fe_session_default_params().n_threads. Always >= 1. */
+FE_API int32_t fe_default_n_threads(void);
+
+/* ------------------------------------------------ device and thermal */
+
+/* The profile's `device` block alone, as a JSON object (malloc'd; fe_free): cpu_model, arch,
+ * cores_total, cores_used (the default thread choice), affinity, governor and max_freq_khz
+ * per CPU (keys are CPU indexes as strings), mem_total_mb. NULL + fe_last_error() only when
+ * out of memory. */
+FE_API char *fe_device_json(void);
+
+/* One thermal sample now, as a JSON object (malloc'd; fe_free):
+ *   {"temps_c": {"thermal_zone0:cpu-0-0-usr": 41.5, ...}, "cur_freq_khz": {"0": 1804800, ...}}
+ * temps from <sysfs>/class/thermal/thermal_zoneN/type and temp (millidegrees, or degrees on
+ * kernels that report |t| < 1000), frequencies from cpuN/cpufreq/scaling_cur_freq. Empty
+ * objects when nothing is readable. NULL + fe_last_error() only when out of memory. */
+FE_API char *fe_thermal_json(void);
+
+/* SHA-256 of a file as 64 lowercase hex digits + NUL in hex_out. Cached per (path, size,
+ * mtime) for the life of the process. FE_ERR_FILE_NOT_FOUND if it cannot be read. */
+FE_API fe_status fe_file_sha256(const char *path, char hex_out[65]);
+
+/* ------------------------------------------------ the LatencyProfile writer */
+
+/* One generation, as measured by any backend (this library, or another runtime). */
+typedef struct fe_run_timing {
+    double ttft_ms;          /* request start -> first generated token */
+    double prefill_ms;       /* evaluating the prompt (prefill_tok_s = n_prompt / prefill_ms) */
+    double e2e_ms;           /* request start -> last token */
+    int32_t n_prompt;        /* prompt tokens evaluated */
+    int32_t n_gen;           /* tokens generated */
+    const double *token_ms;  /* per-token decode latency after the first token, in order
+                                (decode_tok_s = n_token_ms / sum); may be NULL when n_token_ms == 0 */
+    size_t n_token_ms;
+} fe_run_timing;
+
+/* What a profile is about, beyond the timings. Start from fe_profile_default_meta(). */
+typedef struct fe_profile_meta {
+    const char *tool;              /* "fe-bench", "finllm_edge.Engine", "finllm_edge.OnnxEngine"; NULL = "libfinllm_edge" */
+    const fe_model *model;         /* may be NULL; fills model_path, model_type, model_size_bytes,
+                                      bits_per_weight and load_ms where those are unset (NULL / 0) */
+    const char *model_path;        /* required (directly or through `model`) */
+    const char *model_sha256;      /* NULL: fe_file_sha256(model_path) */
+    const char *model_type;        /* llama.cpp's description, e.g. "llama ?B Q4_1"; NULL = "unknown" */
+    uint64_t model_size_bytes;     /* 0: the file size of model_path */
+    double bits_per_weight;
+    const char *runtime_version;   /* llama_cpp_version field; NULL: fe_llama_version() */
+    const char *variant;           /* NULL: fe_build_variant(); "" -> JSON null */
+    bool emulated;                 /* under qemu: never quoted as device speed */
+    int32_t n_threads;             /* threads the runs used; >= 1 (default fe_default_n_threads()) */
+    int32_t n_ctx;                 /* the session's context; >= 1 (default 0: must be set) */
+    int32_t warmup;                /* unmeasured runs before these; >= 0 */
+    double load_ms;
+    const int32_t *cores_used;     /* NULL: fe_choose_threads(n_threads, ...).cores */
+    size_t n_cores_used;
+    const char *thermal_before_json; /* fe_thermal_json() taken before the runs, or NULL */
+} fe_profile_meta;
+
+FE_API fe_profile_meta fe_profile_default_meta(void);
+
+/* A schema-valid LatencyProfile JSON object (malloc'd, NUL-terminated; free with fe_free)
+ * over n_runs >= 1 measured runs of the same workload: ttft/e2e/prefill_tok_s/decode_tok_s
+ * are medians over the runs (with min/max for the throughputs), token_ms_p50/p90/p99 pool
+ * every token of every run, token_ms is the last run's, n_prompt/n_gen are the last run's,
+ * device = fe_device_json() with cores_used from meta, thermal = {"before": meta's sample,
+ * "after": fe_thermal_json() now} (null when neither has any reading), peak RSS now.
+ * NULL + fe_last_error() on bad input (no runs, NULL arrays, negative or non-finite times,
+ * a missing model path or an unreadable model file to hash, thermal_before_json that is not
+ * a JSON object). */
+FE_API char *fe_profile_json(const fe_run_timing *runs, size_t n_runs, const fe_profile_meta *meta);
+
+/* ------------------------------------------------ the benchmark loop (llama-bench-like) */
+
+typedef struct fe_bench_params {
+    int32_t n_prompt;         /* prompt tokens, exactly (default 64); >= 1 */
+    int32_t n_gen;            /* tokens generated per run, greedy, EOS ignored (default 64); >= 1 */
+    int32_t repetitions;      /* measured runs (default 5); >= 1 */
+    int32_t warmup;           /* unmeasured runs first (default 1); >= 0 */
+    const char *prompt_text;  /* NULL: fe_bench_text(). Tokenized (BOS added when the model uses
+                                 one), its tokens repeated and cut to exactly n_prompt */
+    bool random_tokens;       /* llama-bench's prompt instead: BOS + fixed pseudo-random ids */
+} fe_bench_params;
+
+FE_API fe_bench_params fe_bench_default_params(void);
+
+/* The built-in benchmark prompt (finance text, repeated by fe_benchmark to length). */
+FE_API const char *fe_bench_text(void);
+
+/* Measured runs of fe_benchmark; owned by the caller, release with fe_bench_result_free. */
+typedef struct fe_bench_result {
+    fe_run_timing *runs;          /* `repetitions` runs in order (warm-up runs are not kept) */
+    size_t n_runs;
+    char *thermal_before_json;    /* fe_thermal_json() taken before the warm-up */
+} fe_bench_result;
+
+/* Run `warmup` + `repetitions` requests of (prefill exactly n_prompt tokens + greedy decode
+ * of n_gen tokens, EOS ignored) on `session` through fe_generate_tokens, and return the
+ * measured runs; feed them to fe_profile_json. The session's context must hold n_prompt +
+ * n_gen tokens (FE_ERR_CONTEXT_OVERFLOW otherwise, before any work). `params` NULL: the
+ * defaults. On error *out is empty and the error of the failing run is in fe_last_error(). */
+FE_API fe_status fe_benchmark(fe_session *session, const fe_bench_params *params, fe_bench_result *out);
+
+/* Frees the arrays of a result and zeroes it; NULL and a zeroed result are no-ops. */
+FE_API void fe_bench_result_free(fe_bench_result *result);
+
+/* ================================================================ end of profiles, device, benchmark */
+
 #ifdef __cplusplus
 }
 #endif

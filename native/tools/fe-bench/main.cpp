@@ -1,72 +1,26 @@
 // fe-bench: warm-up + N repetitions of one request (prompt processing, then generation)
-// through the finllm-edge C API; prints a LatencyProfile JSON and a table.
+// through the finllm-edge C API; prints a LatencyProfile JSON and a table. The loop is the
+// library's fe_benchmark and the JSON its fe_profile_json: fe-bench parses options, pins
+// CPUs, writes the file and prints the table.
 // Exit codes: 0 ok, 1 runtime error (bad model, failed generation, I/O), 2 usage error.
-#include "device_info.h"
+#include "cpu_mask.h"
 #include "finllm_edge.h"
 #include "options.h"
-#include "profile_json.h"
-#include "sha256.h"
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
-#include <ctime>
 #include <fstream>
 #include <sstream>
-#include <sys/stat.h>
+#include <string>
 
 namespace {
 
 int fail(const std::string &msg) {
     fprintf(stderr, "fe-bench: error: %s\n", msg.c_str());
     return 1;
-}
-
-double median(std::vector<double> v) { return fe_percentile(v.data(), v.size(), 50.0); }
-
-std::string utc_now() {
-    char b[32];
-    time_t t = time(nullptr);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    return b;
-}
-
-// Exactly n_prompt tokens: from a text file (repeated as needed) or a fixed pseudo-random
-// sequence (like llama-bench), starting with BOS when the model uses one.
-bool make_prompt(fe_model *m, const BenchOptions &o, int32_t n_vocab, std::vector<int32_t> *out, std::string *err) {
-    out->clear();
-    if (!o.prompt_file.empty()) {
-        std::ifstream f(o.prompt_file, std::ios::binary);
-        if (!f) {
-            *err = "cannot read --prompt-file '" + o.prompt_file + "'";
-            return false;
-        }
-        std::stringstream ss;
-        ss << f.rdbuf();
-        std::string text = ss.str();
-        std::vector<int32_t> toks(text.size() + 16);
-        int32_t n = 0;
-        if (fe_tokenize(m, text.c_str(), true, false, toks.data(), (int32_t)toks.size(), &n) != FE_OK || n <= 0) {
-            *err = "--prompt-file '" + o.prompt_file + "' gives no tokens: " + fe_last_error();
-            return false;
-        }
-        toks.resize((size_t)n);
-        size_t body = toks.size() > 1 && toks[0] == fe_token_bos(m) ? 1 : 0;
-        out->assign(toks.begin(), toks.end());
-        while ((int32_t)out->size() < o.n_prompt) out->insert(out->end(), toks.begin() + (long)body, toks.end());
-        out->resize((size_t)o.n_prompt);
-        return true;
-    }
-    uint64_t state = 0x2545F4914F6CDD1Dull;
-    int32_t bos = fe_token_bos(m);
-    for (int32_t i = 0; i < o.n_prompt; i++) {
-        state = state * 6364136223846793005ull + 1442695040888963407ull;
-        out->push_back(i == 0 && bos >= 0 ? bos : (int32_t)((state >> 33) % (uint64_t)n_vocab));
-    }
-    return true;
 }
 
 bool write_file(const std::string &path, const std::string &text, std::string *err) {
@@ -81,6 +35,58 @@ bool write_file(const std::string &path, const std::string &text, std::string *e
         return false;
     }
     return true;
+}
+
+// A top-level field of the library's profile JSON (one "  \"key\": value" line each).
+std::string field(const std::string &json, const char *key) {
+    std::string k = std::string("\n  \"") + key + "\": ";
+    size_t at = json.find(k);
+    if (at == std::string::npos) return "";
+    at += k.size();
+    size_t end = json.find('\n', at);
+    std::string v = json.substr(at, end == std::string::npos ? std::string::npos : end - at);
+    if (!v.empty() && v.back() == ',') v.pop_back();
+    if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
+    return v;
+}
+
+double num(const std::string &json, const char *key) { return atof(field(json, key).c_str()); }
+
+void print_table(FILE *out, const std::string &j) {
+    std::string dev = field(j, "device");
+    auto devfield = [&](const char *k) {
+        std::string key = std::string("\"") + k + "\": ";
+        size_t at = dev.find(key);
+        if (at == std::string::npos) return std::string("?");
+        at += key.size();
+        size_t end = dev[at] == '"' ? dev.find('"', at + 1) + 1 : dev.find_first_of(",}", dev[at] == '[' ? dev.find(']', at) : at);
+        std::string v = dev.substr(at, end - at);
+        if (v.size() >= 2 && v.front() == '"') v = v.substr(1, v.size() - 2);
+        return v;
+    };
+    fprintf(out, "\nfe-bench %s | llama.cpp %s\n", field(j, "tool_version").c_str(), field(j, "llama_cpp_version").c_str());
+    fprintf(out, "model    %s (%s, %.2f bpw, %.1f MiB)\n", field(j, "model_path").c_str(), field(j, "model_type").c_str(),
+            num(j, "bits_per_weight"), num(j, "model_size_bytes") / (1024.0 * 1024.0));
+    fprintf(out, "device   %s, %s, %s threads, cpus %s\n", devfield("cpu_model").c_str(), devfield("arch").c_str(),
+            field(j, "n_threads").c_str(), devfield("cores_used").c_str());
+    fprintf(out, "workload pp%s + tg%s, n_ctx %s, %s reps (+%s warm-up)%s\n\n", field(j, "n_prompt").c_str(),
+            field(j, "n_gen").c_str(), field(j, "n_ctx").c_str(), field(j, "repetitions").c_str(),
+            field(j, "warmup").c_str(), field(j, "emulated") == "true" ? ", EMULATED" : "");
+    fprintf(out, "| metric            |     median |        min |        max |\n");
+    fprintf(out, "|-------------------|-----------:|-----------:|-----------:|\n");
+    fprintf(out, "| prefill tok/s     | %10.2f | %10.2f | %10.2f |\n", num(j, "prefill_tok_s"), num(j, "prefill_tok_s_min"),
+            num(j, "prefill_tok_s_max"));
+    fprintf(out, "| decode tok/s      | %10.2f | %10.2f | %10.2f |\n", num(j, "decode_tok_s"), num(j, "decode_tok_s_min"),
+            num(j, "decode_tok_s_max"));
+    fprintf(out, "| metric            |      value |\n");
+    fprintf(out, "|-------------------|-----------:|\n");
+    fprintf(out, "| load ms           | %10.2f |\n", num(j, "load_ms"));
+    fprintf(out, "| ttft ms           | %10.2f |\n", num(j, "ttft_ms"));
+    fprintf(out, "| token ms p50      | %10.3f |\n", num(j, "token_ms_p50"));
+    fprintf(out, "| token ms p90      | %10.3f |\n", num(j, "token_ms_p90"));
+    fprintf(out, "| token ms p99      | %10.3f |\n", num(j, "token_ms_p99"));
+    fprintf(out, "| e2e ms            | %10.2f |\n", num(j, "e2e_ms"));
+    fprintf(out, "| peak RSS MiB      | %10.1f |\n\n", num(j, "peak_rss_mb"));
 }
 
 }  // namespace
@@ -100,29 +106,28 @@ int main(int argc, char **argv) {
     fe_set_log_level(o.verbose ? FE_LOG_INFO : FE_LOG_NONE);
     if (!o.cpu_mask.empty() && !apply_cpu_mask(o.cpu_mask, &err)) return fail(err);
 
-    BenchProfile p;
-    p.device = read_device_info();
-    p.n_threads = o.n_threads > 0 ? o.n_threads : std::max<int32_t>(1, (int32_t)p.device.affinity.size());
-    p.cores_used = p.device.affinity;
+    std::string prompt_text;
+    if (!o.prompt_file.empty()) {
+        std::ifstream f(o.prompt_file, std::ios::binary);
+        if (!f) return fail("cannot read --prompt-file '" + o.prompt_file + "'");
+        std::stringstream ss;
+        ss << f.rdbuf();
+        prompt_text = ss.str();
+        if (prompt_text.find('\0') != std::string::npos || prompt_text.empty())
+            return fail("--prompt-file '" + o.prompt_file + "' is empty or not text");
+    }
 
+    const int32_t n_threads = o.n_threads > 0 ? o.n_threads : fe_default_n_threads();  // after --cpu-mask
     fe_model *model = nullptr;
     fe_model_params mp = fe_model_default_params();
     if (fe_model_load(o.model.c_str(), &mp, &model) != FE_OK)
         return fail("cannot load model '" + o.model + "': " + fe_last_error());
-    fe_model_info info;
-    fe_model_get_info(model, &info);
-
-    char hex[65] = {0};
-    if (fe_sha256_file(o.model.c_str(), hex) != 0) {
-        fe_model_free(model);
-        return fail("cannot read '" + o.model + "' to hash it");
-    }
 
     fe_session_params sp = fe_session_default_params();
     sp.n_ctx = (uint32_t)o.n_ctx;
     sp.n_batch = (uint32_t)std::min(o.n_batch, o.n_ctx);
-    sp.n_threads = p.n_threads;
-    sp.n_threads_batch = p.n_threads;
+    sp.n_threads = n_threads;
+    sp.n_threads_batch = n_threads;
     fe_session *session = nullptr;
     if (fe_session_create(model, &sp, &session) != FE_OK) {
         std::string e = fe_last_error();
@@ -130,88 +135,48 @@ int main(int argc, char **argv) {
         return fail("cannot create a session: " + e);
     }
 
-    std::vector<int32_t> prompt;
-    if (!make_prompt(model, o, info.n_vocab, &prompt, &err)) {
+    fe_bench_params bp = fe_bench_default_params();
+    bp.n_prompt = o.n_prompt;
+    bp.n_gen = o.n_gen;
+    bp.repetitions = o.repetitions;
+    bp.warmup = o.warmup;
+    bp.prompt_text = o.prompt_file.empty() ? nullptr : prompt_text.c_str();
+    bp.random_tokens = o.random_prompt;
+    fe_bench_result br;
+    fe_status st = fe_benchmark(session, &bp, &br);
+    if (st != FE_OK) {
+        std::string e = fe_last_error();
         fe_session_free(session);
         fe_model_free(model);
-        return fail(err);
+        if (!o.prompt_file.empty() && st == FE_ERR_INVALID_ARG)
+            return fail("--prompt-file '" + o.prompt_file + "': " + e);
+        return fail("benchmark failed: " + e);
     }
 
-    fe_generate_params gp = fe_generate_default_params();
-    gp.max_tokens = o.n_gen;
-    gp.ignore_eos = true;
-
-    auto one = [&](fe_profile *prof) -> bool {
-        fe_generate_result r;
-        if (fe_generate_tokens(session, prompt.data(), (int32_t)prompt.size(), &gp, &r) != FE_OK) {
-            err = std::string("generation failed: ") + fe_last_error();
-            return false;
-        }
-        fe_session_get_profile(session, prof);
-        return true;
-    };
-
-    p.thermal_before = read_thermal(p.cores_used);
-    fe_profile prof{};
-    bool ok = true;
-    for (int i = 0; ok && i < o.warmup; i++) ok = one(&prof);
-    std::vector<double> pre, dec, ttft, e2e, all_tokens;  // percentiles pool every measured token, as the Engine
-    for (int i = 0; ok && i < o.repetitions; i++) {
-        ok = one(&prof);
-        if (!ok) break;
-        pre.push_back(prof.prefill_tok_s);
-        dec.push_back(prof.decode_tok_s);
-        ttft.push_back(prof.ttft_ms);
-        e2e.push_back(prof.e2e_ms);
-        all_tokens.insert(all_tokens.end(), prof.token_ms, prof.token_ms + prof.n_token_ms);
-        if (i == o.repetitions - 1) p.token_ms.assign(prof.token_ms, prof.token_ms + prof.n_token_ms);
-    }
-    p.thermal_after = read_thermal(p.cores_used);
+    fe_profile_meta meta = fe_profile_default_meta();
+    meta.tool = "fe-bench";
+    meta.model = model;
+    meta.model_path = o.model.c_str();
+    meta.emulated = o.emulated;
+    meta.n_threads = n_threads;
+    meta.n_ctx = o.n_ctx;
+    meta.warmup = o.warmup;
+    meta.thermal_before_json = br.thermal_before_json;
+    char *json = fe_profile_json(br.runs, br.n_runs, &meta);
+    std::string jerr = json ? "" : fe_last_error();
+    fe_bench_result_free(&br);
     fe_session_free(session);
-    if (!ok) {
-        fe_model_free(model);
-        return fail(err);
-    }
-
-    struct stat st;
-    p.tool_version = fe_version();
-    p.llama_cpp_version = fe_llama_version();
-    p.created_at = utc_now();
-    p.model_path = o.model;
-    p.model_sha256 = hex;
-    p.model_type = info.desc;
-    p.model_size_bytes = stat(o.model.c_str(), &st) == 0 ? (int64_t)st.st_size : (int64_t)info.file_size_bytes;
-    p.bits_per_weight = info.bits_per_weight;
-    p.variant = fe_build_variant();
-    p.emulated = o.emulated;
-    p.n_ctx = o.n_ctx;
-    p.n_prompt = (int32_t)prompt.size();
-    p.n_gen = o.n_gen;
-    p.repetitions = o.repetitions;
-    p.warmup = o.warmup;
-    p.load_ms = info.load_ms;
-    p.ttft_ms = median(ttft);
-    p.prefill_tok_s = median(pre);
-    p.prefill_tok_s_min = *std::min_element(pre.begin(), pre.end());
-    p.prefill_tok_s_max = *std::max_element(pre.begin(), pre.end());
-    p.decode_tok_s = median(dec);
-    p.decode_tok_s_min = *std::min_element(dec.begin(), dec.end());
-    p.decode_tok_s_max = *std::max_element(dec.begin(), dec.end());
-    p.token_ms_p50 = fe_percentile(all_tokens.data(), all_tokens.size(), 50.0);
-    p.token_ms_p90 = fe_percentile(all_tokens.data(), all_tokens.size(), 90.0);
-    p.token_ms_p99 = fe_percentile(all_tokens.data(), all_tokens.size(), 99.0);
-    p.e2e_ms = median(e2e);
-    p.peak_rss_mb = fe_peak_rss_mb();
-    p.has_thermal = !p.thermal_before.temps_c.empty() || !p.thermal_before.cur_freq_khz.empty();
     fe_model_free(model);
+    if (!json) return fail("cannot write the profile: " + jerr);
+    std::string text = json;
+    fe_free(json);
 
-    std::string json = profile_json(p);
     if (!o.output.empty()) {
-        if (!write_file(o.output, json, &err)) return fail(err);
+        if (!write_file(o.output, text, &err)) return fail(err);
     } else {
-        fputs(json.c_str(), stdout);
+        fputs(text.c_str(), stdout);
         fflush(stdout);
     }
-    if (!o.json_only) print_table(stderr, p);
+    if (!o.json_only) print_table(stderr, text);
     return 0;
 }

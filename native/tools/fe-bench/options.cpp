@@ -12,10 +12,12 @@ void print_usage(const char *argv0) {
            "through the finllm-edge C API and prints a LatencyProfile JSON (stdout or -o) and a\n"
            "table (stderr).\n\n"
            "  -m, --model PATH        GGUF model (required)\n"
-           "  -t, --threads N         threads (default: CPUs in the affinity mask)\n"
+           "  -t, --threads N         threads (default: the performance cores in the affinity mask)\n"
            "      --cpu-mask HEX      pin the process to these CPUs, e.g. 0x3 = cpu0,cpu1\n"
            "  -p, --n-prompt N        prompt tokens (default 64)\n"
-           "      --prompt-file PATH  take the prompt tokens from this text (repeated to length)\n"
+           "      --prompt-file PATH  take the prompt tokens from this text (repeated to length;\n"
+           "                          default: the library's built-in finance text, fe_bench_text())\n"
+           "      --random-prompt     llama-bench's prompt instead: BOS + fixed pseudo-random token ids\n"
            "  -n, --n-gen N           tokens to generate (default 64; EOS is ignored)\n"
            "  -r, --repetitions N     measured repetitions (default 5)\n"
            "      --warmup N          warm-up repetitions, not measured (default 1)\n"
@@ -73,6 +75,7 @@ int parse_options(int argc, char **argv, BenchOptions *o, std::string *err) {
         else if (a == "-c" || a == "--ctx") { if (!int_opt("-c", 0, 1 << 24, &o->n_ctx)) return 2; }
         else if (a == "-b" || a == "--batch") { if (!int_opt("-b", 1, 1 << 20, &o->n_batch)) return 2; }
         else if (a == "--json-only") o->json_only = true;
+        else if (a == "--random-prompt") o->random_prompt = true;
         else if (a == "--emulated") o->emulated = true;
         else if (a == "-v" || a == "--verbose") o->verbose = true;
         else {

@@ -1,6 +1,6 @@
-/* Small SHA-256 (FIPS 180-4) for model fingerprints in LatencyProfiles. */
-#ifndef FE_BENCH_SHA256_H
-#define FE_BENCH_SHA256_H
+/* Internal: small SHA-256 (FIPS 180-4); the public entry point is fe_file_sha256. */
+#ifndef FE_SHA256_H
+#define FE_SHA256_H
 #include <stddef.h>
 #include <stdint.h>
 #ifdef __cplusplus
@@ -18,7 +18,7 @@ void fe_sha256_init(fe_sha256 *h);
 void fe_sha256_update(fe_sha256 *h, const void *data, size_t n);
 void fe_sha256_final(fe_sha256 *h, unsigned char out[32]);
 /* Hex digest of a file into hex[65]; returns 0 on success, -1 if it cannot be read. */
-int fe_sha256_file(const char *path, char hex[65]);
+int fe_sha256_hex_file(const char *path, char hex[65]);
 
 #ifdef __cplusplus
 }

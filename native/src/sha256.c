@@ -1,4 +1,4 @@
-/* SHA-256 (FIPS 180-4), written for fe-bench. */
+/* SHA-256 (FIPS 180-4) for model fingerprints in LatencyProfiles (fe_file_sha256). */
 #include "sha256.h"
 
 #include <stdio.h>
@@ -75,7 +75,7 @@ void fe_sha256_final(fe_sha256 *h, unsigned char out[32]) {
     }
 }
 
-int fe_sha256_file(const char *path, char hex[65]) {
+int fe_sha256_hex_file(const char *path, char hex[65]) {
     FILE *f = fopen(path, "rb");
     if (!f) return -1;
     size_t cap = 1 << 20;
