@@ -420,6 +420,7 @@ def stage_manifest(ctx: Context) -> None:
     m["parity"] = ctx.parity
     m["quality"] = {k: v for k, v in ctx.quality_meta.items() if k.endswith("_ppl")}
     m["n_params"] = pre.n_params
+    m["disk_estimate_bytes"] = pre.disk_breakdown   # peak estimate checked against free space before the run
     m["architecture"] = pre.arch.name
     ctx.manifest = o.out / "manifest.json"
     atomic.write_json(ctx.manifest, m)
