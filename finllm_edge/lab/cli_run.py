@@ -55,10 +55,20 @@ def sampling_from_args(args: argparse.Namespace):
                            repeat_penalty=args.repeat_penalty, repeat_last_n=args.repeat_last_n, seed=args.seed)
 
 
+def one_line(p: dict) -> str:
+    """The one-line summary `finllm-edge run` prints after the answer."""
+    tag = " [EMULATED]" if p.get("emulated") else ""
+    return (f"[profile{tag}] load {p['load_ms']:.0f} ms | TTFT {p['ttft_ms']:.1f} ms | "
+            f"prefill {p['prefill_tok_s']:.1f} tok/s ({p['n_prompt']} tok) | "
+            f"decode {p['decode_tok_s']:.1f} tok/s ({p['n_gen']} tok) | "
+            f"p50/p90/p99 {p['token_ms_p50']:.1f}/{p['token_ms_p90']:.1f}/{p['token_ms_p99']:.1f} ms | "
+            f"e2e {p['e2e_ms']:.0f} ms | peak RSS {p['peak_rss_mb']:.0f} MB | "
+            f"{p['n_threads']} threads | {p['model_type']} {p['bits_per_weight']:.2f} bpw")
+
+
 def main(args: argparse.Namespace) -> int:
     from finllm_edge.engine import Engine, EngineOptions
     from finllm_edge.onnx_engine import OnnxEngine, is_onnx_model_dir
-    from finllm_edge.profiler import one_line
 
     opts = EngineOptions(n_threads=args.threads, n_ctx=args.ctx, n_batch=args.batch, seed=args.seed)
     engine_cls = OnnxEngine if args.model is not None and is_onnx_model_dir(args.model) else Engine
