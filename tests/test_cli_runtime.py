@@ -21,7 +21,8 @@ def test_cli_verbs_import_nothing_heavy():
 def test_run_with_missing_model_is_a_clean_error(tmp_path, capsys):
     rc = cli.main(["run", str(tmp_path / "missing.gguf"), "-p", "hi", "--max-tokens", "2"])
     assert rc == 2  # a user error (finllm_edge.lab.cli.exit_code)
-    assert "model file not found" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "missing.gguf" in err and err.startswith("finllm-edge run: error:") and "Traceback" not in err
 
 
 @pytest.mark.slow
