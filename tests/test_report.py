@@ -6,22 +6,39 @@ import pytest
 
 from finllm_edge.lab.cli_report import ReportInputError, build_report
 from finllm_edge.lab.estimate import ModelStats, estimate, load_device
-from finllm_edge.profiler import ModelInfo, RunTimings, build_profile
+from finllm_edge.profile import percentile, schema, validate_profile
 
-DEVICE = {"cpu_model": "Intel Xeon", "arch": "x86_64", "cores_total": 2, "cores_used": [0, 1], "affinity": [0, 1],
-          "governor": {}, "max_freq_khz": {}, "mem_total_mb": 24000.0}
+
+def minimal_instance(sch: dict, root: dict):
+    """The smallest value the LatencyProfile schema accepts, built from the schema itself
+    (required fields only), so the synthetic profiles below follow the schema as it changes."""
+    if "$ref" in sch:
+        return minimal_instance(root["$defs"][sch["$ref"].rsplit("/", 1)[-1]], root)
+    if "const" in sch:
+        return sch["const"]
+    types = sch.get("type", "object")
+    kind = next(t for t in (types if isinstance(types, list) else [types]) if t != "null")
+    if kind == "object":
+        return {k: minimal_instance(sch["properties"][k], root) for k in sch.get("required", [])}
+    return {"array": [], "string": "x", "integer": 1, "number": 1.0, "boolean": False}[kind]
 
 
 def make_profile(tmp_path, name, decode_ms, tool="finllm_edge.Engine", emulated=False, variant=None):
     f = tmp_path / name
     f.write_bytes(b"GGUF" + name.encode())
-    t = RunTimings(t_request=0.0, t_prefill_start=0.001, t_prefill_end=0.101, t_first_token=0.102, n_prompt=64)
-    t.token_ms = [decode_ms * (1 + 0.05 * (i % 7)) for i in range(31)]
-    t.n_gen, t.t_end = 32, 0.102 + sum(t.token_ms) / 1e3
-    p = build_profile([t], model=ModelInfo(str(f), 100, "llama ?B Q4_0", 4.5), device=DEVICE, n_threads=2,
-                      n_ctx=256, load_ms=50.0, llama_cpp_version="0.3.36 (test)", variant=variant)
-    p["tool"], p["emulated"] = tool, emulated
-    return p
+    root = schema()
+    p = minimal_instance(root, root)
+    token_ms = [decode_ms * (1 + 0.05 * (i % 7)) for i in range(31)]
+    tg = 1000.0 / (sum(token_ms) / len(token_ms))
+    p.update(tool=tool, emulated=emulated, variant=variant, model_path=str(f), model_type="llama ?B Q4_0",
+             model_sha256="ab" * 32, bits_per_weight=4.5, n_threads=2, n_ctx=256, n_prompt=64, n_gen=32,
+             repetitions=1, warmup=0, load_ms=50.0, ttft_ms=102.0, prefill_tok_s=640.0, prefill_tok_s_min=640.0,
+             prefill_tok_s_max=640.0, decode_tok_s=tg, decode_tok_s_min=tg, decode_tok_s_max=tg, token_ms=token_ms,
+             token_ms_p50=percentile(token_ms, 50), token_ms_p90=percentile(token_ms, 90),
+             token_ms_p99=percentile(token_ms, 99), e2e_ms=102.0 + sum(token_ms), peak_rss_mb=180.0,
+             llama_cpp_version="0.3.36 (test)", created_at="2026-01-01T00:00:00Z")
+    p["device"].update(cpu_model="Intel Xeon", arch="x86_64", cores_total=2, cores_used=[0, 1])
+    return validate_profile(p)
 
 
 def test_report_from_engine_fe_bench_and_qemu_profiles(tmp_path):
