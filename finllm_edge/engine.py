@@ -1,4 +1,4 @@
-"""finllm_edge.Engine: run a GGUF model with llama.cpp and profile every generation.
+"""finllm_edge.Engine: a GGUF model on the C core (libfinllm_edge), profiled on every generation.
 
     from finllm_edge import Engine
 
@@ -7,201 +7,174 @@
             print(piece, end="", flush=True)
         print(engine.last_profile["decode_tok_s"])
 
-Thread safety: one generation at a time per Engine (several Engines may run in one process,
-each on its own thread). `cancel()` may be called from any thread; the running generation
-stops after the token in flight. Breaking out of the iterator (or `stream.close()`) stops it too.
-
-Layers: llama_cpp.llama_cpp (ctypes bindings) -> finllm_edge._llama (owning wrappers) -> here.
+This is a binding, not a runtime: the token loop, sampling and its defaults, stop strings,
+cancel, chat templates, validation and the profile are the core's (native/), the same code
+fe-bench and the Android app run. Thread safety: one generation at a time per Engine (a
+second one while a stream is open is an EngineBusyError); several Engines may run on several
+threads. `cancel()` may be called from any thread and stops a prefill within milliseconds.
 """
 
 from __future__ import annotations
 
-import codecs
+import ctypes as C
 import os
 import threading
 import time
-import weakref
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
-from . import _llama
-from .chat_template import ChatTemplate
-from .device_info import device_block, thermal_snapshot
-from .errors import ContextOverflowError, FinLLMEdgeError, TemplateError
-from .models import default_model_path
-from .profiler import ModelInfo, RunTimings, build_profile
-from .threads import ThreadChoice, choose_threads
-
-_now = time.perf_counter
-
-BENCH_TEXT = (
-    "Quarterly revenue rose 12% while operating margin narrowed as input costs climbed; the "
-    "board kept the dividend, extended the buyback and guided free cash flow toward the top of "
-    "the range, citing lower capital expenditure and a stronger order book in the services unit. "
+from . import _native
+from .backend import (
+    Backend,
+    Completion,
+    GenerationOptions,
+    RunTimes,
+    SamplingOptions,
+    Step,
+    TokenStream,
+    check_max_tokens,
+    normalize_stop,
 )
+from .errors import EngineBusyError, FinLLMEdgeError, InvalidArgumentError
+from .models import default_model_path
+
+__all__ = ["Engine", "EngineOptions", "SamplingOptions", "GenerationOptions", "TokenStream", "Completion"]
 
 
 @dataclass(frozen=True)
 class EngineOptions:
-    """How a model is loaded and how its context is sized."""
+    """How a model is loaded and its session sized. None = the core's default."""
 
-    n_threads: int | None = None  # None: one thread per performance core (finllm_edge.threads)
+    n_threads: int | None = None  # None: one thread per performance core (fe_default_n_threads)
     n_ctx: int = 2048
     n_batch: int = 512
-    n_ubatch: int = 512
-    seed: int | None = None  # default seed of sampled (temperature > 0) generations
+    seed: int | None = None  # default seed of sampled requests (None: a random seed each time)
     use_mmap: bool = True
-    repack: bool = True  # let llama.cpp repack Q4_0/Q4_K weights for the CPU's dot-product kernels
-    flash_attn: bool | None = None  # None: llama.cpp decides
-    threadpool: bool = True  # a persistent ggml threadpool, as llama-bench uses (else one per decode)
-    chat_template: str | None = None  # overrides the GGUF's tokenizer.chat_template
+    chat_template: str | None = None  # Jinja text overriding the GGUF's tokenizer.chat_template
 
 
-@dataclass(frozen=True)
-class SamplingOptions:
-    """temperature <= 0 is greedy (top_k/top_p/min_p are then ignored)."""
-
-    temperature: float = 0.0
-    top_k: int = 40
-    top_p: float = 0.95
-    min_p: float = 0.05
-    repeat_penalty: float = 1.0
-    repeat_last_n: int = 64
-    seed: int | None = None
+def _int_option(name: str, value: Any, lo: int, hi: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
+        rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+        raise InvalidArgumentError(f"{name} = {value!r} is out of range: use an integer {rng}")
+    return value
 
 
-@dataclass(frozen=True)
-class GenerationOptions:
-    max_tokens: int = 256
-    stop: tuple[str, ...] = ()
-    ignore_eos: bool = False  # benchmarks: always generate max_tokens
+class _CoreSteps:
+    """The steps of one request on the core (fe_request_next)."""
 
-
-@dataclass(frozen=True)
-class Completion:
-    text: str
-    tokens: list[int]
-    finish_reason: str
-    profile: dict | None = None
-
-
-class TokenStream:
-    """Iterator of text pieces of one generation; `.text`, `.finish_reason`, `.profile` after it ends."""
-
-    def __init__(self, engine: "Engine", gen: Iterator[str], timings: RunTimings) -> None:
+    def __init__(self, engine: "Engine") -> None:
         self._engine = engine
-        self._gen = gen
-        self.timings = timings
-        self.text = ""
-        self.tokens: list[int] = []
-        self.finish_reason: str | None = None
-        self.thread_id: int | None = None  # the thread that last iterated this stream
-        self._profile: dict | None = None
+        self._ev = _native.TokenEvent()
+        self._open = True
 
-    def __iter__(self) -> "TokenStream":
-        return self
-
-    def __next__(self) -> str:
-        self.thread_id = threading.get_ident()
-        piece = next(self._gen)
-        self.text += piece
-        return piece
+    def next(self) -> Step:
+        L, eng, ev = _native.lib(), self._engine, self._ev
+        with eng._step_lock:
+            if eng._session is None:  # the Engine was closed under this stream
+                self._open = False
+                return Step("", -1, True, "cancelled")
+            st = L.fe_request_next(eng._session, C.byref(ev))
+        if st != _native.FE_OK:
+            self._open = False
+            raise L.error(st, "generation failed")
+        text = C.string_at(ev.text, ev.text_len).decode("utf-8") if ev.text_len else ""
+        reason = L.fe_finish_reason(ev.stop_reason).decode() if ev.done else None
+        if ev.done:
+            self._open = False
+        return Step(text, ev.token, ev.done, reason)
 
     def close(self) -> None:
-        self._gen.close()
+        if self._open:
+            self._open = False
+            with self._engine._step_lock:
+                if self._engine._session is not None:
+                    _native.lib().fe_request_end(self._engine._session)
 
-    @property
-    def running(self) -> bool:
-        return bool(getattr(self._gen, "gi_running", False))
-
-    @property
-    def profile(self) -> dict:
-        """LatencyProfile of this generation (after it ended)."""
-        if self.finish_reason is None:
-            raise FinLLMEdgeError("the generation has not finished; iterate it to the end (or close it) first")
-        if self._profile is None:
-            self._profile = self._engine._profile_for([self.timings])
-        return self._profile
+    def times(self) -> RunTimes:
+        return self._engine._times_of_last()
 
 
-class Engine:
-    """A loaded model and one llama.cpp context. See the module docstring."""
+class Engine(Backend):
+    """A loaded GGUF model and one session of the core. See the module docstring."""
+
+    TOOL = "finllm_edge.Engine"
 
     def __init__(self, model_path: str | os.PathLike | None = None, n_threads: int | None = None,
                  n_ctx: int = 2048, n_batch: int = 512, seed: int | None = None, *,
                  options: EngineOptions | None = None, **kwargs: Any) -> None:
+        super().__init__()
+        self._model = self._session = None
+        self._closed = True
+        self._step_lock = threading.Lock()  # held while the core runs a step; close() waits for none
         if options is None:
-            options = EngineOptions(n_threads=n_threads, n_ctx=n_ctx, n_batch=n_batch, seed=seed, **kwargs)
+            try:
+                options = EngineOptions(n_threads=n_threads, n_ctx=n_ctx, n_batch=n_batch, seed=seed, **kwargs)
+            except TypeError as exc:
+                raise InvalidArgumentError(f"Engine: {exc}") from None
         elif kwargs:
             options = replace(options, **kwargs)
-        if options.n_ctx <= 0:
-            raise ValueError(f"n_ctx must be positive, got {options.n_ctx}")
         self.options = options
+        L = _native.lib()
         self.model_path = Path(model_path) if model_path is not None else default_model_path()
-        self.threads: ThreadChoice = choose_threads(options.n_threads)
-        self._model: _llama.Model | None = None
-        self._ctx: _llama.Context | None = None
-        self._batch: _llama.Batch | None = None
+        sp = L.fe_session_default_params()
+        sp.n_ctx = _int_option("n_ctx", options.n_ctx, 1, 1 << 24)
+        sp.n_batch = _int_option("n_batch", options.n_batch, 1, 1 << 24)
+        if options.n_threads is not None:
+            sp.n_threads = sp.n_threads_batch = _int_option("n_threads", options.n_threads, 1, L.fe_cpu_count())
+        if options.seed is not None:
+            SamplingOptions(seed=options.seed).to_c()  # checks the range now
+        mp = L.fe_model_default_params()
+        mp.use_mmap = bool(options.use_mmap)
+        model = C.c_void_p()
+        t0 = time.perf_counter()
+        L.check(L.fe_model_load(os.fsencode(self.model_path), C.byref(mp), C.byref(model)),
+                f"cannot load {self.model_path}")
+        self._model = model
         self._closed = False
-        self._cancel = threading.Event()
-        self._lock = threading.RLock()
-        self._active: weakref.ReferenceType[TokenStream] | None = None
-        self._busy = False
-        t0 = _now()
         try:
-            self._model = _llama.Model(self.model_path, use_mmap=options.use_mmap, repack=options.repack)
-            self._ctx = _llama.Context(self._model, _llama.ContextParams(
-                n_ctx=options.n_ctx, n_batch=options.n_batch, n_ubatch=options.n_ubatch,
-                n_threads=self.threads.n_threads, n_threads_batch=self.threads.n_threads,
-                flash_attn=options.flash_attn, threadpool=options.threadpool))
-            self._batch = _llama.Batch(self._ctx.n_batch)
+            if options.chat_template is not None:
+                L.check(L.fe_model_set_chat_template(model, options.chat_template.encode("utf-8")),
+                        "EngineOptions.chat_template")
+            session = C.c_void_p()
+            L.check(L.fe_session_create(model, C.byref(sp), C.byref(session)), "cannot create the session")
+            self._session = session
         except BaseException:
             self.close()
             raise
-        self.load_ms = (_now() - t0) * 1e3
-        self.n_ctx = self._ctx.n_ctx
-        m = self._model
-        n_params = max(1, m.n_params())
-        self.model_info = ModelInfo(path=str(self.model_path), size_bytes=self.model_path.stat().st_size,
-                                    model_type=m.desc(), bits_per_weight=8.0 * m.size_bytes() / n_params)
-        self.n_params = n_params
-        self._device = device_block(self.threads)
-        self._template: ChatTemplate | None = None
-        self._last_runs: list[RunTimings] = []
-        self._last_profile: dict | None = None
-        self._last_warmup = 0
-        self._last_thermal: dict | None = None
+        self.load_ms = (time.perf_counter() - t0) * 1e3
+        info = _native.ModelInfo()
+        L.check(L.fe_model_get_info(model, C.byref(info)))
+        self.model_info = info
+        self.n_params = int(info.n_params)
+        self.n_ctx = int(sp.n_ctx)
+        self.n_threads = int(sp.n_threads)
+        self.n_vocab = int(info.n_vocab)
+        self._lock = threading.Lock()  # one call into the session at a time (cancel excepted)
 
     # lifecycle ---------------------------------------------------------------------------
-    def _release_abandoned(self) -> None:
-        """Close a stream the caller dropped or left suspended (not one running in another thread)."""
-        ref = self._active
-        if ref is None:
-            return  # busy with complete()/benchmark() on another thread
-        active = ref()
-        if active is None:
-            self._busy = False  # never started, then garbage-collected
-        elif not active.running and active.thread_id in (None, threading.get_ident()):
-            # suspended in this very thread (the caller broke out of the loop): finish it
-            active.close()
-            self._busy = False
-
     def close(self) -> None:
-        """Free the context and the model. Idempotent. Stop a generation running on another thread first."""
-        lock = getattr(self, "_lock", None)
-        if lock is not None:
-            with lock:
-                if self._busy:
-                    self._release_abandoned()
-                    if self._busy:
-                        raise FinLLMEdgeError("cannot close an Engine while it generates; cancel() first")
-        for name in ("_batch", "_ctx", "_model"):
-            obj = getattr(self, name, None)
-            if obj is not None:
-                obj.close()
-                setattr(self, name, None)
-        self._closed = True
+        """Free the session and the model. Idempotent. An open stream is ended ('cancelled'); closing
+        while another thread is inside a generation step is an EngineBusyError (cancel() first)."""
+        if self._session is None and self._model is None:
+            self._closed = True
+            return
+        if not self._step_lock.acquire(blocking=False):
+            raise EngineBusyError("cannot close an Engine while it generates on another thread; cancel() it and "
+                                  "let that stream finish first")
+        try:
+            L = _native.lib()
+            if self._session is not None:
+                L.fe_request_end(self._session)
+                L.fe_session_free(self._session)
+                self._session = None
+            if self._model is not None:
+                L.fe_model_free(self._model)
+                self._model = None
+            self._closed = True
+        finally:
+            self._step_lock.release()
 
     def __enter__(self) -> "Engine":
         return self
@@ -212,337 +185,212 @@ class Engine:
     def __del__(self) -> None:
         try:
             self.close()
-        except Exception:
+        except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
 
     @property
     def closed(self) -> bool:
         return self._closed
 
+    def _require(self) -> None:
+        if self._closed:
+            raise FinLLMEdgeError("this Engine is closed")
+
     def cancel(self) -> None:
-        """Stop the running generation after the token in flight (safe from any thread)."""
-        self._cancel.set()
+        """Stop the running generation (safe from any thread; a prefill stops within milliseconds)."""
+        if not self._closed and self._session is not None:
+            _native.lib().fe_session_cancel(self._session)
 
     # tokens ------------------------------------------------------------------------------
-    def _require(self) -> tuple[_llama.Model, _llama.Context, _llama.Batch]:
-        if self._closed or self._model is None or self._ctx is None or self._batch is None:
-            raise FinLLMEdgeError("this Engine is closed")
-        return self._model, self._ctx, self._batch
-
     def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = False) -> list[int]:
-        model, _, _ = self._require()
-        return model.tokenize(text, add_special=add_special, parse_special=parse_special)
+        self._require()
+        L = _native.lib()
+        data = text.encode("utf-8")
+        cap = len(data) + 8
+        for _ in range(2):
+            buf = (C.c_int32 * cap)()
+            n = C.c_int32(0)
+            st = L.fe_tokenize(self._model, data, add_special, parse_special, buf, cap, C.byref(n))
+            if st == _native.FE_OK:
+                return list(buf[: n.value])
+            if st != _native.FE_ERR_BUFFER_TOO_SMALL:
+                raise L.error(st, "tokenize")
+            cap = n.value
+        raise FinLLMEdgeError("tokenize: the token count kept growing")
 
-    def detokenize(self, tokens: Sequence[int]) -> str:
-        model, _, _ = self._require()
-        return model.detokenize(list(tokens)).decode("utf-8", errors="replace")
+    def detokenize(self, tokens: Sequence[int], *, special: bool = False) -> str:
+        """Text of token ids; ids outside the vocabulary are an InvalidArgumentError (the core checks)."""
+        self._require()
+        L = _native.lib()
+        arr, n = _native.token_array(_token_list(tokens))
+        raw = _native.read_sized(lambda b, sz, out: L.fe_detokenize(self._model, arr, n, special, b, sz, out),
+                                 "detokenize", 64 + 8 * n)
+        return raw.decode("utf-8", errors="replace")
+
+    def token_piece(self, token: int, *, special: bool = True) -> str:
+        self._require()
+        L = _native.lib()
+        raw = _native.read_sized(lambda b, sz, out: L.fe_token_piece(self._model, int(token), special, b, sz, out),
+                                 "token_piece", 64)
+        return raw.decode("utf-8", errors="replace")
+
+    @property
+    def eos_token(self) -> int:
+        self._require()
+        return int(_native.lib().fe_token_eos(self._model))
+
+    @property
+    def bos_token(self) -> int:
+        self._require()
+        return int(_native.lib().fe_token_bos(self._model))
 
     def metadata(self, key: str) -> str | None:
-        model, _, _ = self._require()
-        return model.meta(key)
+        """A GGUF metadata value as text, None when the key is absent."""
+        self._require()
+        L = _native.lib()
+        try:
+            raw = _native.read_sized(lambda b, sz, out: L.fe_model_meta(self._model, key.encode(), b, sz, out),
+                                     "metadata", 256)
+        except InvalidArgumentError:
+            return None
+        return raw.decode("utf-8", errors="replace")
 
     # chat --------------------------------------------------------------------------------
-    @property
-    def chat_template(self) -> ChatTemplate:
-        if self._template is None:
-            model, _, _ = self._require()
-            source = self.options.chat_template or model.chat_template()
-            if not source:
-                raise TemplateError(f"{self.model_path.name} has no tokenizer.chat_template; pass "
-                                    "EngineOptions(chat_template=...) or use generate() with a raw prompt")
-            self._template = ChatTemplate(
-                source, bos_token=model.token_to_piece(model.bos, special=True).decode("utf-8", "replace"),
-                eos_token=model.token_to_piece(model.eos, special=True).decode("utf-8", "replace"),
-                name=f"chat template of {self.model_path.name}")
-        return self._template
-
     def format_chat(self, messages: Iterable[Mapping[str, Any]], add_generation_prompt: bool = True) -> str:
-        return self.chat_template.render(messages, add_generation_prompt=add_generation_prompt)
+        """The prompt the model's chat template makes of `messages` (rendered by the core)."""
+        self._require()
+        L = _native.lib()
+        arr, n, _keep = _native.chat_array(list(messages))
+        raw = _native.read_sized(
+            lambda b, sz, out: L.fe_chat_format(self._model, arr, n, add_generation_prompt, b, sz, out),
+            "chat template", 1024)
+        return raw.decode("utf-8", errors="replace")
+
+    def count_chat_tokens(self, messages: Iterable[Mapping[str, Any]]) -> int:
+        """Prompt tokens `chat(messages)` would evaluate (template + generation prompt)."""
+        self._require()
+        L = _native.lib()
+        with self._lock:
+            self._start(lambda gp: L.fe_request_start_chat(self._session, *_native.chat_array(list(messages))[:2],
+                                                            C.byref(gp)), GenerationOptions(max_tokens=0),
+                        SamplingOptions())
+            n = C.c_int32(0)
+            L.fe_request_prompt_tokens(self._session, None, 0, C.byref(n))
+            L.fe_request_end(self._session)
+        return int(n.value)
 
     def chat(self, messages: Iterable[Mapping[str, Any]], max_tokens: int = 256, **kwargs: Any) -> TokenStream:
-        """Like generate(), on the prompt the model's own chat template makes of `messages`."""
-        prompt = self.format_chat(messages)
-        bos = self.chat_template.bos_token
-        add_special = not (bos and prompt.startswith(bos))
-        return self.generate(prompt, max_tokens, add_special=add_special, parse_special=True, **kwargs)
+        """Like generate(), on the prompt the model's chat template makes of `messages`."""
+        L = _native.lib()
+        arr, n, keep = _native.chat_array(list(messages))
+        return self._stream(lambda gp: L.fe_request_start_chat(self._session, arr, n, C.byref(gp)), max_tokens,
+                            keep=keep, **kwargs)
 
     # generation --------------------------------------------------------------------------
-    def _sampler_params(self, sampling: SamplingOptions) -> _llama.SamplerParams:
-        seed = sampling.seed if sampling.seed is not None else self.options.seed
-        return _llama.SamplerParams(
-            temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p,
-            min_p=sampling.min_p, repeat_penalty=sampling.repeat_penalty, repeat_last_n=sampling.repeat_last_n,
-            seed=_llama.lc.LLAMA_DEFAULT_SEED if seed is None else seed)
-
-    def _prepare(self, tokens: list[int], gen: GenerationOptions) -> None:
-        if gen.max_tokens < 0:
-            raise ValueError(f"max_tokens must be >= 0, got {gen.max_tokens}")
-        if not tokens:
-            raise ValueError("the prompt is empty (no tokens)")
-        if len(tokens) >= self.n_ctx:
-            raise ContextOverflowError(
-                f"the prompt is {len(tokens)} tokens but the context holds {self.n_ctx} (and at least one "
-                f"generated token); create the Engine with n_ctx > {len(tokens)} or shorten the prompt")
-        with self._lock:
-            if self._busy:
-                self._release_abandoned()
-                if self._busy:
-                    raise FinLLMEdgeError("this Engine is already generating (one generation at a time per "
-                                          "Engine); cancel() it, finish it, or use a second Engine")
-            self._busy = True
-        self._cancel.clear()
-
-    def _token_loop(self, tokens: list[int], gen: GenerationOptions, sampling: _llama.SamplerParams,
-                    t: RunTimings, state: dict) -> Iterator[int]:
-        """Prefill, then sample/decode one token at a time; yields sampled token ids (EOS excluded)."""
-        model, ctx, batch = self._require()
-        sampler = _llama.Sampler(model, sampling)
-        cancel = self._cancel
-        n = len(tokens)
-        try:
-            ctx.clear()
-            t.n_prompt = n
-            t.t_prefill_start = _now()
-            step = ctx.n_batch
-            for i in range(0, n, step):
-                if cancel.is_set():
-                    state["finish"] = "cancelled"
-                    return
-                chunk = tokens[i:i + step]
-                batch.set(chunk, i, logits_last=(i + len(chunk) == n))
-                ctx.decode(batch)
-            t.t_prefill_end = _now()
-            if gen.max_tokens == 0:
-                state["finish"] = "length"
-                return
-            pos = n
-            lat = t.token_ms
-            tok = sampler.sample(ctx)
-            t.t_first_token = _now()
-            t.n_gen = 1
-            while True:
-                if not gen.ignore_eos and model.is_eog(tok):
-                    state["finish"] = "eos"
-                    return
-                yield tok
-                if cancel.is_set():
-                    state["finish"] = "cancelled"
-                    return
-                if t.n_gen >= gen.max_tokens:
-                    state["finish"] = "length"
-                    return
-                if pos >= self.n_ctx:
-                    state["finish"] = "context"
-                    return
-                t0 = _now()
-                batch.set_one(tok, pos)
-                ctx.decode(batch)
-                pos += 1
-                tok = sampler.sample(ctx)
-                lat.append((_now() - t0) * 1e3)
-                t.n_gen += 1
-        finally:
-            t.t_end = _now()
-            sampler.close()
-
-    def _finish(self, t: RunTimings) -> None:
-        self._last_runs = [t]
-        self._last_warmup = 0
-        self._last_profile = None
-        self._last_thermal = None
-        with self._lock:
-            self._busy = False
-
-    def _stream_text(self, token_iter: Iterator[int], stops: tuple[str, ...], t: RunTimings,
-                     state: dict, stream_ref: list) -> Iterator[str]:
-        model = self._model
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        pending = ""
-        stream: TokenStream = stream_ref[0]
-        try:
-            for tok in token_iter:
-                stream.tokens.append(tok)
-                pending += decoder.decode(model.token_to_piece(tok))
-                if not pending:
-                    continue
-                if stops:
-                    cut = _find_stop(pending, stops)
-                    if cut is not None:
-                        state["finish"] = "stop"
-                        if cut:
-                            yield pending[:cut]
-                        pending = ""
-                        return
-                    keep = _stop_prefix_len(pending, stops)
-                    out, pending = pending[:len(pending) - keep], pending[len(pending) - keep:]
-                else:
-                    out, pending = pending, ""
-                if out:
-                    yield out
-            pending += decoder.decode(b"", final=True)
-            if stops:
-                cut = _find_stop(pending, stops)
-                if cut is not None:
-                    state["finish"] = "stop"
-                    pending = pending[:cut]
-            if pending:
-                yield pending
-        finally:
-            token_iter.close()
-            stream.finish_reason = state.get("finish", "cancelled")
-            self._finish(t)
-
-    def generate(self, prompt: str, max_tokens: int = 256, *, temperature: float | None = None,
-                 top_k: int | None = None, top_p: float | None = None, min_p: float | None = None,
-                 repeat_penalty: float | None = None, seed: int | None = None,
-                 stop: Sequence[str] | str | None = None, sampling: SamplingOptions | None = None,
-                 ignore_eos: bool = False, add_special: bool = True, parse_special: bool = False) -> TokenStream:
+    def generate(self, prompt: str, max_tokens: int = 256, *, add_special: bool = True,
+                 parse_special: bool = False, **kwargs: Any) -> TokenStream:
         """Stream the continuation of `prompt` as text pieces (valid UTF-8, stop strings removed).
 
-        Raises ContextOverflowError right away when the prompt does not fit in n_ctx.
+        Sampling: temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, seed (or
+        sampling=SamplingOptions(...)); stop=[...]; ignore_eos. Raises ContextOverflowError
+        right away when the prompt does not fit in n_ctx, InvalidArgumentError for an option
+        out of range, EngineBusyError while another generation of this Engine is open.
         """
-        t = RunTimings(t_request=_now())
-        sampling = _merge_sampling(sampling, temperature, top_k, top_p, min_p, repeat_penalty, seed)
-        stops = _stops(stop)
-        gen = GenerationOptions(max_tokens=max_tokens, stop=stops, ignore_eos=ignore_eos)
-        tokens = self.tokenize(prompt, add_special=add_special, parse_special=parse_special)
-        self._prepare(tokens, gen)
-        state: dict = {}
-        try:
-            token_iter = self._token_loop(tokens, gen, self._sampler_params(sampling), t, state)
-        except BaseException:
-            self._finish(t)
-            raise
-        ref: list = []
-        stream = TokenStream(self, self._stream_text(token_iter, stops, t, state, ref), t)
-        ref.append(stream)
-        self._active = weakref.ref(stream)
-        return stream
+        if not isinstance(prompt, str):
+            raise InvalidArgumentError(f"prompt must be str, got {type(prompt).__name__}")
+        L = _native.lib()
+        data = prompt.encode("utf-8")
 
-    def complete(self, prompt: str, max_tokens: int = 256, *, stop: Sequence[str] | str | None = None,
-                 sampling: SamplingOptions | None = None, ignore_eos: bool = False, add_special: bool = True,
-                 parse_special: bool = False, **sampling_kw: Any) -> Completion:
-        """Non-streaming: the whole answer at once (detokenized in one call), with its profile."""
-        t = RunTimings(t_request=_now())
-        sampling = _merge_sampling(sampling, **sampling_kw)
-        stops = _stops(stop)
-        gen = GenerationOptions(max_tokens=max_tokens, stop=stops, ignore_eos=ignore_eos)
-        tokens = self.tokenize(prompt, add_special=add_special, parse_special=parse_special)
-        self._prepare(tokens, gen)
-        self._active = None
-        state: dict = {}
-        out: list[int] = []
-        raw = bytearray()
-        stop_bytes = [s.encode("utf-8") for s in stops]
-        longest = max((len(s) for s in stop_bytes), default=0)
-        try:
-            loop = self._token_loop(tokens, gen, self._sampler_params(sampling), t, state)
-            for tok in loop:
-                out.append(tok)
-                if stop_bytes:
-                    start = max(0, len(raw) - longest)
-                    raw += self._model.token_to_piece(tok)
-                    if any(raw.find(s, start) >= 0 for s in stop_bytes):
-                        state["finish"] = "stop"
-                        loop.close()
-                        break
-        finally:
-            self._finish(t)
-        text = self._model.detokenize(out).decode("utf-8", errors="replace")
-        if stops:
-            cut = _find_stop(text, stops)
-            if cut is not None:
-                text = text[:cut]
-        return Completion(text=text, tokens=out, finish_reason=state.get("finish", "cancelled"),
-                          profile=self.last_profile)
+        def start(gp):
+            gp.add_special, gp.parse_special = bool(add_special), bool(parse_special)
+            return L.fe_request_start(self._session, data, C.byref(gp))
+
+        return self._stream(start, max_tokens, **kwargs)
+
+    def generate_tokens(self, tokens: Sequence[int], max_tokens: int = 256, **kwargs: Any) -> TokenStream:
+        """Like generate(), from prompt token ids."""
+        L = _native.lib()
+        arr, n = _native.token_array(_token_list(tokens))
+        return self._stream(lambda gp: L.fe_request_start_tokens(self._session, arr, n, C.byref(gp)), max_tokens,
+                            **kwargs)
+
+    def _stream(self, start, max_tokens: int, *, stop: Sequence[str] | str | None = None,
+                sampling: SamplingOptions | None = None, ignore_eos: bool = False, keep: Any = None,
+                temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+                min_p: float | None = None, repeat_penalty: float | None = None, repeat_last_n: int | None = None,
+                seed: int | None = None) -> TokenStream:
+        gen = GenerationOptions(max_tokens=check_max_tokens(max_tokens), stop=normalize_stop(stop),
+                                ignore_eos=bool(ignore_eos))
+        s = (sampling or SamplingOptions()).merged(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                                                   repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n,
+                                                   seed=seed)
+        with self._lock:
+            self._start(start, gen, s)
+        return TokenStream(self, _CoreSteps(self))
+
+    def _start(self, start, gen: GenerationOptions, sampling: SamplingOptions) -> None:
+        self._require()
+        L = _native.lib()
+        gp = L.fe_generate_default_params()
+        gp.max_tokens = gen.max_tokens
+        stops, n_stop, _keep = _native.stop_array(gen.stop)
+        gp.stop = C.cast(stops, C.POINTER(C.c_char_p)) if stops is not None else None
+        gp.n_stop = n_stop
+        gp.ignore_eos = gen.ignore_eos
+        gp.sampling = sampling.to_c(self.options.seed)
+        L.check(start(gp))
+
+    def _times_of_last(self) -> RunTimes:
+        L = _native.lib()
+        p = _native.Profile()
+        L.check(L.fe_session_get_profile(self._session, C.byref(p)))
+        return RunTimes(ttft_ms=p.ttft_ms, prefill_ms=p.prefill_ms, e2e_ms=p.e2e_ms, n_prompt=p.n_prompt,
+                        n_gen=p.n_gen, token_ms=[p.token_ms[i] for i in range(p.n_token_ms)])
 
     # profiles ----------------------------------------------------------------------------
-    def _profile_for(self, runs: list[RunTimings], warmup: int = 0, thermal: dict | None = None) -> dict:
-        if thermal is None:
-            after = thermal_snapshot()
-            thermal = {"after": after} if after else None
-        return build_profile(runs, model=self.model_info, device=self._device, n_threads=self.threads.n_threads,
-                             n_ctx=self.n_ctx, load_ms=self.load_ms, warmup=warmup, thermal=thermal)
-
-    @property
-    def last_profile(self) -> dict | None:
-        """LatencyProfile of the last finished generation or benchmark (None before the first)."""
-        if not self._last_runs:
-            return None
-        if self._last_profile is None:
-            self._last_profile = self._profile_for(self._last_runs, self._last_warmup, self._last_thermal)
-        return self._last_profile
+    def _profile_meta(self, meta: _native.ProfileMeta) -> None:
+        meta.model = self._model
+        meta.model_path = os.fsencode(self.model_path)
 
     def benchmark_tokens(self, n_prompt: int) -> list[int]:
-        """A deterministic prompt of exactly n_prompt tokens (finance text, repeated)."""
-        text = BENCH_TEXT
+        """The core's deterministic benchmark prompt (finance text) cut to exactly n_prompt tokens."""
+        text = _native.lib().fe_bench_text().decode()
         tokens = self.tokenize(text, add_special=False)
         while len(tokens) < n_prompt:
-            text += BENCH_TEXT
-            tokens = self.tokenize(text, add_special=False)
+            tokens += tokens
         return tokens[:n_prompt]
 
     def benchmark(self, n_prompt: int = 64, n_gen: int = 64, repetitions: int = 3, warmup: int = 1) -> dict:
-        """llama-bench-like: warm-up runs, then `repetitions` of prefill n_prompt + greedy decode n_gen."""
-        if n_prompt < 1 or n_gen < 1 or repetitions < 1 or warmup < 0:
-            raise ValueError("n_prompt, n_gen and repetitions must be >= 1 and warmup >= 0")
-        if n_prompt + n_gen > self.n_ctx:
-            raise ContextOverflowError(f"n_prompt + n_gen = {n_prompt + n_gen} exceeds n_ctx = {self.n_ctx}")
-        tokens = self.benchmark_tokens(n_prompt)
-        before = thermal_snapshot()
-        runs: list[RunTimings] = []
-        greedy = self._sampler_params(SamplingOptions(temperature=0.0))
-        gen = GenerationOptions(max_tokens=n_gen, ignore_eos=True)
-        for i in range(warmup + repetitions):
-            t = RunTimings(t_request=_now())
-            self._prepare(tokens, gen)
-            self._active = None
-            state: dict = {}
-            try:
-                for _ in self._token_loop(tokens, gen, greedy, t, state):
-                    pass
-            finally:
-                with self._lock:
-                    self._busy = False
-            if state.get("finish") == "cancelled":
-                raise FinLLMEdgeError("benchmark cancelled")
-            if i >= warmup:
-                runs.append(t)
-        after = thermal_snapshot()
-        self._last_runs, self._last_warmup = runs, warmup
-        self._last_thermal = {"before": before, "after": after} if (before or after) else None
-        self._last_profile = None
-        return self.last_profile
+        """llama-bench-like (the core's fe_benchmark, as fe-bench runs it): `warmup` + `repetitions`
+        runs of prefill n_prompt + greedy decode n_gen; returns their LatencyProfile."""
+        self._require()
+        L = _native.lib()
+        bp = L.fe_bench_default_params()
+        bp.n_prompt = _int_option("n_prompt", n_prompt, 1)
+        bp.n_gen = _int_option("n_gen", n_gen, 1)
+        bp.repetitions = _int_option("repetitions", repetitions, 1)
+        bp.warmup = _int_option("warmup", warmup, 0)
+        res = _native.BenchResult()
+        with self._lock:
+            L.check(L.fe_benchmark(self._session, C.byref(bp), C.byref(res)), "benchmark")
+        try:
+            runs = []
+            for i in range(res.n_runs):
+                r = res.runs[i]
+                runs.append(RunTimes(r.ttft_ms, r.prefill_ms, r.e2e_ms, r.n_prompt, r.n_gen,
+                                     [r.token_ms[k] for k in range(r.n_token_ms)]))
+            before = C.string_at(res.thermal_before_json).decode() if res.thermal_before_json else None
+        finally:
+            L.fe_bench_result_free(C.byref(res))
+        return self._set_benchmark(runs, int(warmup), before)
 
 
-def _merge_sampling(base: SamplingOptions | None, temperature: float | None = None, top_k: int | None = None,
-                    top_p: float | None = None, min_p: float | None = None, repeat_penalty: float | None = None,
-                    seed: int | None = None) -> SamplingOptions:
-    s = base or SamplingOptions()
-    changes = {k: v for k, v in dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                                     repeat_penalty=repeat_penalty, seed=seed).items() if v is not None}
-    return replace(s, **changes) if changes else s
-
-
-def _stops(stop: Sequence[str] | str | None) -> tuple[str, ...]:
-    if stop is None:
-        return ()
-    if isinstance(stop, str):
-        stop = (stop,)
-    return tuple(s for s in stop if s)
-
-
-def _find_stop(text: str, stops: tuple[str, ...]) -> int | None:
-    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
-    return min(hits) if hits else None
-
-
-def _stop_prefix_len(text: str, stops: tuple[str, ...]) -> int:
-    """Length of the longest suffix of `text` that is a proper prefix of some stop string."""
-    best = 0
-    for s in stops:
-        for k in range(min(len(s) - 1, len(text)), best, -1):
-            if text.endswith(s[:k]):
-                best = k
-                break
-    return best
+def _token_list(tokens: Sequence[int]) -> list[int]:
+    out = []
+    for t in tokens:
+        if isinstance(t, bool) or not isinstance(t, int):
+            raise InvalidArgumentError(f"token ids must be integers, got {t!r}")
+        if not -(2**31) <= t < 2**31:
+            raise InvalidArgumentError(f"token id {t} is outside the vocabulary")
+        out.append(t)
+    return out

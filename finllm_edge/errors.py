@@ -39,3 +39,27 @@ class UnsupportedArchitectureError(ConversionError):
 
 class AdapterMismatchError(ConversionError):
     pass
+
+
+class InvalidArgumentError(FinLLMEdgeError, ValueError):
+    """An option or argument out of its valid range (the message names it and the range)."""
+
+
+class EngineBusyError(FinLLMEdgeError, RuntimeError):
+    """The engine already runs a generation: finish it, close it or cancel() it first."""
+
+
+class CancelledError(FinLLMEdgeError, RuntimeError):
+    """The generation was cancelled."""
+
+
+class DecodeError(FinLLMEdgeError, RuntimeError):
+    """llama.cpp failed to evaluate a batch."""
+
+
+class NativeMemoryError(FinLLMEdgeError, MemoryError):
+    """The core ran out of memory."""
+
+
+class NativeError(FinLLMEdgeError, RuntimeError):
+    """An unexpected failure inside the core (the message says where)."""

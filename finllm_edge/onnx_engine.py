@@ -1,4 +1,4 @@
-"""OnnxEngine: the onnxruntime-genai runtime with the GGUF Engine's interface and LatencyProfile.
+"""OnnxEngine: an int4 ONNX model (onnxruntime-genai) behind the same backend protocol as Engine.
 
     from finllm_edge.onnx_engine import OnnxEngine
     with OnnxEngine("out/onnx-int4", n_threads=2) as eng:
@@ -7,33 +7,32 @@
             print(piece, end="", flush=True)
         print(stream.profile["decode_tok_s"])        # same as eng.last_profile
 
-Same surface as finllm_edge.Engine: generate() -> a stream of text pieces (.text, .finish_reason,
-.profile, .close()), chat(messages) with the folder's chat template rendered in the project's Jinja
-sandbox, metadata("tokenizer.chat_template"), benchmark(n_prompt, n_gen, repetitions, warmup),
-cancel() from any thread, close() and a context manager. Temperature <= 0 is greedy, otherwise
-top-k/top-p sampling with a seed. Stop strings end the stream (the stop text is not yielded).
-One generation at a time per engine. Profiles are built by finllm_edge.profiler (same schema;
-tool "finllm_edge.OnnxEngine", model_type "onnx-int4", llama_cpp_version "n/a (onnxruntime-genai X)").
-
-The folder is checked by `onnx_validate.validate_model_dir` before onnxruntime-genai opens it.
-onnxruntime_genai is imported lazily, so `import finllm_edge` never needs it.
+Everything a caller sees is finllm_edge.backend's (stream, completions, profiles), and the
+rules are the core's: stop strings and UTF-8 (fe_text_stream), chat templates (fe_chat_render),
+sampling defaults and checks (fe_sampling_default_params), finish reasons, the LatencyProfile
+writer (fe_profile_json). This module only turns onnxruntime-genai's generator into steps.
+Where ONNX Runtime differs: no min_p (an explicit min_p > 0 is refused), and the folder's
+tokenizer instead of llama.cpp's. onnxruntime_genai is imported lazily.
 """
 
 from __future__ import annotations
 
+import ctypes as C
 import json
+import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
-from .device_info import device_block, thermal_snapshot
-from .errors import ContextOverflowError, FinLLMEdgeError, ModelNotFoundError
+from . import _native
+from .backend import Backend, GenerationOptions, RunTimes, SamplingOptions, Step, TokenStream, check_max_tokens
+from .backend import normalize_stop
+from .chat import render_chat_template
+from .errors import ContextOverflowError, EngineBusyError, FinLLMEdgeError, InvalidArgumentError
+from .errors import ModelNotFoundError, TemplateError
 from .onnx_validate import validate_model_dir
-from .profiler import ModelInfo, RunTimings, build_profile
-from .threads import choose_threads
 
-TOOL = "finllm_edge.OnnxEngine"
 DEFAULT_CTX = 2048
 _now = time.perf_counter
 
@@ -54,70 +53,118 @@ def is_onnx_model_dir(path) -> bool:
     return p.is_dir() and (p / "genai_config.json").exists()
 
 
-class OnnxStream:
-    """Iterator of text pieces of one generation; `.text`, `.finish_reason`, `.profile` after it ends."""
+class _OnnxSteps:
+    """One generation of onnxruntime-genai as steps; text through the core's fe_text_stream."""
 
-    def __init__(self, engine: "OnnxEngine", gen: Iterator[str], timings: RunTimings) -> None:
-        self._engine, self._gen, self.timings = engine, gen, timings
-        self.text = ""
-        self.tokens: list[int] = []
-        # filled by the engine's generator; the generator never references this object, so
-        # dropping the stream (e.g. `break` in a for loop) closes the generation at once
-        self._state: dict = {}
-        self._profile: dict | None = None
+    def __init__(self, engine: "OnnxEngine", ids: list[int], gen: GenerationOptions, search: dict) -> None:
+        L = _native.lib()
+        self._engine, self._ids, self._gen, self._search = engine, ids, gen, search
+        self._t = RunTimes(n_prompt=len(ids), token_ms=[])
+        self._t_start = _now()
+        stops, n, self._keep = _native.stop_array(gen.stop)
+        self._ts = L.fe_text_stream_new(C.cast(stops, C.POINTER(C.c_char_p)) if stops is not None else None, n)
+        if not self._ts:
+            raise L.error(-4, "fe_text_stream_new")
+        self._gen_obj = None
+        self._decoder = None
+        self._t_prev = 0.0
+        self._open = True
 
-    @property
-    def finish_reason(self) -> str | None:
-        """'length', 'eos', 'stop' or 'cancelled' once the generation ended, else None."""
-        return self._state.get("ended")
+    def _text(self, fn, *args) -> str:
+        out, n = C.c_void_p(), C.c_size_t(0)
+        _native.lib().check(fn(self._ts, *args, C.byref(out), C.byref(n)))
+        return C.string_at(out, n.value).decode("utf-8") if n.value else ""
 
-    def __iter__(self) -> "OnnxStream":
-        return self
+    def _finish(self, reason: str, text: str = "", token: int = -1) -> Step:
+        if reason != "cancelled":  # the held-back rest (nothing after a stop string: the core knows)
+            text += self._text(_native.lib().fe_text_stream_finish)
+        self.close()
+        return Step(text, token, True, reason)
 
-    def __next__(self) -> str:
-        piece = next(self._gen)
-        self.text += piece
-        return piece
+    def next(self) -> Step:
+        eng = self._engine
+        if eng._cancel.is_set():
+            return self._finish("cancelled")
+        if self._gen_obj is None:  # prefill
+            og = _og()
+            params = og.GeneratorParams(eng._model)
+            params.set_search_options(**self._search)
+            self._gen_obj = og.Generator(eng._model, params)
+            self._decoder = eng._tokenizer.create_stream()
+            t0 = _now()
+            self._gen_obj.append_tokens(self._ids)
+            self._t.prefill_ms = (_now() - t0) * 1e3
+            if self._gen.max_tokens == 0:
+                return self._finish("length")
+        if self._t.n_gen >= self._gen.max_tokens or len(self._ids) + self._t.n_gen >= eng.n_ctx:
+            return self._finish("length")
+        if self._gen_obj.is_done():
+            return self._finish("stop")
+        self._gen_obj.generate_next_token()
+        token = int(self._gen_obj.get_next_tokens()[0])
+        now = _now()
+        if self._t.n_gen == 0:
+            self._t.ttft_ms = (now - self._t_start) * 1e3
+        else:
+            self._t.token_ms.append((now - self._t_prev) * 1e3)
+        self._t_prev = now
+        if token in eng._eos and not self._gen.ignore_eos:
+            return self._finish("stop")
+        self._t.n_gen += 1
+        piece = self._decoder.decode(token).encode("utf-8")
+        stopped = C.c_bool(False)
+        out, n = C.c_void_p(), C.c_size_t(0)
+        L = _native.lib()
+        L.check(L.fe_text_stream_push(self._ts, piece, len(piece), C.byref(out), C.byref(n), C.byref(stopped)))
+        text = C.string_at(out, n.value).decode("utf-8") if n.value else ""
+        if stopped.value:
+            return self._finish("stop", text, token)
+        return Step(text, token)
 
     def close(self) -> None:
-        self._gen.close()
+        if self._open:
+            self._open = False
+            self._t.e2e_ms = (_now() - self._t_start) * 1e3
+            if self._t.n_gen == 0:
+                self._t.ttft_ms = self._t.e2e_ms
+            _native.lib().fe_text_stream_free(self._ts)
+            self._ts = None
+            self._gen_obj = None
+            self._engine._release()
 
-    @property
-    def profile(self) -> dict:
-        if self.finish_reason is None:
-            raise FinLLMEdgeError("the generation has not finished; iterate it to the end (or close it) first")
-        if self._profile is None:
-            self._profile = self._engine._profile_for([self.timings])
-        return self._profile
+    def times(self) -> RunTimes:
+        return self._t
 
 
-class OnnxEngine:
+class OnnxEngine(Backend):
     """A loaded onnxruntime-genai model. See the module docstring."""
+
+    TOOL = "finllm_edge.OnnxEngine"
 
     def __init__(self, model_dir, n_threads: int | None = None, n_ctx: int = DEFAULT_CTX, seed: int | None = None,
                  *, options: Any = None) -> None:
-        if options is not None:  # a finllm_edge.engine.EngineOptions (duck-typed: no llama_cpp import)
+        super().__init__()
+        if options is not None:  # a finllm_edge.engine.EngineOptions
             n_threads, n_ctx, seed = options.n_threads, options.n_ctx, options.seed
+        L = _native.lib()
         og = _og()
         self.info = validate_model_dir(model_dir)
         self.model_dir = Path(model_dir)
         self.model_path = self.info.model_path
-        self.threads = choose_threads(n_threads)
-        self.n_threads = self.threads.n_threads
+        if n_threads is None:
+            n_threads = int(L.fe_default_n_threads())
+        if isinstance(n_threads, bool) or not isinstance(n_threads, int) or not 1 <= n_threads <= L.fe_cpu_count():
+            raise InvalidArgumentError(f"n_threads = {n_threads!r} is out of range: use 1..{L.fe_cpu_count()} "
+                                       "(the CPUs online)")
+        if isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx < 1:
+            raise InvalidArgumentError(f"n_ctx = {n_ctx!r} is out of range: use an integer >= 1")
+        self.n_threads = n_threads
         self.n_ctx = int(min(n_ctx, self.info.genai_config["model"].get("context_length", n_ctx)))
-        self.seed = 0 if seed is None else int(seed)
-        self.model_info = ModelInfo(path=str(self.info.model_path), size_bytes=self.info.size_bytes,
-                                    model_type=f"onnx-{self.info.precision}",
-                                    bits_per_weight=self.info.bits_per_weight)
-        self._device = device_block(self.threads)
+        self.seed = seed
         self._cancel = threading.Event()
         self._lock = threading.Lock()
         self._busy = False
         self._closed = False
-        self._last_runs: list[RunTimings] = []
-        self._last_warmup = 0
-        self._last_thermal: dict | None = None
-        self._last_profile: dict | None = None
         t0 = _now()
         try:
             config = og.Config(str(self.model_dir))
@@ -156,17 +203,22 @@ class OnnxEngine:
         """Stop the running generation after its current token (safe from any thread)."""
         self._cancel.set()
 
-    # text ----------------------------------------------------------------------------------
-    def _require(self):
+    def _require(self) -> None:
         if self._closed:
             raise FinLLMEdgeError("this OnnxEngine is closed; create a new one")
-        return self._model, self._tokenizer
 
+    def _release(self) -> None:
+        with self._lock:
+            self._busy = False
+
+    # text ----------------------------------------------------------------------------------
     def tokenize(self, text: str) -> list[int]:
-        return [int(t) for t in self._require()[1].encode(text)]
+        self._require()
+        return [int(t) for t in self._tokenizer.encode(text)]
 
     def detokenize(self, tokens: Sequence[int]) -> str:
-        return self._require()[1].decode(list(tokens))
+        self._require()
+        return self._tokenizer.decode(list(tokens))
 
     def metadata(self, key: str) -> str | None:
         if key == "tokenizer.chat_template":
@@ -178,187 +230,111 @@ class OnnxEngine:
                 return json.loads(cfg.read_text(encoding="utf-8")).get("chat_template")
         return None
 
-    def format_chat(self, messages: Iterable[Mapping[str, Any]], add_generation_prompt: bool = True) -> str:
-        from .chat_template import ChatTemplate
-        from .errors import TemplateError
+    def _special_token(self, name: str) -> str:
+        cfg = self.model_dir / "tokenizer_config.json"
+        tok = json.loads(cfg.read_text(encoding="utf-8")).get(name) if cfg.is_file() else None
+        if isinstance(tok, dict):
+            tok = tok.get("content")
+        return tok if isinstance(tok, str) else ""
 
+    def format_chat(self, messages: Iterable[Mapping[str, Any]], add_generation_prompt: bool = True) -> str:
+        """The folder's chat template rendered by the core (fe_chat_render), as for GGUF models."""
         source = self.metadata("tokenizer.chat_template")
         if not source:
             raise TemplateError(f"{self.model_dir} has no chat template; use generate() with a raw prompt")
-        return ChatTemplate(source, name=f"{self.model_dir.name} chat template").render(
-            messages, add_generation_prompt=add_generation_prompt)
+        return render_chat_template(source, messages, add_generation_prompt=add_generation_prompt,
+                                    bos_token=self._special_token("bos_token"),
+                                    eos_token=self._special_token("eos_token"))
 
-    def chat(self, messages: Iterable[Mapping[str, Any]], max_tokens: int = 256, **kwargs: Any) -> OnnxStream:
+    def chat(self, messages: Iterable[Mapping[str, Any]], max_tokens: int = 256, **kwargs: Any) -> TokenStream:
         return self.generate(self.format_chat(messages), max_tokens, **kwargs)
 
     # generation ----------------------------------------------------------------------------
-    def generate(self, prompt: str, max_tokens: int = 256, *, temperature: float | None = None,
-                 top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-                 stop: Sequence[str] | str | None = None, sampling: Any = None, ignore_eos: bool = False,
-                 **_llama_only: Any) -> OnnxStream:
-        """Stream the continuation of `prompt` as text pieces (stop strings removed).
-
-        `sampling` may be a finllm_edge.engine.SamplingOptions; explicit keywords override it.
-        Keywords only the llama.cpp Engine honours (min_p, repeat_penalty, add_special, ...) are ignored.
-        """
+    def generate(self, prompt: str, max_tokens: int = 256, *, stop: Sequence[str] | str | None = None,
+                 sampling: SamplingOptions | None = None, ignore_eos: bool = False,
+                 temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+                 min_p: float | None = None, repeat_penalty: float | None = None, repeat_last_n: int | None = None,
+                 seed: int | None = None, add_special: bool = True, parse_special: bool = False) -> TokenStream:
+        """Stream the continuation of `prompt` (the same contract as Engine.generate)."""
         self._require()
-        if max_tokens < 1:
-            raise ValueError("max_tokens must be >= 1")
-        pick = lambda v, name, d: v if v is not None else getattr(sampling, name, d)  # noqa: E731
-        search = dict(temperature=pick(temperature, "temperature", 0.0), top_k=pick(top_k, "top_k", 40),
-                      top_p=pick(top_p, "top_p", 0.95), seed=pick(seed, "seed", None))
-        stops = [stop] if isinstance(stop, str) else [s for s in (stop or []) if s]
-        t = RunTimings(t_request=_now())
+        gen = GenerationOptions(max_tokens=check_max_tokens(max_tokens), stop=normalize_stop(stop),
+                                ignore_eos=bool(ignore_eos))
+        s = (sampling or SamplingOptions()).merged(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                                                   repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n,
+                                                   seed=seed)
+        if s.min_p:
+            raise InvalidArgumentError("min_p is not supported by onnxruntime-genai: leave it unset or pass min_p=0")
+        p = s.to_c(self.seed)  # the core's defaults and range checks
         ids = self.tokenize(prompt)
-        if len(ids) + max_tokens > self.n_ctx:
+        if not ids:
+            raise InvalidArgumentError("the prompt has no tokens")
+        if len(ids) >= self.n_ctx:
             raise ContextOverflowError(
-                f"prompt ({len(ids)} tokens) + max_tokens ({max_tokens}) exceed the context of {self.n_ctx}; "
-                "shorten the prompt, lower max_tokens or raise n_ctx")
+                f"the prompt has {len(ids)} tokens but the context holds n_ctx = {self.n_ctx} (and the answer needs "
+                "room too); shorten the prompt or raise n_ctx")
+        search: dict = {"max_length": min(self.n_ctx, len(ids) + max(gen.max_tokens, 1)), "batch_size": 1}
+        if gen.ignore_eos:
+            search["min_length"] = search["max_length"]
+        if p.repeat_penalty != 1.0:
+            search["repetition_penalty"] = float(p.repeat_penalty)
+        if p.temperature > 0:
+            seed_v = p.seed if p.seed != _native.FE_SEED_RANDOM else int.from_bytes(os.urandom(4), "little") >> 1
+            search.update(do_sample=True, temperature=float(p.temperature), top_k=int(p.top_k),
+                          top_p=float(p.top_p), random_seed=int(seed_v) & 0x7FFFFFFF)
+        else:
+            search["do_sample"] = False
         with self._lock:
             if self._busy:
-                raise FinLLMEdgeError("this OnnxEngine is already generating; use one engine per thread")
+                raise EngineBusyError("this OnnxEngine is already generating (one generation at a time): finish, "
+                                      "close or cancel() the open stream first")
             self._busy = True
         self._cancel.clear()
-        stream = OnnxStream(self, iter(()), t)
-        stream._gen = self._run(ids, max_tokens, search, stops, ignore_eos, t, stream.tokens, stream._state)
-        return stream
-
-    def _search_options(self, n_prompt, max_tokens, search, ignore_eos) -> dict:
-        opts: dict = {"max_length": n_prompt + max_tokens, "batch_size": 1}
-        if ignore_eos:
-            opts["min_length"] = n_prompt + max_tokens
-        if search["temperature"] and search["temperature"] > 0:
-            seed = self.seed if search["seed"] is None else search["seed"]
-            opts.update(do_sample=True, temperature=float(search["temperature"]), top_k=int(search["top_k"]),
-                        top_p=float(search["top_p"]), random_seed=int(seed))
-        else:
-            opts["do_sample"] = False
-        return opts
-
-    def _tokens(self, ids, max_tokens, search, ignore_eos, t: RunTimings, state: dict) -> Iterator[int]:
-        """Prefill, then yield sampled token ids; records the timings in `t`."""
-        og = _og()
-        model, tokenizer = self._require()
-        params = og.GeneratorParams(model)
-        params.set_search_options(**self._search_options(len(ids), max_tokens, search, ignore_eos))
-        gen = og.Generator(model, params)
-        t.n_prompt = len(ids)
-        t.t_prefill_start = _now()
-        gen.append_tokens(ids)
-        t.t_prefill_end = _now()
-        state["finish"] = "length"
-        while t.n_gen < max_tokens:
-            if self._cancel.is_set():
-                state["finish"] = "cancelled"
-                return
-            if gen.is_done():
-                state["finish"] = "eos"
-                return
-            t0 = _now()
-            gen.generate_next_token()
-            token = int(gen.get_next_tokens()[0])
-            now = _now()
-            if t.n_gen == 0:
-                t.t_first_token = now
-            else:
-                t.token_ms.append((now - t0) * 1e3)
-            t.n_gen += 1
-            if token in self._eos and not ignore_eos:
-                state["finish"] = "eos"
-                return
-            yield token
-
-    def _run(self, ids, max_tokens, search, stops, ignore_eos, t: RunTimings, tokens: list[int],
-             state: dict) -> Iterator[str]:
-        state["finish"] = "cancelled"
-        hold = max((len(s) for s in stops), default=0)
         try:
-            decoder = self._require()[1].create_stream()
-            pending = ""
-            for token in self._tokens(ids, max_tokens, search, ignore_eos, t, state):
-                tokens.append(token)
-                pending += decoder.decode(token)
-                cut = min((i for i in (pending.find(s) for s in stops) if i >= 0), default=-1)
-                if cut >= 0:
-                    state["finish"] = "stop"
-                    if pending[:cut]:
-                        yield pending[:cut]
-                    pending = ""
-                    break
-                safe = len(pending) - (hold - 1) if hold else len(pending)
-                if safe > 0:
-                    yield pending[:safe]
-                    pending = pending[safe:]
-            if pending and state["finish"] != "cancelled":
-                yield pending
-        finally:  # normal end, error, or the caller broke out (GeneratorExit)
-            t.t_end = _now()
-            state["ended"] = state["finish"]
-            self._finish([t])
-
-    def _finish(self, runs: list[RunTimings], warmup: int = 0, thermal: dict | None = None) -> None:
-        if runs and runs[-1].n_gen:
-            self._last_runs, self._last_warmup, self._last_thermal = runs, warmup, thermal
-            self._last_profile = None
-        with self._lock:
-            self._busy = False
+            steps = _OnnxSteps(self, ids, gen, search)
+        except BaseException:
+            self._release()
+            raise
+        return TokenStream(self, steps)
 
     # profiles ------------------------------------------------------------------------------
-    def _profile_for(self, runs: list[RunTimings], warmup: int = 0, thermal: dict | None = None) -> dict:
-        if thermal is None:
-            after = thermal_snapshot()
-            thermal = {"after": after} if after else None
-        profile = build_profile(runs, model=self.model_info, device=self._device, n_threads=self.n_threads,
-                                n_ctx=self.n_ctx, load_ms=self.load_ms, warmup=warmup, thermal=thermal,
-                                llama_cpp_version=f"n/a (onnxruntime-genai {self._og_version})")
-        profile["tool"] = TOOL
-        return profile
-
-    @property
-    def last_profile(self) -> dict | None:
-        """LatencyProfile of the last finished generation or benchmark (None before the first)."""
-        if not self._last_runs:
-            return None
-        if self._last_profile is None:
-            self._last_profile = self._profile_for(self._last_runs, self._last_warmup, self._last_thermal)
-        return self._last_profile
+    def _profile_meta(self, meta: _native.ProfileMeta) -> None:
+        self._meta_keep = [os.fsencode(self.info.model_path), f"onnx-{self.info.precision}".encode(),
+                           f"n/a (onnxruntime-genai {self._og_version})".encode(), b""]
+        meta.model_path, meta.model_type, meta.runtime_version, meta.variant = self._meta_keep
+        meta.model_size_bytes = int(self.info.size_bytes)
+        meta.bits_per_weight = float(self.info.bits_per_weight)
+        meta.load_ms = float(self.load_ms)
 
     def benchmark(self, n_prompt: int = 64, n_gen: int = 64, repetitions: int = 3, warmup: int = 1) -> dict:
-        """Like Engine.benchmark: warm-ups, then `repetitions` of prefill n_prompt + greedy decode n_gen."""
-        from .engine import BENCH_TEXT  # the same finance prompt the GGUF Engine benchmarks with
-
-        if n_prompt < 1 or n_gen < 1 or repetitions < 1 or warmup < 0:
-            raise ValueError("n_prompt, n_gen and repetitions must be >= 1 and warmup >= 0")
+        """Like Engine.benchmark (the core's benchmark prompt): warm-ups, then `repetitions` of prefill
+        n_prompt + greedy decode n_gen."""
+        if min(n_prompt, n_gen, repetitions) < 1 or warmup < 0:
+            raise InvalidArgumentError("n_prompt, n_gen and repetitions must be >= 1 and warmup >= 0")
         if n_prompt + n_gen > self.n_ctx:
             raise ContextOverflowError(f"n_prompt + n_gen = {n_prompt + n_gen} exceeds n_ctx = {self.n_ctx}")
-        text = BENCH_TEXT
-        while len(self.tokenize(text)) < n_prompt:
-            text += BENCH_TEXT
-        ids = self.tokenize(text)[:n_prompt]
-        before = thermal_snapshot()
-        runs: list[RunTimings] = []
-        greedy = dict(temperature=0.0, top_k=1, top_p=1.0, seed=None)
+        L = _native.lib()
+        text = L.fe_bench_text().decode()
+        ids = self.tokenize(text)
+        while len(ids) < n_prompt:
+            ids += ids
+        prompt_ids = ids[:n_prompt]
+        before = L.take_string(L.fe_thermal_json(), "fe_thermal_json")
+        runs: list[RunTimes] = []
         for i in range(warmup + repetitions):
+            gen = GenerationOptions(max_tokens=n_gen, ignore_eos=True)
+            search = {"max_length": n_prompt + n_gen, "min_length": n_prompt + n_gen, "batch_size": 1,
+                      "do_sample": False}
             with self._lock:
                 if self._busy:
-                    raise FinLLMEdgeError("this OnnxEngine is already generating")
+                    raise EngineBusyError("this OnnxEngine is already generating")
                 self._busy = True
             self._cancel.clear()
-            t = RunTimings(t_request=_now())
-            state: dict = {}
+            steps = _OnnxSteps(self, prompt_ids, gen, search)
             try:
-                for _ in self._tokens(ids, n_gen, greedy, True, t, state):
+                while not steps.next().done:
                     pass
             finally:
-                t.t_end = _now()
-                with self._lock:
-                    self._busy = False
-            if state.get("finish") == "cancelled":
-                raise FinLLMEdgeError("benchmark cancelled")
+                steps.close()
             if i >= warmup:
-                runs.append(t)
-        after = thermal_snapshot()
-        self._last_runs, self._last_warmup = runs, warmup
-        self._last_thermal = {"before": before, "after": after} if (before or after) else None
-        self._last_profile = None
-        return self.last_profile
+                runs.append(steps.times())
+        return self._set_benchmark(runs, warmup, before)

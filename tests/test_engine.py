@@ -5,12 +5,14 @@ Few tokens per test; one shared Engine. Marked slow (needs the model), runs in C
 
 import hashlib
 import threading
+import time
 
 import pytest
 
 from finllm_edge import ContextOverflowError, CorruptModelError, ModelNotFoundError, default_model_path
-from finllm_edge.engine import Engine, SamplingOptions, _find_stop, _stop_prefix_len
-from finllm_edge.errors import FinLLMEdgeError
+from finllm_edge import _native
+from finllm_edge.engine import Engine, SamplingOptions
+from finllm_edge.errors import EngineBusyError, FinLLMEdgeError, InvalidArgumentError
 from finllm_edge.profile import validate_profile
 
 PROMPT = "The three main risks of a leveraged buyout are"
@@ -21,13 +23,6 @@ GREEDY = SamplingOptions(temperature=0.0)
 def engine():
     with Engine(n_ctx=512, seed=7) as e:
         yield e
-
-
-def test_stop_helpers():
-    assert _find_stop("abc STOP def", ("STOP", "c S")) == 2
-    assert _find_stop("abc", ("x",)) is None
-    assert _stop_prefix_len("hello ST", ("STOP",)) == 2
-    assert _stop_prefix_len("hello", ("STOP",)) == 0
 
 
 @pytest.mark.slow
@@ -98,10 +93,20 @@ def test_breaking_out_of_the_iterator_frees_the_engine(engine):
     for i, _ in enumerate(stream):
         if i == 2:
             break
-    # The abandoned stream is still referenced here; a new generation closes it and proceeds.
+    # The stream is still open (referenced, not finished): a second generation is an error, never
+    # a silent cancel of the first.
+    with pytest.raises(EngineBusyError, match="already generating"):
+        engine.complete(PROMPT, 4, sampling=GREEDY)
+    assert stream.finish_reason is None
+    stream.close()
+    assert stream.finish_reason == "cancelled" and len(stream.tokens) == 3
     again = engine.complete(PROMPT, 4, sampling=GREEDY)
     assert len(again.tokens) == 4
-    assert stream.finish_reason == "cancelled" and len(stream.tokens) == 3
+    # Dropping an unfinished stream ends it too.
+    dropped = engine.generate(PROMPT, 100, sampling=GREEDY, ignore_eos=True)
+    next(dropped)
+    del dropped
+    assert len(engine.complete(PROMPT, 2, sampling=GREEDY).tokens) == 2
 
 
 @pytest.mark.slow
@@ -121,14 +126,46 @@ def test_engine_refuses_a_second_generation_while_another_thread_streams(engine)
     try:
         with pytest.raises(FinLLMEdgeError, match="already generating"):
             engine.complete(PROMPT, 2, sampling=GREEDY)
-        with pytest.raises(FinLLMEdgeError, match="while it generates"):
-            engine.close()
     finally:
         engine.cancel()
         release.set()
         t.join()
     assert stream.finish_reason == "cancelled" and len(stream.tokens) <= 4
     assert len(engine.complete(PROMPT, 2, sampling=GREEDY).tokens) == 2
+
+
+def _long_prompt(engine, n_tokens):
+    phrase = " revenue growth and operating margin widened as costs fell"
+    per = len(engine.tokenize(phrase, add_special=False))
+    return phrase * (n_tokens // per)
+
+
+@pytest.mark.slow
+def test_cancel_during_a_long_prefill_is_fast_and_close_waits_for_the_step():
+    with Engine(n_ctx=4096, n_batch=2048, n_threads=1) as eng:
+        prompt = _long_prompt(eng, 3000)
+        stream = eng.generate(prompt, 8, sampling=GREEDY)
+        started, out = threading.Event(), {}
+
+        def consume():
+            started.set()
+            out["pieces"] = list(stream)
+            out["t_end"] = time.perf_counter()
+
+        t = threading.Thread(target=consume)
+        t.start()
+        started.wait(10)
+        time.sleep(0.3)  # well inside the prefill (3000 tokens on one thread take seconds)
+        with pytest.raises(EngineBusyError, match="while it generates"):
+            eng.close()
+        t_cancel = time.perf_counter()
+        eng.cancel()
+        t.join(30)
+        assert not t.is_alive()
+        assert stream.finish_reason == "cancelled" and stream.tokens == [] and out["pieces"] == []
+        assert out["t_end"] - t_cancel < 0.25, out["t_end"] - t_cancel  # measured ~ms; generous on a busy host
+        eng.close()
+        assert eng.closed
 
 
 @pytest.mark.slow
@@ -143,12 +180,12 @@ def test_context_overflow_is_a_clear_error():
             small.generate(long_prompt, 8)
         with pytest.raises(ContextOverflowError):
             small.complete(long_prompt, 8)
-        # a prompt that fits, generating past the end of the context, stops with reason "context"
+        # a prompt that fits, generating past the end of the context, stops with reason "length"
         fitting = phrase * ((n_ctx - 12) // per)
         n_prompt = len(small.tokenize(fitting))
         stream = small.generate(fitting, 500, ignore_eos=True)
         list(stream)
-        assert stream.finish_reason == "context"
+        assert stream.finish_reason == "length"
         assert n_prompt + len(stream.tokens) == n_ctx + 1  # the last token is sampled, never decoded
         assert len(small.complete("Cash flow", 3).tokens) <= 3  # still usable afterwards
 
@@ -159,7 +196,8 @@ def test_profile_is_schema_valid_and_consistent(engine):
     list(stream)
     p = validate_profile(stream.profile)
     assert p is engine.last_profile or p == engine.last_profile
-    assert p["tool"] == "finllm_edge.Engine" and p["emulated"] is False and p["variant"] is None
+    assert p["tool"] == "finllm_edge.Engine" and p["emulated"] is False
+    assert p["variant"] == _native.lib().variant and p["variant"].startswith("x86-64-")
     assert p["n_gen"] == 12 and len(p["token_ms"]) == 11 and p["repetitions"] == 1
     assert p["n_prompt"] == len(engine.tokenize(PROMPT))
     assert p["ttft_ms"] > 0 and p["decode_tok_s"] > 0 and p["prefill_tok_s"] > 0
@@ -209,14 +247,14 @@ def test_several_engines_in_one_process(engine):
 
 
 def test_missing_model_is_model_not_found(tmp_path):
-    with pytest.raises(ModelNotFoundError, match="not found"):
+    with pytest.raises(ModelNotFoundError, match="nope.gguf.*No such file"):
         Engine(tmp_path / "nope.gguf")
 
 
 def test_text_file_renamed_gguf_is_corrupt(tmp_path):
     bad = tmp_path / "notes.gguf"
     bad.write_text("this is not a model\n")
-    with pytest.raises(CorruptModelError, match="'magic'.*not a GGUF file"):
+    with pytest.raises(CorruptModelError, match="not a GGUF file: magic"):
         Engine(bad)
 
 

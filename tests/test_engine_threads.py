@@ -1,17 +1,19 @@
-"""Thread selection on big.LITTLE, against fake sysfs trees. No model needed."""
+"""Thread selection on big.LITTLE through the Python binding of the core's rule (fe_choose_threads),
+against fake sysfs trees. The rule itself is tested in C (native/tests/test_device.c). No model needed."""
 
 from pathlib import Path
 
 import pytest
 
-from finllm_edge.device_info import device_block, thermal_snapshot
-from finllm_edge.threads import choose_threads, read_topology
+from finllm_edge.errors import InvalidArgumentError
+from finllm_edge.threads import choose_threads, choose_threads_for
 
 SD865 = {0: 1804800, 1: 1804800, 2: 1804800, 3: 1804800, 4: 2419200, 5: 2419200, 6: 2419200, 7: 2841600}
 
 
 def fake_sysfs(root: Path, freqs: dict[int, int | None], online: str | None = None) -> Path:
-    cpu = root / "cpu"
+    """A tree standing for /sys: returns its root (the core reads <root>/devices/system/cpu/...)."""
+    cpu = root / "devices" / "system" / "cpu"
     cpu.mkdir(parents=True)
     (cpu / "online").write_text((online or f"0-{max(freqs)}") + "\n")
     for i, f in freqs.items():
@@ -21,7 +23,7 @@ def fake_sysfs(root: Path, freqs: dict[int, int | None], online: str | None = No
             (d / "cpuinfo_max_freq").write_text(f"{f}\n")
             (d / "scaling_governor").write_text("schedutil\n")
             (d / "scaling_cur_freq").write_text(f"{f // 2}\n")
-    return cpu
+    return root
 
 
 def test_sd865_uses_the_four_big_cores(tmp_path):
@@ -60,22 +62,10 @@ def test_uniform_or_unreadable_frequencies_use_every_allowed_core(tmp_path):
 def test_explicit_thread_count_reports_the_fastest_cores(tmp_path):
     choice = choose_threads(2, fake_sysfs(tmp_path, SD865), affinity=tuple(range(8)))
     assert choice.n_threads == 2 and choice.cores == (4, 7)  # the prime core, then the first gold core
-    with pytest.raises(ValueError):
-        choose_threads(0, tmp_path / "cpu", affinity=(0,))
+    with pytest.raises(InvalidArgumentError):
+        choose_threads(0, tmp_path, affinity=(0,))
 
 
-def test_device_block_and_thermal_from_fake_sysfs(tmp_path):
-    root = fake_sysfs(tmp_path, SD865)
-    topo = read_topology(root, affinity=tuple(range(8)))
-    assert topo.governor[7] == "schedutil"
-    block = device_block(choose_threads(None, root, affinity=tuple(range(8))), root)
-    assert block["cores_used"] == [4, 5, 6, 7]
-    assert block["max_freq_khz"]["7"] == 2841600 and block["governor"]["0"] == "schedutil"
-    zone = tmp_path / "thermal" / "thermal_zone0"
-    zone.mkdir(parents=True)
-    (zone / "temp").write_text("41500\n")
-    (zone / "type").write_text("cpu-0-0-usr\n")
-    snap = thermal_snapshot(tmp_path / "thermal", root)
-    assert snap["temp_c"] == {"thermal_zone0:cpu-0-0-usr": 41.5}
-    assert snap["cur_freq_khz"]["7"] == 2841600 // 2
-    assert thermal_snapshot(tmp_path / "none", tmp_path / "none") is None
+def test_another_devices_frequencies_use_the_same_rule():
+    assert choose_threads_for(SD865).cores == (4, 5, 6, 7)
+    assert choose_threads_for({0: None, 1: None}).cores == (0, 1)

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from finllm_edge.errors import ContextOverflowError, FinLLMEdgeError
+from finllm_edge.errors import ContextOverflowError, FinLLMEdgeError, InvalidArgumentError
 from finllm_edge.onnx_engine import OnnxEngine
 from finllm_edge.profile import validate_profile
 from finllm_edge_convert import onnx_checks
@@ -89,9 +89,27 @@ def test_one_generation_at_a_time(engine):
     list(it)
 
 
-def test_context_overflow(engine):
-    with pytest.raises(ContextOverflowError, match="exceed the context"):
-        list(engine.generate(PROMPT, max_tokens=engine.n_ctx))
+def test_context_overflow_and_full_context_as_in_the_core(engine):
+    # The same contract as Engine: a prompt that does not fit is refused up front; a prompt that fits
+    # generates until the context is full and ends with 'length'.
+    long_prompt = " bond yields rose" * engine.n_ctx
+    with pytest.raises(ContextOverflowError, match="n_ctx"):
+        engine.generate(long_prompt, max_tokens=4)
+    n_prompt = len(engine.tokenize(PROMPT))
+    stream = engine.generate(PROMPT, max_tokens=engine.n_ctx, ignore_eos=True)
+    list(stream)
+    assert stream.finish_reason == "length" and n_prompt + len(stream.tokens) == engine.n_ctx
+
+
+def test_options_are_checked_by_the_core(engine):
+    with pytest.raises(InvalidArgumentError, match="top_p"):
+        engine.generate(PROMPT, max_tokens=2, temperature=0.5, top_p=1.5)
+    with pytest.raises(InvalidArgumentError, match="max_tokens"):
+        engine.generate(PROMPT, max_tokens=-1)
+    with pytest.raises(InvalidArgumentError, match="min_p"):
+        engine.generate(PROMPT, max_tokens=2, min_p=0.1)
+    empty = engine.generate(PROMPT, max_tokens=0)
+    assert list(empty) == [] and empty.finish_reason == "length"
 
 
 def test_sampling_is_seeded_and_low_temperature_is_greedy(engine):
@@ -108,7 +126,7 @@ def test_stream_object_and_chat(engine):
     with pytest.raises(FinLLMEdgeError, match="not finished"):
         stream.profile
     text = "".join(stream)
-    assert stream.text == text and stream.finish_reason in ("length", "eos")
+    assert stream.text == text and stream.finish_reason in ("length", "stop")
     assert stream.profile is engine.last_profile or stream.profile["n_gen"] == engine.last_profile["n_gen"]
     assert "<|im_start|>assistant" in engine.format_chat([{"role": "user", "content": "hi"}])
 

@@ -78,7 +78,8 @@ typedef enum fe_status {
     FE_ERR_DECODE           = -7,  /* llama.cpp failed to evaluate a batch */
     FE_ERR_TEMPLATE         = -8,  /* the model has no usable chat template */
     FE_ERR_BUFFER_TOO_SMALL = -9,  /* output buffer too small; *n_out holds the size needed */
-    FE_ERR_INTERNAL         = -10  /* unexpected failure (a C++ exception caught at the boundary) */
+    FE_ERR_INTERNAL         = -10, /* unexpected failure (a C++ exception caught at the boundary) */
+    FE_ERR_BUSY             = -11  /* the session already runs a request (one at a time) */
 } fe_status;
 
 /* Name of a status code ("FE_ERR_BAD_MODEL"); never NULL. */
@@ -142,6 +143,10 @@ typedef struct fe_model_info {
 
 FE_API fe_status fe_model_get_info(const fe_model *model, fe_model_info *out);
 
+/* A GGUF metadata value as text (e.g. "tokenizer.chat_template", "general.name").
+ * FE_ERR_INVALID_ARG when the key is absent; buffer rules as fe_detokenize. */
+FE_API fe_status fe_model_meta(const fe_model *model, const char *key, char *buf, size_t buf_size, size_t *n_out);
+
 /* Check that `path` looks like a GGUF file llama.cpp may open (magic, version, counts
  * against the file size), without loading it. FE_OK or FE_ERR_FILE_NOT_FOUND /
  * FE_ERR_BAD_MODEL with a message naming the field. (Full structural validation of
@@ -160,6 +165,11 @@ FE_API fe_status fe_tokenize(const fe_model *model, const char *text, bool add_s
 FE_API fe_status fe_detokenize(const fe_model *model, const int32_t *tokens, int32_t n_tokens,
                                bool render_special, char *buf, size_t buf_size, size_t *n_out);
 
+/* Text of one token; special tokens (<|im_end|>) rendered when `special`. Same buffer rules
+ * as fe_detokenize; FE_ERR_INVALID_ARG for an id outside the vocabulary. */
+FE_API fe_status fe_token_piece(const fe_model *model, int32_t token, bool special, char *buf, size_t buf_size,
+                                size_t *n_out);
+
 FE_API int32_t fe_token_eos(const fe_model *model);   /* -1 if none or model is NULL */
 FE_API int32_t fe_token_bos(const fe_model *model);   /* -1 if none or model is NULL */
 FE_API bool fe_token_is_eog(const fe_model *model, int32_t token);
@@ -169,64 +179,102 @@ typedef struct fe_chat_message {
     const char *content;
 } fe_chat_message;
 
-/* Render messages with the model's own chat template (llama.cpp's built-in template
- * engine; the template text is never executed as code). add_assistant appends the start
- * of the assistant turn. NUL-terminated when it fits; see FE_ERR_BUFFER_TOO_SMALL. */
+/* Render messages with the model's own Jinja chat template (tokenizer.chat_template, or the
+ * override set by fe_model_set_chat_template), with Jinja semantics, by llama.cpp's C++
+ * Jinja engine: the same bytes in every binding. Variables: messages, bos_token,
+ * eos_token, add_generation_prompt (= add_assistant). A template is untrusted input: it
+ * has no file or process access, and its work (loop iterations, string growth, macro
+ * depth, time) is bounded; a template past a bound is FE_ERR_TEMPLATE naming it.
+ * NUL-terminated when it fits; see FE_ERR_BUFFER_TOO_SMALL. */
 FE_API fe_status fe_chat_format(const fe_model *model, const fe_chat_message *messages,
                                 size_t n_messages, bool add_assistant, char *buf,
                                 size_t buf_size, size_t *n_out);
+
+/* The same renderer for a template that is not in a loaded GGUF (e.g. an ONNX model folder's
+ * chat_template): `template_source` with the given bos/eos token texts (may be NULL = ""). */
+FE_API fe_status fe_chat_render(const char *template_source, const char *bos_token, const char *eos_token,
+                                const fe_chat_message *messages, size_t n_messages, bool add_assistant,
+                                char *buf, size_t buf_size, size_t *n_out);
+
+/* Use `template_source` (Jinja text; NULL restores the GGUF's own) for this model's chat
+ * prompts. The template is parsed and checked now: FE_ERR_TEMPLATE on a syntax error or a
+ * bound. Call it before sharing the model with sessions on other threads. */
+FE_API fe_status fe_model_set_chat_template(fe_model *model, const char *template_source);
 
 /* ---------------------------------------------------------------- session */
 
 typedef struct fe_session fe_session;
 
+/* A fresh random seed per request (the default). Any other value makes sampled requests
+ * repeatable: the same model, prompt, settings and seed give the same tokens in every
+ * binding (Python, JNI, fe-bench, aarch64). */
+#define FE_SEED_RANDOM 0xFFFFFFFFu
+
+/* Sampling of one request. The defaults are the product's defaults everywhere: every
+ * binding starts from fe_sampling_default_params() and changes only what its caller set.
+ * Out-of-range values are refused (FE_ERR_INVALID_ARG naming the field and its range). */
 typedef struct fe_sampling_params {
-    float   temperature;     /* <= 0: greedy (default 0) */
-    int32_t top_k;           /* <= 0: off (default 40) */
-    float   top_p;           /* >= 1: off (default 0.95) */
-    float   repeat_penalty;  /* 1.0: off (default 1.0) */
-    int32_t repeat_last_n;   /* tokens the penalty looks back at (default 64) */
+    float    temperature;    /* 0 = greedy (default 0); finite, 0 <= t <= 100 */
+    int32_t  top_k;          /* 0 = off (default 40); >= 0 */
+    float    top_p;          /* 1 = off (default 0.95); 0 < p <= 1 */
+    float    min_p;          /* 0 = off (default 0.05); 0 <= p < 1 */
+    float    repeat_penalty; /* 1 = off (default 1.0); 0 < r <= 10 */
+    int32_t  repeat_last_n;  /* tokens the penalty looks back at; -1 = the whole context (default 64) */
+    uint32_t seed;           /* FE_SEED_RANDOM (default) or a fixed seed */
 } fe_sampling_params;
 
+FE_API fe_sampling_params fe_sampling_default_params(void);
+
+/* Check sampling values; FE_OK or FE_ERR_INVALID_ARG with the field and its valid range. */
+FE_API fe_status fe_sampling_check(const fe_sampling_params *params);
+
 typedef struct fe_session_params {
-    uint32_t n_ctx;          /* context length in tokens; must be > 0 (default 2048) */
+    uint32_t n_ctx;          /* context length in tokens; 1..(what fits in RAM) (default 2048).
+                                Above the model's training context: allowed, with a warning log */
     uint32_t n_batch;        /* prompt tokens per decode call (default 512) */
-    int32_t  n_threads;      /* decode threads, <= 0: all online CPUs (default 0) */
-    int32_t  n_threads_batch;/* prefill threads, <= 0: same as n_threads (default 0) */
-    uint32_t seed;           /* sampling seed (default 42) */
-    fe_sampling_params sampling;
+    int32_t  n_threads;      /* decode threads, 1..CPUs online (default: the performance cores) */
+    int32_t  n_threads_batch;/* prefill threads, 1..CPUs online (default: same as n_threads) */
 } fe_session_params;
 
 FE_API fe_session_params fe_session_default_params(void);
 
-/* Create a session (context + sampler chain). n_ctx == 0 is FE_ERR_INVALID_ARG. */
+/* Number of CPUs online: the upper bound of n_threads. */
+FE_API int32_t fe_cpu_count(void);
+/* The default thread count: the performance cores this process may run on (native/src/threads.cpp). */
+FE_API int32_t fe_default_n_threads(void);
+
+/* Create a session (a llama.cpp context over a loaded model). Out-of-range parameters are
+ * FE_ERR_INVALID_ARG, refused before anything is allocated. */
 FE_API fe_status fe_session_create(fe_model *model, const fe_session_params *params,
                                    fe_session **out);
 FE_API void fe_session_free(fe_session *session);
 
-/* Forget the conversation (KV cache, sampler history). */
+/* Forget the conversation (KV cache). FE_ERR_BUSY while a request is active. */
 FE_API fe_status fe_session_reset(fe_session *session);
 
-/* Ask the generation in progress on `session` to stop; safe from any thread. Checked
- * before each token and, during prefill, inside llama.cpp's compute loop. The request
- * is cleared when the next fe_generate*() call starts. */
+/* Ask the request in progress on `session` to stop; safe from any thread. Checked before
+ * each token and, during prefill, inside llama.cpp's compute loop (between graph nodes),
+ * so a long prefill stops within milliseconds. The request is cleared when the next
+ * request starts. */
 FE_API void fe_session_cancel(fe_session *session);
 
 /* ---------------------------------------------------------------- generation */
 
-/* Called once per generated token, in order: piece = its text (may be empty or an
- * incomplete UTF-8 sequence; not NUL-terminated), token = its id. Return false to stop. */
+/* Called once per generated token, in order: piece = text that is now final (valid UTF-8,
+ * possibly empty while text is held back for a stop string or an incomplete UTF-8
+ * sequence; not NUL-terminated), token = its id. Return false to stop. */
 typedef bool (*fe_token_callback)(const char *piece, size_t piece_len, int32_t token,
                                   void *user_data);
 
 typedef struct fe_generate_params {
-    int32_t max_tokens;          /* tokens to generate at most (default 256) */
+    int32_t max_tokens;          /* tokens to generate at most, >= 0 (default 256); 0 = prefill only */
     const char *const *stop;     /* stop strings (not included in the output), may be NULL */
     size_t n_stop;
     bool add_special;            /* add BOS etc. when tokenizing the prompt (default true) */
     bool parse_special;          /* parse <|im_start|>-style tokens in the prompt (default true) */
     bool ignore_eos;             /* keep going past end-of-generation (benchmarks; default false) */
-    fe_token_callback on_token;  /* may be NULL */
+    fe_sampling_params sampling; /* default fe_sampling_default_params() */
+    fe_token_callback on_token;  /* may be NULL (fe_generate only) */
     void *user_data;
 } fe_generate_params;
 
@@ -237,10 +285,15 @@ typedef enum fe_stop_reason {
     FE_STOP_EOS        = 1,  /* the model ended its turn */
     FE_STOP_MAX_TOKENS = 2,
     FE_STOP_STRING     = 3,  /* a stop string appeared */
-    FE_STOP_CALLBACK   = 4,  /* on_token returned false */
+    FE_STOP_CALLBACK   = 4,  /* on_token returned false, or the request was abandoned */
     FE_STOP_CANCELLED  = 5,  /* fe_session_cancel() */
     FE_STOP_CONTEXT_FULL = 6 /* n_ctx reached before max_tokens */
 } fe_stop_reason;
+
+/* The finish_reason of a stop reason, OpenAI's words where the meaning matches: "stop"
+ * (EOS or a stop string), "length" (max_tokens or the context is full), "cancelled"
+ * (fe_session_cancel, a callback stop or an abandoned stream), "error" (FE_STOP_NONE). */
+FE_API const char *fe_finish_reason(fe_stop_reason reason);
 
 typedef struct fe_generate_result {
     fe_stop_reason stop_reason;
@@ -258,6 +311,70 @@ FE_API fe_status fe_generate(fe_session *session, const char *prompt,
 /* Same, from prompt tokens (e.g. a benchmark's exact-length prompt). */
 FE_API fe_status fe_generate_tokens(fe_session *session, const int32_t *tokens, int32_t n_tokens,
                                     const fe_generate_params *params, fe_generate_result *result);
+
+/* ------------------------------------------------ step-wise requests (streams for bindings)
+ *
+ * The same loop as fe_generate, one token per call, for bindings that pull tokens
+ * (Python iterators, Kotlin flows) instead of receiving callbacks:
+ *
+ *     fe_request_start(s, prompt, &gp);           // tokenize + checks; no model work yet
+ *     fe_token_event ev;
+ *     while (fe_request_next(s, &ev) == FE_OK) {  // the first call prefills
+ *         fwrite(ev.text, 1, ev.text_len, stdout);
+ *         if (ev.done) break;                     // ev.stop_reason says why
+ *     }
+ *
+ * One request per session at a time: starting a second while one is active is
+ * FE_ERR_BUSY (finish it, or end it with fe_request_end). on_token is not used here.
+ */
+typedef struct fe_token_event {
+    const char *text;        /* text that became final with this step (valid UTF-8, may be
+                                empty); owned by the session, valid until the next call */
+    size_t text_len;
+    int32_t token;           /* the token sampled in this step, -1 if none (e.g. EOS) */
+    bool done;               /* the request ended with this step */
+    fe_stop_reason stop_reason;  /* when done */
+} fe_token_event;
+
+FE_API fe_status fe_request_start(fe_session *session, const char *prompt,
+                                  const fe_generate_params *params);
+FE_API fe_status fe_request_start_tokens(fe_session *session, const int32_t *tokens, int32_t n_tokens,
+                                         const fe_generate_params *params);
+/* Render `messages` with the model's chat template (see fe_chat_format) and start a
+ * request on the result, tokenized with special tokens parsed and BOS added only when the
+ * template did not already write it. */
+FE_API fe_status fe_request_start_chat(fe_session *session, const fe_chat_message *messages,
+                                       size_t n_messages, const fe_generate_params *params);
+
+/* Next step of the active request. FE_OK with an event (ev->done on the last one, after
+ * which the session is idle); an error status ends the request (the session is idle and
+ * usable). Cancel ends with FE_OK, done, FE_STOP_CANCELLED. */
+FE_API fe_status fe_request_next(fe_session *session, fe_token_event *ev);
+
+/* End the active request now (no-op when idle); its profile is kept. */
+FE_API void fe_request_end(fe_session *session);
+FE_API bool fe_request_active(const fe_session *session);
+
+/* Prompt tokens of the active (or last) request: copies up to max_tokens, *n_out = count. */
+FE_API fe_status fe_request_prompt_tokens(const fe_session *session, int32_t *tokens, int32_t max_tokens,
+                                          int32_t *n_out);
+
+/* ------------------------------------------------ text streams (stop strings, UTF-8)
+ *
+ * The rule every backend uses to turn token bytes into streamed text: text that may be the
+ * start of a stop string or of an incomplete UTF-8 sequence is held back; the text is cut
+ * before the first stop string; only valid UTF-8 is released (invalid bytes become U+FFFD).
+ * fe_generate and fe_request_next use it internally; other backends (the ONNX one) call it.
+ */
+typedef struct fe_text_stream fe_text_stream;
+FE_API fe_text_stream *fe_text_stream_new(const char *const *stop, size_t n_stop);
+/* Add a token's bytes; out and out_len receive the text now final (owned by the stream, valid until the
+ * next call); stopped is set when a stop string was found (stopped may be NULL). */
+FE_API fe_status fe_text_stream_push(fe_text_stream *ts, const char *bytes, size_t n, const char **out,
+                                     size_t *out_len, bool *stopped);
+/* The held-back rest at the end of a generation (nothing after a stop string). */
+FE_API fe_status fe_text_stream_finish(fe_text_stream *ts, const char **out, size_t *out_len);
+FE_API void fe_text_stream_free(fe_text_stream *ts);
 
 /* ---------------------------------------------------------------- profile */
 

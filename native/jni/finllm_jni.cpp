@@ -38,6 +38,7 @@ struct JniSession {
     fe_session *session = nullptr;
     int32_t n_ctx = 0;
     int32_t n_threads = 0;
+    fe_sampling_params sampling{};  // the core's defaults, with what FinLlm.open set
 };
 
 // ------------------------------------------------------------------ exceptions
@@ -320,13 +321,18 @@ JNIEXPORT jlong JNICALL Java_io_finllm_edge_FinLlm_nativeOpen(JNIEnv *env, jclas
         fe_session_params sp = fe_session_default_params();
         sp.n_ctx = static_cast<uint32_t>(n_ctx);
         if (n_batch > 0) sp.n_batch = static_cast<uint32_t>(n_batch);
-        sp.n_threads = n_threads;
-        sp.n_threads_batch = n_threads;
-        sp.seed = static_cast<uint32_t>(seed);
-        sp.sampling.temperature = temperature;
-        sp.sampling.top_k = top_k;
-        sp.sampling.top_p = top_p;
-        sp.sampling.repeat_penalty = repeat_penalty;
+        if (n_threads > 0) sp.n_threads = sp.n_threads_batch = n_threads;  // <= 0: the core's default
+        fe_sampling_params sampling = fe_sampling_default_params();
+        sampling.seed = static_cast<uint32_t>(seed);  // -1 = FE_SEED_RANDOM
+        sampling.temperature = temperature;
+        sampling.top_k = top_k;
+        sampling.top_p = top_p;
+        sampling.repeat_penalty = repeat_penalty;
+        if (fe_sampling_check(&sampling) != FE_OK) {
+            throw_status(env, FE_ERR_INVALID_ARG, "FinLlm.open");
+            fe_model_free(model);
+            return 0;
+        }
         fe_session *session = nullptr;
         st = fe_session_create(model, &sp, &session);
         if (st != FE_OK || !session) {
@@ -345,6 +351,7 @@ JNIEXPORT jlong JNICALL Java_io_finllm_edge_FinLlm_nativeOpen(JNIEnv *env, jclas
         s->session = session;
         s->n_ctx = n_ctx;
         s->n_threads = sp.n_threads;
+        s->sampling = sampling;
         return static_cast<jlong>(reinterpret_cast<intptr_t>(s));
     });
 }
@@ -407,6 +414,7 @@ JNIEXPORT jobjectArray JNICALL Java_io_finllm_edge_FinLlm_nativeGenerate(JNIEnv 
         }
         fe_generate_params gp = fe_generate_default_params();
         gp.max_tokens = max_tokens;
+        gp.sampling = s->sampling;
         gp.stop = stop_ptrs.empty() ? nullptr : stop_ptrs.data();
         gp.n_stop = stop_ptrs.size();
         gp.on_token = on_token_cb;

@@ -43,6 +43,7 @@ const char *fe_status_str(fe_status status) {
         case FE_ERR_TEMPLATE: return "FE_ERR_TEMPLATE";
         case FE_ERR_BUFFER_TOO_SMALL: return "FE_ERR_BUFFER_TOO_SMALL";
         case FE_ERR_INTERNAL: return "FE_ERR_INTERNAL";
+        case FE_ERR_BUSY: return "FE_ERR_BUSY";
     }
     return "FE_ERR_UNKNOWN";
 }

@@ -1,102 +1,14 @@
-// The generation loop: prefill in n_batch chunks, then sample/decode token by token,
-// with streaming, stop strings, cancellation and the latency profile.
+// The one token loop: a request is started (tokenize + checks), then stepped one token at a
+// time (prefill on the first step), with sampling, stop strings, cancel and the profile.
+// fe_generate/fe_generate_tokens drive the same steps with a callback.
 #include "internal.h"
 
 #include <algorithm>
 #include <climits>
 #include <cstring>
+#include <stdexcept>
 
 namespace {
-
-// Streams pieces to the user callback, holding back text that may be the start of a stop
-// string. Each token is delivered once, in order; text after a stop string is dropped.
-class Streamer {
-  public:
-    Streamer(const fe_generate_params &gp) : gp_(gp) {
-        for (size_t i = 0; i < gp.n_stop; i++)
-            if (gp.stop[i] && *gp.stop[i]) stops_.emplace_back(gp.stop[i]);
-    }
-
-    // Adds one token; returns false when generation must stop (stop string or callback).
-    bool push(llama_token tok, const std::string &piece) {
-        pending_.push_back({tok, piece});
-        text_ += piece;
-        if (stops_.empty()) return flush_upto(text_.size());
-        size_t hit = std::string::npos;
-        for (const auto &s : stops_) hit = std::min(hit, text_.find(s));
-        if (hit != std::string::npos) {
-            hit_stop_ = true;
-            flush_upto(hit);
-            return false;
-        }
-        size_t hold = 0;
-        for (const auto &s : stops_)
-            for (size_t k = std::min(s.size() - 1, text_.size()); k > hold; k--)
-                if (text_.compare(text_.size() - k, k, s, 0, k) == 0) {
-                    hold = k;
-                    break;
-                }
-        return flush_upto(text_.size() - hold);
-    }
-
-    bool finish() { return flush_upto(text_.size()); }
-    bool hit_stop() const { return hit_stop_; }
-    bool callback_stopped() const { return cb_stopped_; }
-
-  private:
-    struct Item {
-        llama_token tok;
-        std::string piece;
-    };
-
-    // Delivers queued tokens whose text ends at or before byte `limit` of text_; a token
-    // straddling a stop string (limit inside it, hit_stop_) is delivered cut at `limit`.
-    bool flush_upto(size_t limit) {
-        size_t taken = 0;
-        while (!pending_.empty()) {
-            Item &it = pending_.front();
-            size_t end = emitted_ + it.piece.size();
-            if (end > limit) {
-                if (hit_stop_ && limit > emitted_) {
-                    if (!deliver(it.tok, it.piece.data(), limit - emitted_)) return false;
-                }
-                break;
-            }
-            if (!deliver(it.tok, it.piece.data(), it.piece.size())) return false;
-            emitted_ = end;
-            pending_.erase(pending_.begin());
-            taken++;
-        }
-        (void)taken;
-        return true;
-    }
-
-    bool deliver(llama_token tok, const char *p, size_t n) {
-        if (!gp_.on_token) return true;
-        if (!gp_.on_token(p, n, tok, gp_.user_data)) {
-            cb_stopped_ = true;
-            return false;
-        }
-        return true;
-    }
-
-    const fe_generate_params &gp_;
-    std::vector<std::string> stops_;
-    std::vector<Item> pending_;
-    std::string text_;
-    size_t emitted_ = 0;
-    bool hit_stop_ = false;
-    bool cb_stopped_ = false;
-};
-
-std::string token_piece(const llama_vocab *vocab, llama_token tok) {
-    char small[128];
-    int32_t n = llama_token_to_piece(vocab, tok, small, sizeof small, 0, false);
-    if (n >= 0) return std::string(small, (size_t)n);
-    std::string big((size_t)(-n), '\0');
-    n = llama_token_to_piece(vocab, tok, &big[0], (int32_t)big.size(), 0, false);
-    return n >= 0 ? big.substr(0, (size_t)n) : std::string();
-}
 
 // Index of the largest value, the lowest index on ties (as llama.cpp's greedy sampler). Eight
 // independent running maxima let the compiler vectorise the scan: 49k logits take ~8 us here
@@ -116,12 +28,37 @@ int32_t argmax(const float *row, int32_t n) {
     return (int32_t)(std::max_element(row, row + n) - row);  // NaN logits: fall back to the one-lane scan
 }
 
-// The next token: argmax of the last logits row for plain greedy sessions, otherwise the
-// session's sampler chain.
+bool uses_penalty(const fe_sampling_params &s) { return s.repeat_penalty != 1.0f && s.repeat_last_n != 0; }
+
+// The sampler chain of one request; NULL for plain greedy (argmax of the logits row: the same
+// token without building llama.cpp's n_vocab candidate array every step).
+llama_sampler *make_sampler(const fe_session *s, const fe_sampling_params &p) {
+    if (p.temperature <= 0.0f && !uses_penalty(p)) return nullptr;
+    llama_sampler_chain_params cp = llama_sampler_chain_default_params();
+    cp.no_perf = true;
+    llama_sampler *chain = llama_sampler_chain_init(cp);
+    if (!chain) throw std::bad_alloc();
+    if (uses_penalty(p)) {
+        int32_t last_n = p.repeat_last_n < 0 ? (int32_t)s->params.n_ctx : p.repeat_last_n;
+        llama_sampler_chain_add(chain, llama_sampler_init_penalties(llama_vocab_n_tokens(s->model->vocab), last_n,
+                                                                    p.repeat_penalty, 0.0f, 0.0f));
+    }
+    if (p.temperature <= 0.0f) {
+        llama_sampler_chain_add(chain, llama_sampler_init_greedy());
+        return chain;
+    }
+    if (p.top_k > 0) llama_sampler_chain_add(chain, llama_sampler_init_top_k(p.top_k));
+    if (p.top_p < 1.0f) llama_sampler_chain_add(chain, llama_sampler_init_top_p(p.top_p, 1));
+    if (p.min_p > 0.0f) llama_sampler_chain_add(chain, llama_sampler_init_min_p(p.min_p, 1));
+    llama_sampler_chain_add(chain, llama_sampler_init_temp(p.temperature));
+    llama_sampler_chain_add(chain, llama_sampler_init_dist(p.seed));
+    return chain;
+}
+
 llama_token next_token(fe_session *s, int32_t n_vocab) {
-    if (!s->argmax) return llama_sampler_sample(s->sampler, s->ctx, -1);
+    if (s->req.sampler) return llama_sampler_sample(s->req.sampler, s->ctx, -1);
     const float *row = llama_get_logits_ith(s->ctx, -1);
-    if (!row) return llama_sampler_sample(s->sampler, s->ctx, -1);
+    if (!row) throw std::runtime_error("llama.cpp returned no logits");
     return argmax(row, n_vocab);
 }
 
@@ -132,125 +69,237 @@ fe_status decode_status(fe_session *s, int32_t rc, const char *what) {
         return fe::set_error(FE_ERR_CONTEXT_OVERFLOW, "no room left in the context (n_ctx %u) during %s",
                              s->params.n_ctx, what);
     std::string why = fe::take_llama_errors();
-    return fe::set_error(FE_ERR_DECODE, "llama_decode failed (%d) during %s%s%s", rc, what,
-                         why.empty() ? "" : ": ", why.c_str());
+    return fe::set_error(FE_ERR_DECODE, "llama_decode failed (%d) during %s%s%s", rc, what, why.empty() ? "" : ": ",
+                         why.c_str());
 }
 
-void finish_profile(fe_session *s, double t_start, double t_prefill, double ttft, int32_t n_prompt, int32_t n_gen) {
+void finish_profile(fe_session *s) {
+    const fe_request &r = s->req;
     fe_profile &p = s->profile;
+    p = fe_profile{};
     p.load_ms = s->model->load_ms;
-    p.prefill_ms = t_prefill;
-    p.ttft_ms = ttft;
-    p.prefill_tok_s = t_prefill > 0 ? 1000.0 * n_prompt / t_prefill : 0.0;
+    p.tokenize_ms = r.t_tokenized;
+    p.prefill_ms = r.prefill_ms;
+    p.ttft_ms = r.ttft;
+    p.prefill_tok_s = r.prefill_ms > 0 ? 1000.0 * (double)r.prompt.size() / r.prefill_ms : 0.0;
     double sum = 0;
     for (double v : s->token_ms) sum += v;
     p.decode_tok_s = sum > 0 ? 1000.0 * (double)s->token_ms.size() / sum : 0.0;
     p.token_ms_p50 = fe_percentile(s->token_ms.data(), s->token_ms.size(), 50);
     p.token_ms_p90 = fe_percentile(s->token_ms.data(), s->token_ms.size(), 90);
     p.token_ms_p99 = fe_percentile(s->token_ms.data(), s->token_ms.size(), 99);
-    p.e2e_ms = fe::elapsed_ms(t_start);
+    p.e2e_ms = fe::elapsed_ms(r.t_start);
     p.peak_rss_mb = fe_peak_rss_mb();
-    p.n_prompt = n_prompt;
-    p.n_gen = n_gen;
+    p.n_prompt = (int32_t)r.prompt.size();
+    p.n_gen = r.n_gen;
 }
 
-fe_status run(fe_session *s, double t_start, const fe_generate_params &gp, fe_generate_result *res) {
-    const int32_t n_prompt = (int32_t)s->scratch.size();
-    const int32_t n_ctx = (int32_t)s->params.n_ctx;
-    if (res) res->n_prompt = n_prompt;
+// Checks shared by every way of starting a request; the session becomes busy on FE_OK.
+fe_status begin(fe_session *s, const fe_generate_params *params, double t_start) {
+    if (!s) return fe::set_error(FE_ERR_INVALID_ARG, "session is NULL");
+    if (s->req.active)
+        return fe::set_error(FE_ERR_BUSY, "this session is already generating (one request at a time): finish it, "
+                                          "cancel it, or use another session");
+    fe_generate_params gp = params ? *params : fe_generate_default_params();
+    if (gp.max_tokens < 0)
+        return fe::set_error(FE_ERR_INVALID_ARG, "max_tokens = %d is out of range: use 0 or more", gp.max_tokens);
+    if (gp.n_stop > 0 && !gp.stop) return fe::set_error(FE_ERR_INVALID_ARG, "n_stop > 0 but stop is NULL");
+    fe_status st = fe_sampling_check(&gp.sampling);
+    if (st != FE_OK) return st;
+    fe_request &r = s->req;
+    r = fe_request{};
+    r.gp = gp;
+    for (size_t i = 0; i < gp.n_stop; i++)
+        if (gp.stop[i] && *gp.stop[i]) r.stops.emplace_back(gp.stop[i]);
+    r.gp.stop = nullptr;  // the caller's array need not outlive this call
+    r.gp.n_stop = 0;
+    r.t_start = t_start;
+    return FE_OK;
+}
+
+// After the prompt is in r.prompt: the checks that need it, then the request is active.
+fe_status activate(fe_session *s) {
+    fe_request &r = s->req;
+    const int32_t n_prompt = (int32_t)r.prompt.size(), n_ctx = (int32_t)s->params.n_ctx;
     if (n_prompt <= 0) return fe::set_error(FE_ERR_INVALID_ARG, "the prompt has no tokens");
     if (n_prompt >= n_ctx)
         return fe::set_error(FE_ERR_CONTEXT_OVERFLOW,
                              "the prompt has %d tokens but the session context holds n_ctx = %d (and the answer "
                              "needs room too); shorten the prompt or create the session with a larger n_ctx",
                              n_prompt, n_ctx);
-    const llama_vocab *vocab = s->model->vocab;
-    const int32_t n_vocab = llama_vocab_n_tokens(vocab);
+    const int32_t n_vocab = llama_vocab_n_tokens(s->model->vocab);
     for (int32_t i = 0; i < n_prompt; i++)
-        if (s->scratch[i] < 0 || s->scratch[i] >= n_vocab)
-            return fe::set_error(FE_ERR_INVALID_ARG, "prompt token %d at index %d is outside the vocabulary", s->scratch[i], i);
-
-    llama_memory_clear(llama_get_memory(s->ctx), true);
-    llama_sampler_reset(s->sampler);
-    fe::clear_llama_errors();
-
-    // Prefill.
-    double t0 = fe::now_ms();
-    const int32_t n_batch = (int32_t)s->params.n_batch;
-    for (int32_t i = 0; i < n_prompt; i += n_batch) {
-        if (s->cancel.load(std::memory_order_relaxed)) return decode_status(s, 2, "prefill");
-        int32_t n = std::min(n_batch, n_prompt - i);
-        int32_t rc = llama_decode(s->ctx, llama_batch_get_one(s->scratch.data() + i, n));
-        if (rc != 0) return decode_status(s, rc, "prefill");
-    }
-    llama_synchronize(s->ctx);
-    double t_prefill = fe::elapsed_ms(t0);
-
-    Streamer out(gp);
-    fe_stop_reason reason = FE_STOP_MAX_TOKENS;
-    fe_status status = FE_OK;
-    int32_t n_gen = 0, n_past = n_prompt;
-    double ttft = 0, t_prev = 0;
-    for (;;) {
-        if (s->cancel.load(std::memory_order_relaxed)) {
-            reason = FE_STOP_CANCELLED;
-            status = fe::set_error(FE_ERR_CANCELLED, "generation cancelled after %d tokens", n_gen);
-            break;
-        }
-        llama_token tok = next_token(s, n_vocab);
-        double t = fe::now_ms();
-        if (n_gen == 0) ttft = t - t_start;
-        else s->token_ms.push_back(t - t_prev);
-        t_prev = t;
-        if (!gp.ignore_eos && llama_vocab_is_eog(vocab, tok)) {
-            reason = FE_STOP_EOS;
-            break;
-        }
-        n_gen++;
-        if (!out.push(tok, token_piece(vocab, tok))) {
-            reason = out.hit_stop() ? FE_STOP_STRING : FE_STOP_CALLBACK;
-            break;
-        }
-        if (n_gen >= gp.max_tokens) {
-            reason = FE_STOP_MAX_TOKENS;
-            break;
-        }
-        if (n_past >= n_ctx) {
-            reason = FE_STOP_CONTEXT_FULL;
-            break;
-        }
-        int32_t rc = llama_decode(s->ctx, llama_batch_get_one(&tok, 1));
-        if (rc != 0) {
-            status = decode_status(s, rc, "generation");
-            reason = status == FE_ERR_CANCELLED ? FE_STOP_CANCELLED : FE_STOP_NONE;
-            break;
-        }
-        n_past++;
-    }
-    if (status == FE_OK && (reason == FE_STOP_EOS || reason == FE_STOP_MAX_TOKENS || reason == FE_STOP_CONTEXT_FULL))
-        if (!out.finish()) reason = FE_STOP_CALLBACK;
-    finish_profile(s, t_start, t_prefill, ttft, n_prompt, n_gen);
-    if (res) {
-        res->stop_reason = reason;
-        res->n_generated = n_gen;
-    }
-    return status;
-}
-
-fe_status begin(fe_session *s, const fe_generate_params *params, fe_generate_params *gp, fe_generate_result *res) {
-    if (res) memset(res, 0, sizeof *res);
-    if (!s) return fe::set_error(FE_ERR_INVALID_ARG, "fe_generate: session is NULL");
-    *gp = params ? *params : fe_generate_default_params();
-    if (gp->max_tokens <= 0) return fe::set_error(FE_ERR_INVALID_ARG, "fe_generate: max_tokens must be > 0");
-    if (gp->n_stop > 0 && !gp->stop) return fe::set_error(FE_ERR_INVALID_ARG, "fe_generate: n_stop > 0 but stop is NULL");
+        if (r.prompt[i] < 0 || r.prompt[i] >= n_vocab)
+            return fe::set_error(FE_ERR_INVALID_ARG, "prompt token %d at index %d is outside the vocabulary (0..%d)",
+                                 r.prompt[i], i, n_vocab - 1);
+    r.sampler = make_sampler(s, r.gp.sampling);
+    r.text = std::make_unique<fe::TextStream>(r.stops);
+    r.t_tokenized = fe::elapsed_ms(r.t_start);
     s->cancel.store(false, std::memory_order_relaxed);
     s->token_ms.clear();
-    s->token_ms.reserve((size_t)gp->max_tokens);
+    s->token_ms.reserve((size_t)std::min(r.gp.max_tokens, 1 << 16));
     s->profile = fe_profile{};
+    r.active = true;
     return FE_OK;
 }
 
+fe_status tokenize_into(fe_session *s, const char *prompt, bool add_special, bool parse_special) {
+    if (!prompt) return fe::set_error(FE_ERR_INVALID_ARG, "prompt is NULL");
+    size_t len = strlen(prompt);
+    if (len > (size_t)INT32_MAX / 2) return fe::set_error(FE_ERR_INVALID_ARG, "prompt too long (%zu bytes)", len);
+    std::vector<llama_token> &toks = s->req.prompt;
+    toks.resize(len + 8);
+    int32_t n = llama_tokenize(s->model->vocab, prompt, (int32_t)len, toks.data(), (int32_t)toks.size(), add_special,
+                               parse_special);
+    if (n < 0) {
+        toks.resize((size_t)(-(int64_t)n));
+        n = llama_tokenize(s->model->vocab, prompt, (int32_t)len, toks.data(), (int32_t)toks.size(), add_special,
+                           parse_special);
+        if (n < 0) return fe::set_error(FE_ERR_INTERNAL, "tokenization failed");
+    }
+    toks.resize((size_t)n);
+    return FE_OK;
+}
+
+fe_status start_failed(fe_session *s, fe_status st) {
+    if (s) {  // idle again; the prompt is kept so that callers can report its length
+        std::vector<llama_token> prompt = std::move(s->req.prompt);
+        s->req = fe_request{};
+        s->req.prompt = std::move(prompt);
+    }
+    return st;
+}
+
+// Ends the request with `reason`, releasing held-back text into r.event_text.
+void finish(fe_session *s, fe_stop_reason reason, fe_token_event *ev) {
+    fe_request &r = s->req;
+    if (reason != FE_STOP_STRING && reason != FE_STOP_CANCELLED && reason != FE_STOP_CALLBACK)
+        r.event_text += r.text->finish();
+    ev->done = true;
+    ev->stop_reason = reason;
+    fe::end_request(s, reason);
+}
+
+fe_status step(fe_session *s, fe_token_event *ev) {
+    fe_request &r = s->req;
+    const llama_vocab *vocab = s->model->vocab;
+    const int32_t n_vocab = llama_vocab_n_tokens(vocab), n_ctx = (int32_t)s->params.n_ctx;
+    r.event_text.clear();
+    ev->token = -1;
+    ev->done = false;
+    ev->stop_reason = FE_STOP_NONE;
+    if (s->cancel.load(std::memory_order_relaxed)) return finish(s, FE_STOP_CANCELLED, ev), FE_OK;
+    if (!r.prefilled) {
+        llama_memory_clear(llama_get_memory(s->ctx), true);
+        fe::clear_llama_errors();
+        double t0 = fe::now_ms();
+        const int32_t n_prompt = (int32_t)r.prompt.size(), n_batch = (int32_t)s->params.n_batch;
+        for (int32_t i = 0; i < n_prompt; i += n_batch) {
+            int32_t n = std::min(n_batch, n_prompt - i);
+            int32_t rc = llama_decode(s->ctx, llama_batch_get_one(r.prompt.data() + i, n));
+            if (rc != 0) {
+                fe_status st = decode_status(s, rc, "prefill");
+                if (st == FE_ERR_CANCELLED) {
+                    fe::clear_error();
+                    return finish(s, FE_STOP_CANCELLED, ev), FE_OK;
+                }
+                fe::end_request(s, FE_STOP_NONE);
+                return st;
+            }
+        }
+        llama_synchronize(s->ctx);
+        r.prefill_ms = fe::elapsed_ms(t0);
+        r.prefilled = true;
+        r.n_past = n_prompt;
+        if (r.gp.max_tokens == 0) return finish(s, FE_STOP_MAX_TOKENS, ev), FE_OK;
+    } else if (r.need_decode) {
+        if (r.n_gen >= r.gp.max_tokens) return finish(s, FE_STOP_MAX_TOKENS, ev), FE_OK;
+        if (r.n_past >= n_ctx) return finish(s, FE_STOP_CONTEXT_FULL, ev), FE_OK;
+        int32_t rc = llama_decode(s->ctx, llama_batch_get_one(&r.last, 1));
+        if (rc != 0) {
+            fe_status st = decode_status(s, rc, "generation");
+            if (st == FE_ERR_CANCELLED) {
+                fe::clear_error();
+                return finish(s, FE_STOP_CANCELLED, ev), FE_OK;
+            }
+            fe::end_request(s, FE_STOP_NONE);
+            return st;
+        }
+        r.n_past++;
+        r.need_decode = false;
+    }
+    llama_token tok = next_token(s, n_vocab);
+    double t = fe::now_ms();
+    if (r.n_gen == 0) r.ttft = t - r.t_start;
+    else s->token_ms.push_back(t - r.t_prev);
+    r.t_prev = t;
+    if (!r.gp.ignore_eos && llama_vocab_is_eog(vocab, tok)) return finish(s, FE_STOP_EOS, ev), FE_OK;
+    r.n_gen++;
+    r.last = tok;
+    r.need_decode = true;
+    ev->token = tok;
+    std::string piece = fe::token_piece(vocab, tok, false);
+    r.event_text += r.text->push(piece.data(), piece.size());
+    if (r.text->stopped()) return finish(s, FE_STOP_STRING, ev), FE_OK;
+    return FE_OK;
+}
+
+fe_status next_event(fe_session *s, fe_token_event *ev) {
+    fe_status st = step(s, ev);
+    ev->text = s->req.event_text.c_str();
+    ev->text_len = s->req.event_text.size();
+    return st;
+}
+
+// fe_generate*: the same steps, delivering each event's text to the callback.
+fe_status drive(fe_session *s, fe_generate_result *res) {
+    fe_token_event ev{};
+    fe_token_callback cb = s->req.gp.on_token;
+    void *ud = s->req.gp.user_data;
+    fe_stop_reason reason = FE_STOP_NONE;
+    fe_status st = FE_OK;
+    for (;;) {
+        st = next_event(s, &ev);
+        if (st != FE_OK) break;
+        bool more = true;
+        if (cb && (ev.text_len > 0 || ev.token >= 0)) more = cb(ev.text, ev.text_len, ev.token, ud);
+        if (ev.done) {
+            reason = ev.stop_reason;
+            break;
+        }
+        if (!more) {
+            reason = FE_STOP_CALLBACK;
+            fe::end_request(s, FE_STOP_CALLBACK);
+            break;
+        }
+    }
+    if (res) {
+        res->stop_reason = reason;
+        res->n_prompt = s->profile.n_prompt;
+        res->n_generated = s->profile.n_gen;
+    }
+    if (st == FE_OK && reason == FE_STOP_CANCELLED) {
+        if (!s->req.prefilled) return fe::set_error(FE_ERR_CANCELLED, "generation cancelled during prefill");
+        return fe::set_error(FE_ERR_CANCELLED, "generation cancelled after %d tokens", s->profile.n_gen);
+    }
+    return st;
+}
+
 }  // namespace
+
+namespace fe {
+
+void end_request(fe_session *s, fe_stop_reason reason) {
+    fe_request &r = s->req;
+    if (!r.active) return;
+    r.active = false;
+    r.reason = reason;
+    if (r.sampler) llama_sampler_free(r.sampler);
+    r.sampler = nullptr;
+    finish_profile(s);
+}
+
+}  // namespace fe
 
 extern "C" {
 
@@ -261,50 +310,135 @@ fe_generate_params fe_generate_default_params(void) {
     p.add_special = true;
     p.parse_special = true;
     p.ignore_eos = false;
+    p.sampling = fe_sampling_default_params();
     return p;
+}
+
+const char *fe_finish_reason(fe_stop_reason reason) {
+    switch (reason) {
+        case FE_STOP_EOS:
+        case FE_STOP_STRING: return "stop";
+        case FE_STOP_MAX_TOKENS:
+        case FE_STOP_CONTEXT_FULL: return "length";
+        case FE_STOP_CALLBACK:
+        case FE_STOP_CANCELLED: return "cancelled";
+        default: return "error";
+    }
+}
+
+fe_status fe_request_start(fe_session *session, const char *prompt, const fe_generate_params *params) {
+    return fe::guard("fe_request_start", [&]() -> fe_status {
+        fe::clear_error();
+        fe_status st = begin(session, params, fe::now_ms());
+        if (st != FE_OK) return st;
+        st = tokenize_into(session, prompt, session->req.gp.add_special, session->req.gp.parse_special);
+        if (st == FE_OK) st = activate(session);
+        return st == FE_OK ? st : start_failed(session, st);
+    });
+}
+
+fe_status fe_request_start_tokens(fe_session *session, const int32_t *tokens, int32_t n_tokens,
+                                  const fe_generate_params *params) {
+    return fe::guard("fe_request_start_tokens", [&]() -> fe_status {
+        fe::clear_error();
+        fe_status st = begin(session, params, fe::now_ms());
+        if (st != FE_OK) return st;
+        if (!tokens || n_tokens <= 0)
+            return start_failed(session, fe::set_error(FE_ERR_INVALID_ARG, "tokens is NULL or n_tokens <= 0"));
+        session->req.prompt.assign(tokens, tokens + n_tokens);
+        st = activate(session);
+        return st == FE_OK ? st : start_failed(session, st);
+    });
+}
+
+fe_status fe_request_start_chat(fe_session *session, const fe_chat_message *messages, size_t n_messages,
+                                const fe_generate_params *params) {
+    return fe::guard("fe_request_start_chat", [&]() -> fe_status {
+        fe::clear_error();
+        fe_status st = begin(session, params, fe::now_ms());
+        if (st != FE_OK) return st;
+        std::string prompt;
+        st = fe::render_chat(session->model, messages, n_messages, true, prompt);
+        if (st != FE_OK) return start_failed(session, st);
+        // The template may write BOS itself; add it only when it did not.
+        const llama_vocab *vocab = session->model->vocab;
+        llama_token bos = llama_vocab_bos(vocab);
+        bool add_bos = llama_vocab_get_add_bos(vocab);
+        if (add_bos && bos >= 0) {
+            std::string bos_text = fe::token_piece(vocab, bos, true);
+            if (!bos_text.empty() && prompt.compare(0, bos_text.size(), bos_text) == 0) add_bos = false;
+        }
+        st = tokenize_into(session, prompt.c_str(), add_bos, true);
+        if (st == FE_OK) st = activate(session);
+        return st == FE_OK ? st : start_failed(session, st);
+    });
+}
+
+fe_status fe_request_next(fe_session *session, fe_token_event *ev) {
+    return fe::guard("fe_request_next", [&]() -> fe_status {
+        fe::clear_error();
+        if (!session || !ev) return fe::set_error(FE_ERR_INVALID_ARG, "fe_request_next: session or ev is NULL");
+        memset(ev, 0, sizeof *ev);
+        ev->token = -1;
+        if (!session->req.active)
+            return fe::set_error(FE_ERR_INVALID_ARG, "fe_request_next: no request is active on this session");
+        try {
+            return next_event(session, ev);
+        } catch (...) {
+            fe::end_request(session, FE_STOP_NONE);
+            throw;
+        }
+    });
+}
+
+void fe_request_end(fe_session *session) {
+    if (session) fe::end_request(session, FE_STOP_CALLBACK);
+}
+
+bool fe_request_active(const fe_session *session) { return session && session->req.active; }
+
+fe_status fe_request_prompt_tokens(const fe_session *session, int32_t *tokens, int32_t max_tokens, int32_t *n_out) {
+    if (!session || !n_out || max_tokens < 0 || (max_tokens > 0 && !tokens))
+        return fe::set_error(FE_ERR_INVALID_ARG, "fe_request_prompt_tokens: NULL argument or max_tokens < 0");
+    const auto &p = session->req.prompt;
+    *n_out = (int32_t)p.size();
+    std::copy_n(p.begin(), std::min<size_t>(p.size(), (size_t)max_tokens), tokens);
+    return FE_OK;
 }
 
 fe_status fe_generate(fe_session *session, const char *prompt, const fe_generate_params *params,
                       fe_generate_result *result) {
-    return fe::guard("fe_generate", [&]() -> fe_status {
-        fe::clear_error();
-        double t_start = fe::now_ms();
-        fe_generate_params gp;
-        fe_status st = begin(session, params, &gp, result);
-        if (st != FE_OK) return st;
-        if (!prompt) return fe::set_error(FE_ERR_INVALID_ARG, "fe_generate: prompt is NULL");
-        size_t len = strlen(prompt);
-        if (len > (size_t)INT32_MAX / 2) return fe::set_error(FE_ERR_INVALID_ARG, "fe_generate: prompt too long");
-        const llama_vocab *vocab = session->model->vocab;
-        session->scratch.resize(len + 8);
-        int32_t n = llama_tokenize(vocab, prompt, (int32_t)len, session->scratch.data(),
-                                   (int32_t)session->scratch.size(), gp.add_special, gp.parse_special);
-        if (n < 0) {
-            session->scratch.resize((size_t)(-(int64_t)n));
-            n = llama_tokenize(vocab, prompt, (int32_t)len, session->scratch.data(), (int32_t)session->scratch.size(),
-                               gp.add_special, gp.parse_special);
-            if (n < 0) return fe::set_error(FE_ERR_INTERNAL, "fe_generate: tokenization failed");
-        }
-        session->scratch.resize((size_t)n);
-        double t_tok = fe::elapsed_ms(t_start);
-        st = run(session, t_start, gp, result);
-        session->profile.tokenize_ms = t_tok;
+    if (result) memset(result, 0, sizeof *result);
+    fe_status st = fe_request_start(session, prompt, params);
+    if (st != FE_OK) {
+        if (result && session) result->n_prompt = (int32_t)session->req.prompt.size();
         return st;
+    }
+    return fe::guard("fe_generate", [&]() -> fe_status {
+        try {
+            return drive(session, result);
+        } catch (...) {
+            fe::end_request(session, FE_STOP_NONE);
+            throw;
+        }
     });
 }
 
 fe_status fe_generate_tokens(fe_session *session, const int32_t *tokens, int32_t n_tokens,
                              const fe_generate_params *params, fe_generate_result *result) {
+    if (result) memset(result, 0, sizeof *result);
+    fe_status st = fe_request_start_tokens(session, tokens, n_tokens, params);
+    if (st != FE_OK) {
+        if (result && session) result->n_prompt = (int32_t)session->req.prompt.size();
+        return st;
+    }
     return fe::guard("fe_generate_tokens", [&]() -> fe_status {
-        fe::clear_error();
-        double t_start = fe::now_ms();
-        fe_generate_params gp;
-        fe_status st = begin(session, params, &gp, result);
-        if (st != FE_OK) return st;
-        if (!tokens || n_tokens <= 0)
-            return fe::set_error(FE_ERR_INVALID_ARG, "fe_generate_tokens: tokens is NULL or n_tokens <= 0");
-        session->scratch.assign(tokens, tokens + n_tokens);
-        return run(session, t_start, gp, result);
+        try {
+            return drive(session, result);
+        } catch (...) {
+            fe::end_request(session, FE_STOP_NONE);
+            throw;
+        }
     });
 }
 

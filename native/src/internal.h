@@ -3,14 +3,20 @@
 
 #include "finllm_edge.h"
 #include "llama.h"
+#include "text_stream.h"
 
 #include <atomic>
 #include <chrono>
 #include <cstdarg>
 #include <exception>
+#include <memory>
 #include <new>
 #include <string>
 #include <vector>
+
+namespace fe {
+struct ChatTemplate;  // chat.cpp: a parsed, checked Jinja chat template
+}
 
 struct fe_model {
     llama_model *model = nullptr;
@@ -18,17 +24,35 @@ struct fe_model {
     std::string path;
     uint64_t file_size = 0;
     double load_ms = 0.0;
+    std::shared_ptr<const fe::ChatTemplate> chat;  // NULL: no template (or it failed to parse)
+    std::string chat_error;                        // why `chat` is NULL
+};
+
+// The request in progress on a session (see fe_request_* in finllm_edge.h).
+struct fe_request {
+    bool active = false;
+    bool prefilled = false;
+    bool need_decode = false;       // `last` was sampled but not yet fed back
+    fe_generate_params gp{};
+    std::vector<std::string> stops; // owned copies of gp.stop
+    std::vector<llama_token> prompt;
+    llama_sampler *sampler = nullptr;  // NULL: greedy argmax fast path
+    llama_token last = -1;
+    int32_t n_gen = 0;
+    int32_t n_past = 0;
+    double t_start = 0, t_tokenized = 0, prefill_ms = 0, ttft = 0, t_prev = 0;
+    std::unique_ptr<fe::TextStream> text;
+    std::string event_text;
+    fe_stop_reason reason = FE_STOP_NONE;
 };
 
 struct fe_session {
     fe_model *model = nullptr;
     llama_context *ctx = nullptr;
-    llama_sampler *sampler = nullptr;
-    bool argmax = false;                  // greedy without penalties: argmax over the logits row
     fe_session_params params{};
     std::atomic<bool> cancel{false};
-    std::vector<llama_token> scratch;     // prompt tokens handed to llama_decode
-    std::vector<double> token_ms;         // per-token latencies of the last generation
+    fe_request req;
+    std::vector<double> token_ms;         // per-token latencies of the last request
     fe_profile profile{};
 };
 
@@ -44,6 +68,16 @@ void clear_llama_errors();
 // logging.cpp: installs the llama.cpp/ggml log bridge once; idempotent and thread-safe.
 void ensure_backend();
 void log(fe_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+// generate.cpp: ends the active request of a session (frees its sampler, keeps its profile).
+void end_request(fe_session *s, fe_stop_reason reason);
+// chat.cpp: parses + checks a template (throws std::runtime_error with the reason).
+std::shared_ptr<const ChatTemplate> parse_chat_template(const std::string &source, const fe_model *model);
+// chat.cpp: renders messages; FE_OK or FE_ERR_TEMPLATE / FE_ERR_INVALID_ARG (error set).
+fe_status render_chat(const fe_model *model, const fe_chat_message *messages, size_t n, bool add_assistant,
+                      std::string &out);
+// tokens.cpp: text of one token (special tokens rendered when `special`).
+std::string token_piece(const llama_vocab *vocab, llama_token tok, bool special);
 
 // metrics.cpp
 double now_ms();

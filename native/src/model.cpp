@@ -50,6 +50,8 @@ fe_status fe_model_load(const char *path, const fe_model_params *params, fe_mode
         m->vocab = llama_model_get_vocab(lm);
         m->path = path;
         m->file_size = file_size;
+        fe_model_set_chat_template(m, nullptr);  // parse + check the GGUF's template now (errors kept)
+        fe::clear_error();
         m->load_ms = fe::elapsed_ms(t0);
         *out = m;
         return FE_OK;
@@ -74,8 +76,28 @@ fe_status fe_model_get_info(const fe_model *model, fe_model_info *out) {
         out->bits_per_weight = out->n_params ? 8.0 * (double)out->size_bytes / (double)out->n_params : 0.0;
         out->n_ctx_train = llama_model_n_ctx_train(model->model);
         out->n_vocab = llama_vocab_n_tokens(model->vocab);
-        out->has_chat_template = llama_model_chat_template(model->model, nullptr) != nullptr;
+        out->has_chat_template = model->chat != nullptr;
         out->load_ms = model->load_ms;
+        return FE_OK;
+    });
+}
+
+fe_status fe_model_meta(const fe_model *model, const char *key, char *buf, size_t buf_size, size_t *n_out) {
+    return fe::guard("fe_model_meta", [&]() -> fe_status {
+        fe::clear_error();
+        if (n_out) *n_out = 0;
+        if (!model || !key || !n_out || (buf_size > 0 && !buf))
+            return fe::set_error(FE_ERR_INVALID_ARG, "fe_model_meta: NULL argument");
+        int32_t n = llama_model_meta_val_str(model->model, key, nullptr, 0);
+        if (n < 0) return fe::set_error(FE_ERR_INVALID_ARG, "the model has no metadata key '%s'", key);
+        std::string v((size_t)n + 1, '\0');
+        llama_model_meta_val_str(model->model, key, &v[0], v.size());
+        v.resize((size_t)n);
+        *n_out = v.size();
+        if (v.size() >= buf_size)
+            return fe::set_error(FE_ERR_BUFFER_TOO_SMALL, "fe_model_meta: need %zu bytes + NUL", v.size());
+        memcpy(buf, v.data(), v.size());
+        buf[v.size()] = '\0';
         return FE_OK;
     });
 }

@@ -1,8 +1,11 @@
-// Sessions: a llama context, its sampler chain, the cancel flag and the last profile.
+// Sessions: a llama context over a shared model, the cancel flag, the request in progress
+// and the last profile. Every option is checked here, before anything is allocated.
 #include "internal.h"
 
+#include <cmath>
 #include <cstring>
 #include <thread>
+#include <unistd.h>
 
 namespace {
 
@@ -11,40 +14,40 @@ bool abort_requested(void *data) {
     return s->cancel.load(std::memory_order_relaxed);
 }
 
-int32_t default_threads() {
-    unsigned n = std::thread::hardware_concurrency();
-    return n == 0 ? 1 : (int32_t)n;
+double total_ram_bytes() {
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    return pages > 0 && page > 0 ? (double)pages * (double)page : 0.0;
 }
 
-llama_sampler *make_sampler(const fe_model *m, const fe_session_params &p) {
-    llama_sampler_chain_params cp = llama_sampler_chain_default_params();
-    cp.no_perf = true;
-    llama_sampler *chain = llama_sampler_chain_init(cp);
-    if (!chain) return nullptr;
-    const fe_sampling_params &s = p.sampling;
-    if (s.repeat_penalty != 1.0f && s.repeat_last_n != 0)
-        llama_sampler_chain_add(chain, llama_sampler_init_penalties(llama_vocab_n_tokens(m->vocab),
-                                                                    s.repeat_last_n, s.repeat_penalty, 0.0f, 0.0f));
-    if (s.temperature <= 0.0f) {
-        llama_sampler_chain_add(chain, llama_sampler_init_greedy());
-        return chain;
-    }
-    if (s.top_k > 0) llama_sampler_chain_add(chain, llama_sampler_init_top_k(s.top_k));
-    if (s.top_p < 1.0f) llama_sampler_chain_add(chain, llama_sampler_init_top_p(s.top_p, 1));
-    llama_sampler_chain_add(chain, llama_sampler_init_temp(s.temperature));
-    llama_sampler_chain_add(chain, llama_sampler_init_dist(p.seed));
-    return chain;
+// Bytes of the f16 K and V caches for n_ctx tokens.
+double kv_bytes(const llama_model *m, uint32_t n_ctx) {
+    double n_head = llama_model_n_head(m), n_head_kv = llama_model_n_head_kv(m);
+    double per_head = n_head > 0 ? (double)llama_model_n_embd(m) / n_head : 0.0;
+    return 2.0 * 2.0 * (double)llama_model_n_layer(m) * (double)n_ctx * per_head * n_head_kv;
 }
 
-fe_status check_params(const fe_session_params &p) {
+fe_status check_params(const fe_model *model, const fe_session_params &p) {
+    const int32_t cpus = fe_cpu_count();
     if (p.n_ctx == 0)
-        return fe::set_error(FE_ERR_INVALID_ARG, "fe_session_create: n_ctx is 0; give the context length in tokens (e.g. 2048)");
-    if (p.n_batch == 0) return fe::set_error(FE_ERR_INVALID_ARG, "fe_session_create: n_batch is 0");
-    if (p.n_ctx > (1u << 24)) return fe::set_error(FE_ERR_INVALID_ARG, "fe_session_create: n_ctx %u is too large", p.n_ctx);
-    const fe_sampling_params &s = p.sampling;
-    if (!(s.temperature == s.temperature) || !(s.top_p == s.top_p) || !(s.repeat_penalty > 0.0f))
-        return fe::set_error(FE_ERR_INVALID_ARG, "fe_session_create: temperature/top_p must be numbers and repeat_penalty > 0");
-    if (s.repeat_last_n < -1) return fe::set_error(FE_ERR_INVALID_ARG, "fe_session_create: repeat_last_n must be >= -1");
+        return fe::set_error(FE_ERR_INVALID_ARG, "n_ctx is 0; give the context length in tokens (e.g. 2048)");
+    if (p.n_batch == 0) return fe::set_error(FE_ERR_INVALID_ARG, "n_batch is 0; use 1..n_ctx (e.g. 512)");
+    if (p.n_threads < 1 || p.n_threads > cpus)
+        return fe::set_error(FE_ERR_INVALID_ARG, "n_threads = %d is out of range: use 1..%d (the CPUs online)",
+                             p.n_threads, cpus);
+    if (p.n_threads_batch < 1 || p.n_threads_batch > cpus)
+        return fe::set_error(FE_ERR_INVALID_ARG,
+                             "n_threads_batch = %d is out of range: use 1..%d (the CPUs online)", p.n_threads_batch,
+                             cpus);
+    double need = kv_bytes(model->model, p.n_ctx), ram = total_ram_bytes();
+    if (p.n_ctx > (1u << 24) || (ram > 0 && need > ram))
+        return fe::set_error(FE_ERR_INVALID_ARG,
+                             "n_ctx = %u needs %.0f MiB of KV cache, more than this machine's %.0f MiB of RAM; "
+                             "use a smaller n_ctx (the model was trained with %d)",
+                             p.n_ctx, need / 1048576.0, ram / 1048576.0, llama_model_n_ctx_train(model->model));
+    int32_t train = llama_model_n_ctx_train(model->model);
+    if (train > 0 && p.n_ctx > (uint32_t)train)
+        fe::log(FE_LOG_WARN, "n_ctx = %u is above the model's training context (%d): quality may drop past %d tokens",
+                p.n_ctx, train, train);
     return FE_OK;
 }
 
@@ -52,19 +55,54 @@ fe_status check_params(const fe_session_params &p) {
 
 extern "C" {
 
+int32_t fe_cpu_count(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1) n = (long)std::thread::hardware_concurrency();
+    return n < 1 ? 1 : (int32_t)n;
+}
+
+fe_sampling_params fe_sampling_default_params(void) {
+    fe_sampling_params s;
+    memset(&s, 0, sizeof s);
+    s.temperature = 0.0f;
+    s.top_k = 40;
+    s.top_p = 0.95f;
+    s.min_p = 0.05f;
+    s.repeat_penalty = 1.0f;
+    s.repeat_last_n = 64;
+    s.seed = FE_SEED_RANDOM;
+    return s;
+}
+
+fe_status fe_sampling_check(const fe_sampling_params *p) {
+    if (!p) return fe::set_error(FE_ERR_INVALID_ARG, "sampling params are NULL");
+    if (!std::isfinite(p->temperature) || p->temperature < 0.0f || p->temperature > 100.0f)
+        return fe::set_error(FE_ERR_INVALID_ARG, "temperature = %g is out of range: use 0 (greedy) .. 100",
+                             (double)p->temperature);
+    if (p->top_k < 0)
+        return fe::set_error(FE_ERR_INVALID_ARG, "top_k = %d is out of range: use 0 (off) or more", p->top_k);
+    if (!std::isfinite(p->top_p) || p->top_p <= 0.0f || p->top_p > 1.0f)
+        return fe::set_error(FE_ERR_INVALID_ARG, "top_p = %g is out of range: use 0 < top_p <= 1 (1 = off)",
+                             (double)p->top_p);
+    if (!std::isfinite(p->min_p) || p->min_p < 0.0f || p->min_p >= 1.0f)
+        return fe::set_error(FE_ERR_INVALID_ARG, "min_p = %g is out of range: use 0 (off) <= min_p < 1",
+                             (double)p->min_p);
+    if (!std::isfinite(p->repeat_penalty) || p->repeat_penalty <= 0.0f || p->repeat_penalty > 10.0f)
+        return fe::set_error(FE_ERR_INVALID_ARG, "repeat_penalty = %g is out of range: use 0 < r <= 10 (1 = off)",
+                             (double)p->repeat_penalty);
+    if (p->repeat_last_n < -1)
+        return fe::set_error(FE_ERR_INVALID_ARG, "repeat_last_n = %d is out of range: use -1 (whole context) or more",
+                             p->repeat_last_n);
+    return FE_OK;
+}
+
 fe_session_params fe_session_default_params(void) {
     fe_session_params p;
     memset(&p, 0, sizeof p);
     p.n_ctx = 2048;
     p.n_batch = 512;
-    p.n_threads = 0;
-    p.n_threads_batch = 0;
-    p.seed = 42;
-    p.sampling.temperature = 0.0f;
-    p.sampling.top_k = 40;
-    p.sampling.top_p = 0.95f;
-    p.sampling.repeat_penalty = 1.0f;
-    p.sampling.repeat_last_n = 64;
+    p.n_threads = fe_default_n_threads();
+    p.n_threads_batch = p.n_threads;
     return p;
 }
 
@@ -75,13 +113,11 @@ fe_status fe_session_create(fe_model *model, const fe_session_params *params, fe
         *out = nullptr;
         if (!model) return fe::set_error(FE_ERR_INVALID_ARG, "fe_session_create: model is NULL");
         fe_session_params p = params ? *params : fe_session_default_params();
-        fe_status st = check_params(p);
+        fe_status st = check_params(model, p);
         if (st != FE_OK) return st;
-        if (p.n_threads <= 0) p.n_threads = default_threads();
-        if (p.n_threads_batch <= 0) p.n_threads_batch = p.n_threads;
         if (p.n_batch > p.n_ctx) p.n_batch = p.n_ctx;
 
-        auto *s = new fe_session();
+        auto s = std::make_unique<fe_session>();
         s->model = model;
         s->params = p;
         llama_context_params cp = llama_context_default_params();
@@ -92,33 +128,23 @@ fe_status fe_session_create(fe_model *model, const fe_session_params *params, fe
         cp.n_threads = p.n_threads;
         cp.n_threads_batch = p.n_threads_batch;
         cp.abort_callback = abort_requested;
-        cp.abort_callback_data = s;
+        cp.abort_callback_data = s.get();
         cp.no_perf = true;
         fe::clear_llama_errors();
         s->ctx = llama_init_from_model(model->model, cp);
         if (!s->ctx) {
             std::string why = fe::take_llama_errors();
-            delete s;
             return fe::set_error(FE_ERR_OUT_OF_MEMORY, "llama.cpp could not create a context of %u tokens: %s",
                                  p.n_ctx, why.empty() ? "no details" : why.c_str());
         }
-        s->sampler = make_sampler(model, p);
-        // Greedy with no penalty has no state: read the logits row directly instead of building
-        // llama.cpp's n_vocab candidate array every token (the same token, fewer cycles).
-        s->argmax = p.sampling.temperature <= 0.0f && !(p.sampling.repeat_penalty != 1.0f && p.sampling.repeat_last_n != 0);
-        if (!s->sampler) {
-            llama_free(s->ctx);
-            delete s;
-            return fe::set_error(FE_ERR_OUT_OF_MEMORY, "fe_session_create: could not create the sampler chain");
-        }
-        *out = s;
+        *out = s.release();
         return FE_OK;
     });
 }
 
 void fe_session_free(fe_session *session) {
     if (!session) return;
-    llama_sampler_free(session->sampler);
+    fe::end_request(session, FE_STOP_CALLBACK);
     llama_free(session->ctx);
     delete session;
 }
@@ -127,8 +153,9 @@ fe_status fe_session_reset(fe_session *session) {
     return fe::guard("fe_session_reset", [&]() -> fe_status {
         fe::clear_error();
         if (!session) return fe::set_error(FE_ERR_INVALID_ARG, "fe_session_reset: session is NULL");
+        if (session->req.active)
+            return fe::set_error(FE_ERR_BUSY, "fe_session_reset: a request is running; end or cancel it first");
         llama_memory_clear(llama_get_memory(session->ctx), true);
-        llama_sampler_reset(session->sampler);
         session->token_ms.clear();
         session->profile = fe_profile{};
         return FE_OK;

@@ -4,6 +4,19 @@
 #include <climits>
 #include <cstring>
 
+namespace fe {
+
+std::string token_piece(const llama_vocab *vocab, llama_token tok, bool special) {
+    char small[128];
+    int32_t n = llama_token_to_piece(vocab, tok, small, sizeof small, 0, special);
+    if (n >= 0) return std::string(small, (size_t)n);
+    std::string big((size_t)(-(int64_t)n), '\0');
+    n = llama_token_to_piece(vocab, tok, &big[0], (int32_t)big.size(), 0, special);
+    return n >= 0 ? big.substr(0, (size_t)n) : std::string();
+}
+
+}  // namespace fe
+
 extern "C" {
 
 fe_status fe_tokenize(const fe_model *model, const char *text, bool add_special, bool parse_special,
@@ -50,6 +63,27 @@ fe_status fe_detokenize(const fe_model *model, const int32_t *tokens, int32_t n_
         }
         *n_out = (size_t)n;
         if ((size_t)n < buf_size) buf[n] = '\0';
+        return FE_OK;
+    });
+}
+
+fe_status fe_token_piece(const fe_model *model, int32_t token, bool special, char *buf, size_t buf_size,
+                         size_t *n_out) {
+    return fe::guard("fe_token_piece", [&]() -> fe_status {
+        fe::clear_error();
+        if (n_out) *n_out = 0;
+        if (!model || !n_out || (buf_size > 0 && !buf))
+            return fe::set_error(FE_ERR_INVALID_ARG, "fe_token_piece: NULL argument");
+        int32_t n_vocab = llama_vocab_n_tokens(model->vocab);
+        if (token < 0 || token >= n_vocab)
+            return fe::set_error(FE_ERR_INVALID_ARG, "fe_token_piece: token %d is outside the vocabulary (0..%d)", token,
+                                 n_vocab - 1);
+        std::string p = fe::token_piece(model->vocab, token, special);
+        *n_out = p.size();
+        if (p.size() >= buf_size)
+            return fe::set_error(FE_ERR_BUFFER_TOO_SMALL, "fe_token_piece: need %zu bytes + NUL", p.size());
+        memcpy(buf, p.data(), p.size());
+        buf[p.size()] = '\0';
         return FE_OK;
     });
 }

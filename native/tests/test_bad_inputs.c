@@ -155,8 +155,13 @@ static void test_bad_args_with_model(void) {
     sp.n_batch = 0;
     CHECK_STATUS(fe_session_create(m, &sp, &s), FE_ERR_INVALID_ARG, "n_batch");
     sp = fe_session_default_params();
-    sp.sampling.repeat_penalty = 0.0f;
-    CHECK_STATUS(fe_session_create(m, &sp, &s), FE_ERR_INVALID_ARG, "repeat_penalty");
+    sp.n_threads = 0;
+    CHECK_STATUS(fe_session_create(m, &sp, &s), FE_ERR_INVALID_ARG, "n_threads = 0 is out of range");
+    sp.n_threads = 10000;
+    CHECK_STATUS(fe_session_create(m, &sp, &s), FE_ERR_INVALID_ARG, "the CPUs online");
+    sp = fe_session_default_params();
+    sp.n_ctx = 1u << 30;
+    CHECK_STATUS(fe_session_create(m, &sp, &s), FE_ERR_INVALID_ARG, "n_ctx");
     sp = fe_session_default_params();
     sp.n_ctx = 256;
     CHECK_STATUS(fe_session_create(m, &sp, NULL), FE_ERR_INVALID_ARG, "out is NULL");
@@ -182,8 +187,11 @@ static void test_bad_args_with_model(void) {
     fe_generate_params gp = fe_generate_default_params();
     fe_generate_result r;
     CHECK_STATUS(fe_generate(s, NULL, &gp, &r), FE_ERR_INVALID_ARG, "prompt is NULL");
-    gp.max_tokens = 0;
+    gp.max_tokens = -1;
     CHECK_STATUS(fe_generate(s, "hi", &gp, &r), FE_ERR_INVALID_ARG, "max_tokens");
+    gp = fe_generate_default_params();
+    gp.sampling.top_p = 1.5f;
+    CHECK_STATUS(fe_generate(s, "hi", &gp, &r), FE_ERR_INVALID_ARG, "top_p");
     gp = fe_generate_default_params();
     gp.n_stop = 2;
     CHECK_STATUS(fe_generate(s, "hi", &gp, &r), FE_ERR_INVALID_ARG, "stop is NULL");

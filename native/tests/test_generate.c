@@ -252,7 +252,8 @@ static void test_profile(void) {
 }
 
 /* Generates n tokens of PROMPT (EOS ignored) with the given sampling into c. */
-static void run_with(fe_session_params sp, int n, collect_t *c) {
+static void run_with(fe_sampling_params sampling, int n, collect_t *c) {
+    fe_session_params sp = fe_session_default_params();
     sp.n_ctx = 512;
     sp.n_threads = 1;
     fe_session *s = NULL;
@@ -261,6 +262,7 @@ static void run_with(fe_session_params sp, int n, collect_t *c) {
     fe_generate_params gp = fe_generate_default_params();
     gp.max_tokens = n;
     gp.ignore_eos = true;
+    gp.sampling = sampling;
     gp.on_token = collect;
     gp.user_data = c;
     fe_generate_result r;
@@ -270,13 +272,13 @@ static void run_with(fe_session_params sp, int n, collect_t *c) {
 }
 
 static void run_sampled(uint32_t seed, collect_t *c) {
-    fe_session_params sp = fe_session_default_params();
+    fe_sampling_params sp = fe_sampling_default_params();
     sp.seed = seed;
-    sp.sampling.temperature = 0.9f;
-    sp.sampling.top_k = 40;
-    sp.sampling.top_p = 0.9f;
-    sp.sampling.repeat_penalty = 1.15f;
-    sp.sampling.repeat_last_n = 32;
+    sp.temperature = 0.9f;
+    sp.top_k = 40;
+    sp.top_p = 0.9f;
+    sp.repeat_penalty = 1.15f;
+    sp.repeat_last_n = 32;
     run_with(sp, 20, c);
 }
 
@@ -293,10 +295,11 @@ static void test_sampling_seeded(void) {
 /* Plain greedy takes a vectorised argmax of the logits row; top-k 1 goes through llama.cpp's
  * sampler chain (top-k -> temp -> dist over one candidate). Both must pick the same tokens. */
 static void run_greedy(float temperature, int32_t top_k, collect_t *c) {
-    fe_session_params sp = fe_session_default_params();
-    sp.sampling.temperature = temperature;
-    sp.sampling.top_k = top_k;
-    sp.sampling.top_p = 1.0f;
+    fe_sampling_params sp = fe_sampling_default_params();
+    sp.temperature = temperature;
+    sp.top_k = top_k;
+    sp.top_p = 1.0f;
+    sp.min_p = 0.0f;
     run_with(sp, 24, c);
 }
 

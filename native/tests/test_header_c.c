@@ -12,13 +12,41 @@ static void test_defaults(void) {
     fe_session_params sp = fe_session_default_params();
     CHECK(sp.n_ctx == 2048);
     CHECK(sp.n_batch == 512);
-    CHECK(sp.sampling.temperature <= 0.0f); /* greedy by default */
-    CHECK(sp.sampling.repeat_penalty == 1.0f);
+    CHECK(sp.n_threads >= 1 && sp.n_threads <= fe_cpu_count());
+    CHECK(sp.n_threads == fe_default_n_threads());
     fe_generate_params gp = fe_generate_default_params();
+    CHECK(gp.sampling.temperature <= 0.0f); /* greedy by default */
+    CHECK(gp.sampling.repeat_penalty == 1.0f);
+    CHECK(gp.sampling.min_p > 0.049f && gp.sampling.min_p < 0.051f);
+    CHECK(gp.sampling.seed == FE_SEED_RANDOM);
+    CHECK(fe_sampling_check(&gp.sampling) == FE_OK);
     CHECK(gp.max_tokens == 256);
     CHECK(gp.stop == NULL && gp.n_stop == 0);
     CHECK(gp.on_token == NULL);
     CHECK(gp.add_special && gp.parse_special && !gp.ignore_eos);
+}
+
+static void test_sampling_ranges(void) {
+    fe_sampling_params bad[7];
+    for (int i = 0; i < 7; i++) bad[i] = fe_sampling_default_params();
+    bad[0].temperature = -0.1f;
+    bad[1].temperature = NAN;
+    bad[2].top_p = 1.5f;
+    bad[3].top_k = -1;
+    bad[4].min_p = 1.0f;
+    bad[5].repeat_penalty = 0.0f;
+    bad[6].repeat_last_n = -2;
+    const char *field[7] = {"temperature", "temperature", "top_p", "top_k", "min_p", "repeat_penalty", "repeat_last_n"};
+    for (int i = 0; i < 7; i++) {
+        CHECK(fe_sampling_check(&bad[i]) == FE_ERR_INVALID_ARG);
+        CHECK(strstr(fe_last_error(), field[i]) != NULL);
+        CHECK(strstr(fe_last_error(), "range") != NULL);
+    }
+    CHECK(strcmp(fe_finish_reason(FE_STOP_EOS), "stop") == 0);
+    CHECK(strcmp(fe_finish_reason(FE_STOP_STRING), "stop") == 0);
+    CHECK(strcmp(fe_finish_reason(FE_STOP_MAX_TOKENS), "length") == 0);
+    CHECK(strcmp(fe_finish_reason(FE_STOP_CONTEXT_FULL), "length") == 0);
+    CHECK(strcmp(fe_finish_reason(FE_STOP_CANCELLED), "cancelled") == 0);
 }
 
 static void test_status_and_versions(void) {
@@ -91,6 +119,7 @@ static void test_log_settings(void) {
 int main(void) {
     RUN(test_defaults());
     RUN(test_status_and_versions());
+    RUN(test_sampling_ranges());
     RUN(test_percentile());
     RUN(test_null_everything());
     RUN(test_log_settings());

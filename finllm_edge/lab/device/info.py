@@ -222,14 +222,9 @@ def clusters_of(cores: list[CpuCore]) -> list[dict]:
 
 def big_cores_of(cores: list[CpuCore]) -> list[int]:
     """Cores above the slowest cluster (SD865: cpus 4-7); every core when all are equal."""
-    from finllm_edge.threads import CpuTopology, performance_cores
+    from finllm_edge.threads import choose_threads_for  # the core's rule, as on the phone itself
 
-    topo = CpuTopology(
-        allowed=tuple(c.cpu for c in cores),
-        max_freq_khz={c.cpu: c.max_freq_khz for c in cores if c.max_freq_khz},
-    )
-    chosen, _reason = performance_cores(topo)
-    return sorted(chosen)
+    return sorted(choose_threads_for({c.cpu: c.max_freq_khz for c in cores}).cores)
 
 
 def parse_info(serial: str, text: str, work_dir: str = WORK_DIR) -> DeviceInfo:
