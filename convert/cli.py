@@ -55,7 +55,8 @@ def configure(p: argparse.ArgumentParser) -> None:
                    "(default: embedded SmolLM2-135M-Instruct)")
     g.add_argument("--lora", type=Path, help="PEFT LoRA adapter folder (default: shipped finance adapter)")
     g.add_argument("--eval", "--eval-text", dest="eval_file", type=Path, help="your own held-out text for the "
-                   "quality report (default: shipped finance sample, never seen in training)")
+                   "quality report (default: the shipped finance sample, 8,261 tokens never seen in training: 16 chunks of 512, 4,080 scored "
+                   "tokens; every figure gets a 95%% interval)")
     g.add_argument("--calib", dest="calib_file", type=Path, help="calibration text (recorded; used by AWQ/imatrix)")
     g = p.add_argument_group("outputs")
     g.add_argument("--out", type=Path, default=Path("out/convert"), help="output folder (default: out/convert): "
@@ -87,7 +88,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("quality gate")
     g.add_argument("--max-kld", type=float, help="fail if any artifact's mean KLD vs F16 is above this")
     g.add_argument("--min-top1", type=float, help="fail if any artifact's top-1 agreement (0..1) is below this")
-    g.add_argument("--eval-ctx", type=int, default=256, help="tokens per evaluation chunk (default 256)")
+    g.add_argument("--eval-ctx", type=int, default=512, help="tokens per evaluation chunk (default 512; the second "
+                   "half of each chunk is scored)")
     g.add_argument("--eval-chunks", type=int, help="evaluate at most this many chunks")
     g.add_argument("--no-cross-check", action="store_true", help="skip the upstream llama-perplexity cross-check")
     g.add_argument("--no-parity", action="store_true", help="skip the F16-vs-torch parity stage")

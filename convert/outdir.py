@@ -135,13 +135,14 @@ def inspect(out: Path, plan: Plan, force: bool = False) -> Inspection:
     planned = set(plan.files) | {MARKER}
     ours, partials, foreign = [], [], []
     for e in entries:
-        if e not in was_foreign and (e in mine_files or _in_dirs(e, mine_dirs)):
-            ours.append(e)
-            continue
         base = _partial_base(e)
-        if base is not None and marker is not None and (
+        if e in was_foreign:
+            foreign.append(e)
+        elif base is not None and marker is not None and (
                 base in mine_files or base in planned or _in_dirs(base, mine_dirs | set(plan.dirs))):
             partials.append(e)
+        elif e in mine_files or _in_dirs(e, mine_dirs):
+            ours.append(e)
         else:
             foreign.append(e)
     replace = [e for e in foreign if e in planned or _in_dirs(e, plan.dirs)]

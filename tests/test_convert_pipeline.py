@@ -115,7 +115,16 @@ def test_quality_report(llama_run):
         up = rows[name]["upstream"]
         assert up["within_5pct"], up                     # agrees with llama-perplexity --kl-divergence
     md = (res.out / "quality.md").read_text()
-    assert "| q4_0 |" in md and "PPL ratio" in md
+    assert "| q4_0 |" in md and "PPL ratio" in md and "95% intervals" in md
+    # default: the shipped held-out sample at n_ctx 512, 16 chunks, every figure with a 95% interval
+    assert q["n_ctx"] == 512 and q["n_chunks"] == 16 and q["n_tokens_scored"] == 4080 and q["seconds"] > 0
+    for name in ("q8_0", "q4_0"):
+        r = rows[name]
+        assert r["n_tokens_scored"] == 4080 and r["n_chunks"] == 16
+        for stat in ("mean_kld", "top1_agreement", "ppl_ratio", "ppl"):
+            lo, hi = r["ci95"][stat]
+            assert lo <= r[stat] <= hi and lo < hi, (name, stat)
+    assert rows["q8_0"]["ci95"]["mean_kld"][1] < rows["q4_0"]["ci95"]["mean_kld"][0]   # the intervals separate them
 
 
 def test_quality_gate_fails_loudly():
