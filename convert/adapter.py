@@ -101,7 +101,8 @@ def _compile(pattern: str, field_name: str, where, wrap: str = "{}") -> None:
     try:
         re.compile(wrap.format(pattern))
     except (re.error, RecursionError, OverflowError) as exc:
-        raise AdapterConfigError(f"{where}: {field_name} {pattern!r} is not a valid regular expression ({exc})") from exc
+        raise AdapterConfigError(
+            f"{where}: {field_name} {pattern!r} is not a valid regular expression ({exc})") from exc
 
 
 def _str_or_list(cfg: dict, key: str, where, allow_str: bool = True) -> list[str] | str | None:
@@ -262,7 +263,8 @@ class LoraAdapter:
         try:
             h = safe_open(str(w_path), framework="pt")
         except Exception as exc:
-            raise CorruptModelError(f"{w_path} is not a readable safetensors file ({exc}); re-save the adapter") from exc
+            raise CorruptModelError(
+                f"{w_path} is not a readable safetensors file ({exc}); re-save the adapter") from exc
         pairs, others = _split_keys(h, w_path)
         adapter = cls(folder, config, pairs, others, h)
         if base is not None:

@@ -115,17 +115,21 @@ def scale_groups(model: nn.Module) -> list[ScaleGroup]:
         at, mlp = layer.self_attn, layer.mlp
         p = f"layers.{i}"
         groups.append(ScaleGroup(f"{p}.attn_in", layer.input_layernorm, [at.q_proj, at.k_proj, at.v_proj],
-                                 [f"{p}.self_attn.q_proj", f"{p}.self_attn.k_proj", f"{p}.self_attn.v_proj"], f"{p}.self_attn.q_proj"))
+                                 [f"{p}.self_attn.q_proj", f"{p}.self_attn.k_proj", f"{p}.self_attn.v_proj"],
+                                     f"{p}.self_attn.q_proj"))
         if n_kv == n_heads and at.v_proj.weight.shape[0] == at.o_proj.weight.shape[1]:
-            groups.append(ScaleGroup(f"{p}.attn_out", at.v_proj, [at.o_proj], [f"{p}.self_attn.o_proj"], f"{p}.self_attn.o_proj"))
+            groups.append(ScaleGroup(f"{p}.attn_out", at.v_proj, [at.o_proj], [f"{p}.self_attn.o_proj"],
+                                     f"{p}.self_attn.o_proj"))
         groups.append(ScaleGroup(f"{p}.mlp_in", layer.post_attention_layernorm, [mlp.gate_proj, mlp.up_proj],
                                  [f"{p}.mlp.gate_proj", f"{p}.mlp.up_proj"], f"{p}.mlp.gate_proj"))
-        groups.append(ScaleGroup(f"{p}.mlp_out", mlp.up_proj, [mlp.down_proj], [f"{p}.mlp.down_proj"], f"{p}.mlp.down_proj"))
+        groups.append(ScaleGroup(f"{p}.mlp_out", mlp.up_proj, [mlp.down_proj], [f"{p}.mlp.down_proj"],
+                                 f"{p}.mlp.down_proj"))
     return groups
 
 
 @torch.no_grad()
-def calibrate(model: nn.Module, token_batches: list[torch.Tensor], opts: AWQOptions, progress=None) -> tuple[dict[str, InputStats], int]:
+def calibrate(model: nn.Module, token_batches: list[torch.Tensor], opts: AWQOptions,
+              progress=None) -> tuple[dict[str, InputStats], int]:
     """Forward the model over calibration sequences and record linear-layer inputs."""
     gen = torch.Generator().manual_seed(opts.seed)
     stats: dict[str, InputStats] = {}
@@ -162,7 +166,8 @@ def _group_loss(x: torch.Tensor, weights: list[torch.Tensor], s: torch.Tensor | 
 
 
 @torch.no_grad()
-def best_scale(x: torch.Tensor, x_mean: torch.Tensor, weights: list[torch.Tensor], quant, grid: int) -> tuple[torch.Tensor, float, float, float]:
+def best_scale(x: torch.Tensor, x_mean: torch.Tensor, weights: list[torch.Tensor], quant,
+               grid: int) -> tuple[torch.Tensor, float, float, float]:
     """Grid-search alpha; returns (s, alpha, loss at alpha=0 i.e. plain, best loss)."""
     plain = _group_loss(x, weights, None, quant)
     best = (torch.ones_like(x_mean), 0.0, plain)
@@ -251,13 +256,15 @@ def token_batches_from_text(tokenizer, text: str, opts: AWQOptions) -> list[torc
     return chunks[: opts.max_seqs]
 
 
-def run_awq(model: nn.Module, tokenizer, calib_text: str, opts: AWQOptions | None = None, progress_factory=None) -> AWQResult:
+def run_awq(model: nn.Module, tokenizer, calib_text: str, opts: AWQOptions | None = None,
+            progress_factory=None) -> AWQResult:
     """Calibrate on `calib_text`, search and fold scales in place; returns the search record."""
     opts = opts or AWQOptions()
     torch.manual_seed(opts.seed)
     batches = token_batches_from_text(tokenizer, calib_text, opts)
     t0 = time.perf_counter()
-    bar = progress_factory(total=sum(b.numel() for b in batches), desc="AWQ calibration", unit="tok") if progress_factory else None
+    bar = (progress_factory(total=sum(b.numel() for b in batches), desc="AWQ calibration", unit="tok")
+           if progress_factory else None)
     model_dtype = next(model.parameters()).dtype
     model.to(torch.float32)
     try:
@@ -266,7 +273,8 @@ def run_awq(model: nn.Module, tokenizer, calib_text: str, opts: AWQOptions | Non
             bar.close()
         calib_s = time.perf_counter() - t0
         groups = len(scale_groups(model))
-        bar = progress_factory(total=groups, desc=f"AWQ search ({opts.target})", unit="group") if progress_factory else None
+        bar = (progress_factory(total=groups, desc=f"AWQ search ({opts.target})", unit="group")
+               if progress_factory else None)
         res = search_and_apply(model, stats, opts, bar.update if bar else None)
         if bar:
             bar.close()

@@ -17,7 +17,6 @@ from . import atomic
 from .awq import AWQOptions, AWQResult, run_awq
 
 
-
 @dataclass
 class AWQStageResult:
     target: str
@@ -26,7 +25,8 @@ class AWQStageResult:
     alphas: dict
 
 
-def scale_model(merged_dir: Path, out_dir: Path, calib_text: str, opts: AWQOptions, progress_factory=None) -> AWQStageResult:
+def scale_model(merged_dir: Path, out_dir: Path, calib_text: str, opts: AWQOptions,
+                progress_factory=None) -> AWQStageResult:
     """Run AWQ on the merged model and save the scaled float model as an HF folder, atomically."""
     import torch
     from transformers import AutoTokenizer

@@ -21,7 +21,6 @@ from .errors import (
     CorruptModelError,
     InputNotFoundError,
     InsufficientDiskError,
-    OutputNotWritableError,
 )
 from .hf_loader import BaseModel, load_base
 

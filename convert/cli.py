@@ -55,7 +55,8 @@ def configure(p: argparse.ArgumentParser) -> None:
                    "(default: embedded SmolLM2-135M-Instruct)")
     g.add_argument("--lora", type=Path, help="PEFT LoRA adapter folder (default: shipped finance adapter)")
     g.add_argument("--eval", "--eval-text", dest="eval_file", type=Path, help="your own held-out text for the "
-                   "quality report (default: the shipped finance sample, 8,261 tokens never seen in training: 16 chunks of 512, 4,080 scored "
+                   "quality report (default: the shipped finance sample, 8,261 tokens never seen in training: "
+                   "16 chunks of 512, 4,080 scored "
                    "tokens; every figure gets a 95%% interval)")
     g.add_argument("--calib", dest="calib_file", type=Path, help="calibration text (recorded; used by AWQ/imatrix)")
     g = p.add_argument_group("outputs")
@@ -76,7 +77,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--awq", action="store_true", help="also write AWQ artifacts (model-awq-<quant>.gguf): scales "
                    "searched on --calib text for each 4-bit grid (q4_0, q4_k_m), folded into the float model; "
                    "the scaled model is kept in OUT/merged-awq-<grid>/ for the ONNX export too")
-    g.add_argument("--awq-grid", type=int, default=10, help="alpha candidates in [0,1] for the scale search (default 10)")
+    g.add_argument("--awq-grid", type=int, default=10,
+                   help="alpha candidates in [0,1] for the scale search (default 10)")
     g.add_argument("--awq-clip", action="store_true", help="also search per-block weight clipping (slower)")
     g.add_argument("--imatrix", action="store_true", help="also write upstream importance-matrix artifacts "
                    "(llama-imatrix on --calib), for plain and AWQ models: the baseline AWQ must beat")

@@ -26,7 +26,8 @@ def merge_weight(w, a, b, scale: float, fan_in_fan_out: bool = False):
     return w.to(torch.float32) + delta
 
 
-def merged_tensors(base, adapter, transposed_layout: Callable[[str], bool] | None = None) -> Iterator[tuple[str, object]]:
+def merged_tensors(base, adapter,
+                   transposed_layout: Callable[[str], bool] | None = None) -> Iterator[tuple[str, object]]:
     """Yield (name, float32 tensor) for every base tensor, LoRA applied where the adapter has a module.
 
     `transposed_layout(name)` says whether a base weight is stored (in, out) (Conv1D); only then does

@@ -61,7 +61,7 @@ def plan_for(opts, awq_targets: list[str], quant_names: list[str]) -> Plan:
 
 def _files_under(root: Path) -> list[str]:
     out = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, _, filenames in os.walk(root):
         for n in filenames:
             out.append(str((Path(dirpath) / n).relative_to(root)))
     return sorted(out)

@@ -67,10 +67,9 @@ def hf_greedy(model, prompt: list[int], n: int) -> list[int]:
 def check_parity(merged_dir: Path, f16: Path, greedy_tokens: int = 16, require_greedy: bool = True,
                  tol: Tolerance = Tolerance(), threads=None, text: str = PARITY_TEXT) -> ParityResult:
     import torch
+    from transformers import AutoTokenizer
 
     from .hf_loader import load_hf_model
-
-    from transformers import AutoTokenizer
 
     model = load_hf_model(merged_dir)
     hf_tok = AutoTokenizer.from_pretrained(merged_dir)

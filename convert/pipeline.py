@@ -46,7 +46,7 @@ class ConvertOptions:
     min_top1: float | None = None
     parity: bool = True
     greedy_tokens: int = 16
-    require_greedy: bool = True              # greedy continuation must be identical (SmolLM2); off for random tiny models
+    require_greedy: bool = True              # greedy continuation must be identical; off for random tiny models
     cross_check: bool = True                 # run upstream llama-perplexity --kl-divergence too
     threads: int = 2
     merged_dtype: str = "float16"
@@ -55,7 +55,7 @@ class ConvertOptions:
     awq: bool = False                        # add AWQ-scaled artifacts (awq-<quant>) beside the plain ones
     awq_grid: int = 10                       # alpha candidates in [0, 1]
     awq_clip: bool = False                   # also search per-block weight clipping
-    imatrix: bool = False                    # add upstream importance-matrix artifacts (imatrix-<quant>, awq-imatrix-<quant>)
+    imatrix: bool = False                    # add upstream importance-matrix artifacts (imatrix-<q>, awq-imatrix-<q>)
     bpw_budget: float | str | None = None    # with awq: a mixed-precision artifact within this bits/weight,
                                              # or "same": the size of the same recipe without it
     formats: list[str] = field(default_factory=lambda: ["gguf"])  # gguf, onnx (int4 MatMulNBits folder)
@@ -476,7 +476,8 @@ def run_stages(ctx: Context, stages: list[Stage], log: Callable[[str], None] | N
 
                     raise InsufficientDiskError(
                         f"stage {st.name}: no room to write ({exc.strerror}). Partial files were left under temporary "
-                        f"names and nothing in {out} looks finished; free space (or raise the file-size limit) and rerun"
+                        f"names and nothing in {out} looks finished; free space (or raise the file-size limit) "
+                        "and rerun"
                     ) from exc
                 raise
             ctx.seconds[st.name] = round(time.perf_counter() - t0, 2)
@@ -499,7 +500,8 @@ def convert(opts: ConvertOptions, log: Callable[[str], None] | None = None) -> C
     if "f16" not in o.floats:
         raise ConversionError("the F16 GGUF is the reference for parity and quality; it cannot be left out")
     ctx = run_stages(Context(o), build_stages(o), log)
-    return ConversionResult(o.out, ctx.merged_dir, ctx.artifacts, ctx.parity, ctx.quality, ctx.quality_meta, ctx.manifest,
+    return ConversionResult(o.out, ctx.merged_dir, ctx.artifacts, ctx.parity, ctx.quality, ctx.quality_meta,
+                            ctx.manifest,
                             ctx.notes, ctx.seconds)
 
 
@@ -507,7 +509,7 @@ def summary_table(res: ConversionResult) -> str:
     rows = ["| artifact | type | size MiB | bits/weight | PPL ratio | mean KLD | top-1 | tensor types |",
             "|---|---|---|---|---|---|---|---|"]
     for name, a in res.artifacts.items():
-        def f(k, fmt):
+        def f(k, fmt, a=a):
             return fmt.format(a[k]) if a.get(k) is not None else "-"
         types = ", ".join(f"{k}:{v}" for k, v in a.get("tensor_types", {}).items())
         rows.append(f"| {name} | {a['quant']} | {a['file_bytes'] / 2**20:.1f} | {a['bits_per_weight']:.2f} | "

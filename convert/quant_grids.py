@@ -81,7 +81,9 @@ def _qkx2(x: torch.Tensor, nmax: int = 15, rmin: float = -1.0, rdelta: float = 0
     for step in range(nstep + 1):
         iscale = (rmin + rdelta * step + nmax) / rng
         L = torch.clamp(torch.round(iscale * (x - mn)), 0, nmax)
-        sl, sl2, sxl = (wts * L).sum(-1, keepdim=True), (wts * L * L).sum(-1, keepdim=True), (wts * L * x).sum(-1, keepdim=True)
+        sl = (wts * L).sum(-1, keepdim=True)
+        sl2 = (wts * L * L).sum(-1, keepdim=True)
+        sxl = (wts * L * x).sum(-1, keepdim=True)
         D = sw * sl2 - sl * sl
         ok = D > 0
         Dsafe = torch.where(ok, D, torch.ones_like(D))

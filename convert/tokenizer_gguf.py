@@ -192,7 +192,7 @@ CHECK_TEXTS = (
 class Fidelity:
     pre: str
     how: str                          # "hash", "behaviour", "override" or "gguf"
-    matching: list[str]               # every known pre-tokenizer group (first alias) that reproduced HF; [] if not searched
+    matching: list[str]               # known pre-tokenizer groups (first alias) that reproduced HF; [] if not searched
     n_texts: int
     n_tokens: int
 
@@ -210,7 +210,8 @@ def known_pre_tokenizers() -> list[tuple[str, ...]]:
     end = text.find("unknown pre-tokenizer type", start)
     chain = text[start:end]
     groups: dict[str, list[str]] = {}
-    for names, body in re.findall(r'if \(\s*((?:tokenizer_pre\s*==\s*"[^"]+"\s*(?:\|\|\s*)?)+)\)\s*\{([^{}]*)\}', chain):
+    branch = r'if \(\s*((?:tokenizer_pre\s*==\s*"[^"]+"\s*(?:\|\|\s*)?)+)\)\s*\{([^{}]*)\}'
+    for names, body in re.findall(branch, chain):
         key = " ".join(body.split())
         groups.setdefault(key, []).extend(re.findall(r'"([^"]+)"', names))
     return [tuple(g) for g in groups.values()]
@@ -384,7 +385,8 @@ def gate(tokenizer, spec: TokenizerSpec, arch, config, extra_texts: dict[str, st
     chosen = min(matching, key=rank)
     _set_pre(spec, chosen)
     spec.notes.append(
-        f"tokenizer.ggml.pre: {first!r} " + ("is not a known hash; " if first == PRE_FALLBACK else "did not reproduce HF; ")
+        f"tokenizer.ggml.pre: {first!r} "
+        + ("is not a known hash; " if first == PRE_FALLBACK else "did not reproduce HF; ")
         + f"chose {chosen!r} by behaviour: it reproduces the HF token ids exactly on {len(texts)} texts "
         f"({n_tokens} tokens); pre-tokenizers that match: {', '.join(matching)}")
     return _record(spec, Fidelity(chosen, "behaviour", matching, len(texts), n_tokens))

@@ -1,13 +1,11 @@
 """AWQ: the float model is unchanged by folding; the search beats plain quantization on
 outlier channels; it is deterministic; our grids are llama.cpp's grids."""
 
-import copy
 
+import gguf  # noqa: E402
 import numpy as np
 import pytest
-
 import torch  # noqa: E402  (the convert extra: scripts/bootstrap.sh installs it; never skipped)
-import gguf  # noqa: E402
 from gguf import quants  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM  # noqa: E402
 
@@ -19,7 +17,8 @@ pytestmark = pytest.mark.convert
 def tiny_llama(n_kv=4):
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=n_kv, max_position_embeddings=128, tie_word_embeddings=True)
+                      num_attention_heads=4, num_key_value_heads=n_kv, max_position_embeddings=128,
+                      tie_word_embeddings=True)
     return LlamaForCausalLM(cfg).eval()
 
 
@@ -39,7 +38,8 @@ def _randomise_norms(model):
                 p.copy_(0.5 + torch.rand(p.shape, generator=g))
 
 
-@pytest.mark.parametrize("make,expect_attn_out", [(lambda: tiny_llama(4), True), (lambda: tiny_llama(2), False), (tiny_qwen2, False)])
+@pytest.mark.parametrize("make,expect_attn_out",
+                         [(lambda: tiny_llama(4), True), (lambda: tiny_llama(2), False), (tiny_qwen2, False)])
 def test_folding_preserves_the_float_model(make, expect_attn_out):
     model = make()
     _randomise_norms(model)
@@ -84,7 +84,9 @@ def test_search_is_deterministic():
         assert torch.equal(s1[k], s2[k]), k
 
 
-@pytest.mark.parametrize("name,qtype", [("q4_0", gguf.GGMLQuantizationType.Q4_0), ("q5_0", gguf.GGMLQuantizationType.Q5_0), ("q8_0", gguf.GGMLQuantizationType.Q8_0)])
+@pytest.mark.parametrize("name,qtype", [("q4_0", gguf.GGMLQuantizationType.Q4_0),
+                                        ("q5_0", gguf.GGMLQuantizationType.Q5_0),
+                                        ("q8_0", gguf.GGMLQuantizationType.Q8_0)])
 def test_grids_match_ggml_reference_quantizers(name, qtype):
     rng = np.random.default_rng(0)
     w = (rng.standard_normal((16, 256)) * rng.uniform(0.01, 2, (16, 1))).astype(np.float32)

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 import torch  # noqa: E402  (the convert extra: scripts/bootstrap.sh installs it; never skipped)
 
 from convert_helpers import edit_adapter_config, make_adapter, make_tiny_base, smollm2_tokenizer_dir  # noqa: E402

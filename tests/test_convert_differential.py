@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 import torch  # noqa: E402  (the convert extra: scripts/bootstrap.sh installs it; never skipped)
 
 from convert_helpers import make_adapter, make_tiny_base, smollm2_tokenizer_dir  # noqa: E402

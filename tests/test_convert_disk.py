@@ -8,7 +8,6 @@ import os
 import threading
 
 import pytest
-
 import torch  # noqa: E402,F401  (the convert extra: scripts/bootstrap.sh installs it; never skipped)
 
 from convert_helpers import make_adapter, make_tiny_base, smollm2_tokenizer_dir  # noqa: E402

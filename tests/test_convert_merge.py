@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 import torch  # noqa: E402  (the convert extra: scripts/bootstrap.sh installs it; never skipped)
 
 from convert_helpers import make_adapter, make_tiny_base, smollm2_tokenizer_dir  # noqa: E402

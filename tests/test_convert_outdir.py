@@ -9,7 +9,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 import torch  # noqa: E402,F401  (the convert extra: scripts/bootstrap.sh installs it; never skipped)
 
 from convert_helpers import make_adapter, make_tiny_base, smollm2_tokenizer_dir  # noqa: E402

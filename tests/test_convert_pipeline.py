@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pytest
 
-import torch  # noqa: E402  (the convert extra: scripts/bootstrap.sh installs it; never skipped)
-
 from convert_helpers import make_adapter, make_tiny_base, smollm2_tokenizer_dir  # noqa: E402
 from finllm_edge_convert import quality  # noqa: E402
 from finllm_edge_convert.errors import QualityGateError  # noqa: E402
@@ -167,7 +165,8 @@ def test_manifest(llama_run):
     for pkg in ("torch", "transformers", "peft", "gguf"):
         assert m["versions"][pkg]
     assert m["options"]["quants"] == ["q8_0", "q4_0"]
-    assert set(m["stages_seconds"]) == {"check", "claim", "merge", "gguf", "quantize", "parity", "quality"}  # before its own
+    # written before its own timing
+    assert set(m["stages_seconds"]) == {"check", "claim", "merge", "gguf", "quantize", "parity", "quality"}
 
 
 def finished_looking(out: Path) -> list[str]:

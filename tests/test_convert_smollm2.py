@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
 
 import pytest
-
-import torch  # noqa: E402  (the convert extra: scripts/bootstrap.sh installs it; never skipped)
 
 from finllm_edge_convert.pipeline import ConvertOptions, convert  # noqa: E402
 from finllm_edge_convert.tools import upstream_tool  # noqa: E402

@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 import torch  # noqa: E402,F401  (the convert extra: scripts/bootstrap.sh installs it; never skipped)
 
 from convert_helpers import make_adapter, make_tiny_base, smollm2_tokenizer_dir  # noqa: E402
@@ -16,7 +15,6 @@ from finllm_edge_convert import tokenizer_gguf as tg  # noqa: E402
 from finllm_edge_convert.architectures import get_arch  # noqa: E402
 from finllm_edge_convert.errors import TokenizerMismatchError  # noqa: E402
 from finllm_edge_convert.hf_loader import load_base  # noqa: E402
-from finllm_edge_convert.pipeline import ConvertOptions, convert  # noqa: E402
 
 pytestmark = [pytest.mark.convert, pytest.mark.slow]
 EVAL = Path(__file__).resolve().parent.parent / "convert" / "data" / "finance_heldout.txt"

@@ -12,7 +12,6 @@ from finllm_edge.errors import ConversionError, ModelNotFoundError, UnsupportedA
 from finllm_edge.profile import validate_profile
 from finllm_edge_convert import onnx_checks, onnx_export
 from finllm_edge_convert.onnx_export import export_onnx
-
 from onnx_support import smollm2_hf_dir, tiny_hf_dir
 
 pytestmark = pytest.mark.convert
