@@ -13,8 +13,8 @@ get_filename_component(FE_NATIVE_DIR "${FE_JNI_DIR}/.." ABSOLUTE)
 
 # fe_jni_library_name(<variant> <out-var>)
 function(fe_jni_library_name variant out)
-  if(variant STREQUAL "")
-    set(name finllm_jni)
+  if(variant STREQUAL "" OR variant MATCHES "^x86-64")
+    set(name finllm_jni)  # desktop JVMs (tests): FinLlm.LIB_HOST, whichever x86 variant built it
   elseif(variant STREQUAL "armv8.2-a+dotprod+fp16")
     set(name finllm_jni_dotprod)
   elseif(variant STREQUAL "armv8-a")
