@@ -186,13 +186,14 @@ def main(argv: list[str] | None = None) -> int:
     ratios = {name: {k: statistics.median(v) for k, v in p.items()} for name, p in paired.items()}
     ranges = {name: {k: [min(v), max(v)] for k, v in p.items()} for name, p in paired.items()}
     meets = {name: r["tg_req"] >= TARGET and r["pp"] >= TARGET for name, r in ratios.items()}
-    doc = {"model": str(model), "target": a.target, "variant": VARIANTS[a.target], "threads": a.threads, "n_prompt": a.n_prompt, "n_gen": a.n_gen,
+    doc = {"model": str(model), "target": a.target, "variant": VARIANTS[a.target], "threads": a.threads,
+           "n_prompt": a.n_prompt, "n_gen": a.n_gen,
            "repetitions": a.repetitions, "rounds": a.rounds, "median_tok_s": med,
            "ratio_vs_llama_bench": ratios, "ratio_range": ranges, "samples": samples,
            "target_decode_ratio": TARGET, "target_reference": "llama-bench decode after the prompt (-pg minus -p)",
            "meets_target": meets, "fe_bench_built": tools["fe-bench"] is not None}
-    print(f"\n{VARIANTS[a.target]} build: {model.name}, {a.threads} threads, pp{a.n_prompt} + tg{a.n_gen}, {a.rounds} interleaved rounds x "
-          f"{a.repetitions} reps, fresh process per run")
+    print(f"\n{VARIANTS[a.target]} build: {model.name}, {a.threads} threads, pp{a.n_prompt} + tg{a.n_gen}, "
+          f"{a.rounds} interleaved rounds x {a.repetitions} reps, fresh process per run")
     print("ratio = median over rounds of (runner / llama-bench within the round) [min-max over rounds]")
     print("llama-bench decode references: 'after prompt' = (-pg N,N time - -p N time), the same sequence as a "
           "request and the target's reference; 'alone' = -n N -d N (restored KV state, no prefill just before)")

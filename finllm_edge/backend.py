@@ -255,6 +255,6 @@ class Backend:
                 pass
         finally:
             stream.close()
-        return Completion(text=stream.text, tokens=list(stream.tokens), finish_reason=stream.finish_reason or "cancelled",
-                          profile=stream.profile)
+        return Completion(text=stream.text, tokens=list(stream.tokens),
+                          finish_reason=stream.finish_reason or "cancelled", profile=stream.profile)
 

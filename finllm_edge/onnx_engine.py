@@ -26,11 +26,25 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from . import _native
-from .backend import Backend, GenerationOptions, RunTimes, SamplingOptions, Step, TokenStream, check_max_tokens
-from .backend import normalize_stop
+from .backend import (
+    Backend,
+    GenerationOptions,
+    RunTimes,
+    SamplingOptions,
+    Step,
+    TokenStream,
+    check_max_tokens,
+    normalize_stop,
+)
 from .chat import render_chat_template
-from .errors import ContextOverflowError, EngineBusyError, FinLLMEdgeError, InvalidArgumentError
-from .errors import ModelNotFoundError, TemplateError
+from .errors import (
+    ContextOverflowError,
+    EngineBusyError,
+    FinLLMEdgeError,
+    InvalidArgumentError,
+    ModelNotFoundError,
+    TemplateError,
+)
 from .onnx_validate import validate_model_dir
 
 DEFAULT_CTX = 2048

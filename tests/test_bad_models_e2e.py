@@ -17,7 +17,6 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gen_bad_gguf as gen  # noqa: E402
-
 from finllm_edge.models import default_model_path
 
 ENGINE_WORKER = r"""
@@ -78,7 +77,8 @@ def test_engine_rejects_every_bad_file_naming_the_field(corpus):
     # The Engine loads through the core: the same words as fe-bench (fe_gguf_preflight's).
     bad = {p.name: results.get(str(p)) for p in paths
            if results.get(str(p), ("missing", ""))[0] != "corrupt"
-           or not any(n in results[str(p)][1] for n in [f"'{manifest[p.stem]}'", *HEADER_WORDS.get(manifest[p.stem], [])])}
+           or not any(n in results[str(p)][1]
+                      for n in [f"'{manifest[p.stem]}'", *HEADER_WORDS.get(manifest[p.stem], [])])}
     assert not bad, json.dumps(dict(list(bad.items())[:10]), indent=1)
 
 

@@ -67,7 +67,7 @@ MISTRAL_SYSTEM = """{%- if messages[0]['role'] == 'system' %}
 {{- bos_token }}
 {%- for message in loop_messages %}
     {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}
-        {{- raise_exception('After the optional system message, conversation roles must alternate user/assistant/user/assistant/...') }}
+        {{- raise_exception('conversation roles must alternate user/assistant') }}
     {%- endif %}
     {%- if message['role'] == 'user' %}
         {%- if loop.first and system_message is defined %}
@@ -78,7 +78,7 @@ MISTRAL_SYSTEM = """{%- if messages[0]['role'] == 'system' %}
     {%- elif message['role'] == 'assistant' %}
         {{- ' ' + message['content'] + eos_token}}
     {%- else %}
-        {{- raise_exception('Only user and assistant roles are supported, with the exception of an initial optional system message!') }}
+        {{- raise_exception('Only user and assistant roles are supported') }}
     {%- endif %}
 {%- endfor %}
 """

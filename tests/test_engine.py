@@ -9,10 +9,9 @@ import time
 
 import pytest
 
-from finllm_edge import ContextOverflowError, CorruptModelError, ModelNotFoundError, default_model_path
-from finllm_edge import _native
+from finllm_edge import ContextOverflowError, CorruptModelError, ModelNotFoundError, _native, default_model_path
 from finllm_edge.engine import Engine, SamplingOptions
-from finllm_edge.errors import EngineBusyError, FinLLMEdgeError, InvalidArgumentError
+from finllm_edge.errors import EngineBusyError, FinLLMEdgeError
 from finllm_edge.profile import validate_profile
 
 PROMPT = "The three main risks of a leveraged buyout are"

@@ -13,7 +13,6 @@ from finllm_edge.onnx_engine import OnnxEngine
 from finllm_edge.profile import validate_profile
 from finllm_edge_convert import onnx_checks
 from finllm_edge_convert.onnx_export import export_onnx
-
 from onnx_support import smollm2_hf_dir
 
 pytestmark = [pytest.mark.convert, pytest.mark.slow]
@@ -124,7 +123,7 @@ def test_sampling_is_seeded_and_low_temperature_is_greedy(engine):
 def test_stream_object_and_chat(engine):
     stream = engine.chat([{"role": "user", "content": "What is a bond?"}], max_tokens=8)
     with pytest.raises(FinLLMEdgeError, match="not finished"):
-        stream.profile
+        _ = stream.profile
     text = "".join(stream)
     assert stream.text == text and stream.finish_reason in ("length", "stop")
     assert stream.profile is engine.last_profile or stream.profile["n_gen"] == engine.last_profile["n_gen"]
