@@ -199,6 +199,22 @@ class Backend:
     def _profile_meta(self, meta: _native.ProfileMeta) -> None:
         raise NotImplementedError
 
+    def close(self) -> None:
+        raise NotImplementedError
+
+    # lifecycle, shared --------------------------------------------------------------------
+    _closed = True
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     # shared -----------------------------------------------------------------------------
     def _finished(self, times: RunTimes) -> None:
         with self._last_lock:

@@ -176,21 +176,11 @@ class Engine(Backend):
         finally:
             self._step_lock.release()
 
-    def __enter__(self) -> "Engine":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     def __del__(self) -> None:
         try:
             self.close()
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     def _require(self) -> None:
         if self._closed:

@@ -203,16 +203,6 @@ class OnnxEngine(Backend):
             self._tokenizer = self._model = None
             self._closed = True
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def __enter__(self) -> "OnnxEngine":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     def cancel(self) -> None:
         """Stop the running generation after its current token (safe from any thread)."""
         self._cancel.set()
