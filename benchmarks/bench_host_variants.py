@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     # samples[(tool, test, threads)][variant] = [tok/s per round]
     samples: dict[tuple[str, str, int], dict[str, list[float]]] = {}
     t0 = time.time()
+    load_start = Path("/proc/loadavg").read_text().split()[:3]
     with nb.heavy_lock():
         for r in range(a.rounds):
             order = names if r % 2 == 0 else names[::-1]
@@ -139,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                      if ln.startswith("model name")), platform.processor()),
         "llama_cpp_version": base_info.llama_cpp_version, "rounds": a.rounds, "repetitions": a.repetitions,
         "threads": a.threads, "seconds": round(time.time() - t0, 1),
+        "loadavg_start": load_start, "loadavg_end": Path("/proc/loadavg").read_text().split()[:3],
         "command": " ".join([sys.executable, *sys.argv]), "rows": rows,
     }
     a.output.parent.mkdir(parents=True, exist_ok=True)
