@@ -1,139 +1,197 @@
-"""Calibrate the roofline estimate on this host: estimate the host from its own measured memory
-bandwidth and compute, measure the same GGUF with finllm_edge.Engine, print the error.
+"""How good is the latency estimate? Host error against llama-bench, ARM error against published figures.
 
-    python benchmarks/bench_estimate.py [MODEL.gguf ...] [--n-prompt 64 --n-gen 64 -r 3 -t 2]
+    flock ~/.cache/finllm-edge/heavy.lock python benchmarks/bench_estimate.py --no-lock [--rounds 3 -r 3]
 
-Prints a table and a JSON document (also written to out/bench/estimate_calibration.json).
-error = (estimate - measured) / measured for tok/s (positive: the estimate is optimistic) and for
-TTFT (positive: the estimate is pessimistic). Both sides are best-of-N (fastest host copy/GEMM,
-fastest Engine repetition): on a shared machine background load only ever slows a run down.
-Runs under the shared heavy lock (<cache>/heavy.lock) so other builds do not skew it.
+1. Host: calibrate the model with the kernel micro-benchmarks (finllm_edge.lab.calibrate), then
+   measure SmolLM2-135M F16 / Q8_0 / Q4_0 / Q4_K_M with llama-bench of the same llama.cpp build
+   (AVX-512 variant; --avx2 adds one AVX2 pass for reference) at 1 and 2 threads, pp64 and tg64.
+   Rounds interleave calibration and measurement, the order rotating; both sides are best-of
+   (background load only slows a run down). error = estimate / measured - 1 on tok/s.
+2. ARM: leave-one-out over devices/published_arm.json (each published point predicted by constants
+   fitted without it).
+3. Snapdragon 865: the end-to-end estimate of a finance question (system prompt + question,
+   64-token answer) for SmolLM2-135M and 0.5B / 1.1B configurations, with and without prefix reuse.
+
+Prints tables and writes out/bench/estimate_calibration.json (and caches the host calibration
+for `finllm-edge bench --estimate`).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import json
+import statistics
+import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
-from finllm_edge.engine import Engine, EngineOptions
-from finllm_edge.lab.estimate import (
-    estimate,
-    host_device,
-    load_device,
-    measure_bandwidth_gbs,
-    measure_matmul_gops,
-    model_stats,
-)
+from finllm_edge.lab.calibrate import calibrate_host, llama_prefix
+from finllm_edge.lab.estimate import ModelStats, estimate, load_device, model_stats
+from finllm_edge.lab.latency_model import host_terms, loo_errors
 from finllm_edge.models import default_model_path
 from finllm_edge.paths import cache_dir
-from finllm_edge.threads import choose_threads
+
+QUANTS = ("F16", "Q8_0", "Q4_0", "Q4_K_M")
+CAL_CACHE = "kernel-bench/last_calibration.json"
+# a typical finance question through the chat template (token counts of SmolLM2's tokenizer, rounded)
+SYSTEM_TOKENS, QUESTION_TOKENS, ANSWER_TOKENS = 120, 40, 64
 
 
-@contextlib.contextmanager
-def heavy_lock():
-    with open(cache_dir() / "heavy.lock", "a") as fh:
-        print("[bench_estimate] waiting for the heavy lock ...", file=sys.stderr, flush=True)
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+def loadavg() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def variant_model(quant: str) -> Path:
+    src = default_model_path()
+    out = cache_dir() / "bench-models" / (src.name.split(".")[0] + f".{quant}.gguf")
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".gguf.part")
+        subprocess.run([str(llama_prefix() / "bin" / "llama-quantize"), "--allow-requantize", str(src), str(tmp),
+                        quant, "2"], check=True, capture_output=True)
+        tmp.rename(out)
+    return out
+
+
+def llama_bench(binary: Path, model: Path, threads: int, n_prompt: int, n_gen: int, reps: int) -> dict:
+    r = subprocess.run([str(binary), "-m", str(model), "-t", str(threads), "-p", str(n_prompt), "-n", str(n_gen),
+                        "-r", str(reps), "-o", "json"], check=True, capture_output=True, text=True)
+    out = {}
+    for row in json.loads(r.stdout):
+        key = "pp" if row["n_gen"] == 0 else "tg"
+        out[key] = row["samples_ts"]
+    return out
+
+
+def synthetic_stats(name, n_layer, n_embd, n_ff, n_head, n_head_kv, n_vocab, tied, wtype="Q4_0",
+                    head_type="Q8_0") -> ModelStats:
+    """A llama-architecture configuration without a file (weights Q4_0, output head Q8_0, as llama-quantize)."""
+    bits = {"Q4_0": 4.5, "Q8_0": 8.5, "F16": 16.0}
+    hd = n_embd // n_head
+    per_layer = n_embd * (n_embd + 2 * n_head_kv * hd) + n_embd * n_embd + 3 * n_embd * n_ff
+    mm = n_layer * per_layer
+    head = n_vocab * n_embd
+    mm_b, head_b = int(mm * bits[wtype] / 8), int(head * bits[head_type] / 8)
+    emb_b = 0 if tied else int(head * bits[head_type] / 8)
+    return ModelStats(path=name, n_params=mm + head * (1 if tied else 2), matmul_params=mm + head,
+                      weight_bytes=mm_b + head_b + emb_b, decode_weight_bytes=mm_b + head_b, n_layer=n_layer,
+                      n_head=n_head, n_head_kv=n_head_kv, head_dim=hd, tied_embeddings=tied,
+                      matmul_bytes_by_type={wtype: mm_b}, matmul_params_by_type={wtype: mm}, head_type=head_type,
+                      head_bytes=head_b, head_params=head, n_embd=n_embd, n_vocab=n_vocab)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("models", nargs="*", type=Path)
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("-r", "--repetitions", type=int, default=3)
     ap.add_argument("--n-prompt", type=int, default=64)
     ap.add_argument("--n-gen", type=int, default=64)
-    ap.add_argument("-r", "--repetitions", type=int, default=3)
-    ap.add_argument("--rounds", type=int, default=3, help="rounds of (host microbenchmarks, every model)")
-    ap.add_argument("-t", "--threads", type=int, default=None)
-    ap.add_argument("--device", default="snapdragon-865", help="also print this device's estimate")
+    ap.add_argument("--avx2", action="store_true", help="also one llama-bench pass of the AVX2 build (reference)")
+    ap.add_argument("--no-lock", action="store_true", help="the caller holds the heavy lock (flock ... python ...)")
     ap.add_argument("-o", "--output", type=Path, default=Path("out/bench/estimate_calibration.json"))
-    ap.add_argument("--no-lock", action="store_true")
     args = ap.parse_args(argv)
-    models = args.models or [default_model_path()]
-    n_threads = choose_threads(args.threads).n_threads
-    lock = contextlib.nullcontext() if args.no_lock else heavy_lock()
-    # Best-of on both sides: the machine is shared, background load only ever slows a run down,
-    # so the fastest host microbenchmark and the fastest Engine repetition are the comparable pair.
-    bw = gops = 0.0
-    best: dict[str, dict] = {}
+    threads = [int(t) for t in args.threads.split(",")]
+    lock = contextlib.nullcontext()
+    if not args.no_lock:
+        from finllm_edge.native.build import heavy_lock
+
+        lock = heavy_lock()
+    models = {q: variant_model(q) for q in QUANTS}
+    stats = {q: model_stats(p) for q, p in models.items()}
+    types = sorted({t for s in stats.values() for t in s.matmul_bytes_by_type} | {s.head_type for s in stats.values()}
+                   | {"F16", "Q4_0"})
+    bench = llama_prefix() / "bin" / "llama-bench"
+    meas: dict[tuple[str, int], dict[str, list[float]]] = {}
+    cal = None
+    load = {"before": loadavg()}
     with lock:
-        engines = {str(m): Engine(m, options=EngineOptions(n_threads=n_threads, n_ctx=args.n_prompt + args.n_gen + 8))
-                   for m in models}
-        try:
-            for rnd in range(args.rounds):
-                bw = max(bw, measure_bandwidth_gbs(n_threads=n_threads, reps=3))
-                gops = max(gops, measure_matmul_gops(reps=3))
-                for key, eng in engines.items():
-                    prof = eng.benchmark(args.n_prompt, args.n_gen, args.repetitions, warmup=1)
-                    b = best.setdefault(key, {"ttft_ms": float("inf"), "prefill_tok_s": 0.0, "decode_tok_s": 0.0})
-                    b["ttft_ms"] = min(b["ttft_ms"], prof["ttft_ms"])
-                    b["prefill_tok_s"] = max(b["prefill_tok_s"], prof["prefill_tok_s_max"])
-                    b["decode_tok_s"] = max(b["decode_tok_s"], prof["decode_tok_s_max"])
-                    b["cpu"] = prof["device"]["cpu_model"]
-                print(f"[bench_estimate] round {rnd + 1}/{args.rounds}: copy {bw:.1f} GB/s, GEMM {gops:.0f} GFLOP/s, "
-                      f"{ {Path(k).name: round(v['decode_tok_s'], 1) for k, v in best.items()} }", file=sys.stderr)
-        finally:
-            for eng in engines.values():
-                eng.close()
-    host = host_device(n_threads, bw, gops)
-    results = []
-    for model in models:
-        meas = best[str(model)]
-        stats = model_stats(model)
-        est = estimate(stats, host, args.n_prompt, args.n_gen, n_threads)
-        dev = estimate(stats, load_device(args.device), args.n_prompt, args.n_gen)
-        results.append({
-            "model": str(model),
-            "measured": {k: round(meas[k], 3) for k in ("ttft_ms", "prefill_tok_s", "decode_tok_s")},
-            "host_estimate": {k: round(getattr(est, k), 3) for k in ("ttft_ms", "prefill_tok_s", "decode_tok_s")},
-            "error": {
-                "ttft": round((est.ttft_ms - meas["ttft_ms"]) / meas["ttft_ms"], 4),
-                "prefill_tok_s": round((est.prefill_tok_s - meas["prefill_tok_s"]) / meas["prefill_tok_s"], 4),
-                "decode_tok_s": round((est.decode_tok_s - meas["decode_tok_s"]) / meas["decode_tok_s"], 4),
-            },
-            "decode_bound": est.decode_bound,
-            "decode_mb_per_token": round(est.decode_bytes_per_token / 1e6, 2),
-            "effective_decode_gbs": round(est.decode_bytes_per_token * meas["decode_tok_s"] / 1e9, 2),
-            "device_estimate": {"device": dev.device, "ttft_ms": round(dev.ttft_ms, 2),
-                                "decode_tok_s": round(dev.decode_tok_s, 2), "label": "ESTIMATE"},
-            # The same device estimate, corrected by how far the roofline missed on this host
-            # (assumes the device's kernels and overheads miss by the same factors).
-            "device_estimate_host_calibrated": {
-                "device": dev.device, "label": "ESTIMATE (host-calibrated)",
-                "ttft_ms": round(dev.ttft_ms * meas["ttft_ms"] / est.ttft_ms, 2),
-                "decode_tok_s": round(dev.decode_tok_s * meas["decode_tok_s"] / est.decode_tok_s, 2)},
-        })
-    prof = {"device": {"cpu_model": best[str(models[0])]["cpu"]}}
-    doc = {"host": {"threads": n_threads, "copy_bandwidth_gbs": round(bw, 2), "sgemm_gflops": round(gops, 1),
-                    "cpu": prof["device"]["cpu_model"]},
-           "workload": {"n_prompt": args.n_prompt, "n_gen": args.n_gen, "repetitions": args.repetitions,
-                        "rounds": args.rounds, "statistic": "best of rounds x repetitions, both sides"},
-           "results": results, "assumptions": list(host.assumptions)}
-    print(f"host: {doc['host']['cpu']}, {n_threads} threads, copy bandwidth {bw:.1f} GB/s, "
-          f"float32 GEMM {gops:.0f} GFLOP/s")
-    hdr = f"{'model':34} {'metric':15} {'measured':>10} {'estimate':>10} {'error':>8}"
-    print(hdr + "\n" + "-" * len(hdr))
-    for r in results:
-        name = Path(r["model"]).name[:34]
-        for key, err in (("ttft_ms", "ttft"), ("prefill_tok_s", "prefill_tok_s"), ("decode_tok_s", "decode_tok_s")):
-            print(f"{name:34} {key:15} {r['measured'][key]:10.1f} {r['host_estimate'][key]:10.1f} "
-                  f"{r['error'][err]:+8.1%}")
-        d = r["device_estimate"]
-        print(f"{name:34} ESTIMATE {d['device']}: TTFT {d['ttft_ms']:.1f} ms, decode {d['decode_tok_s']:.1f} tok/s "
-              f"(decode {r['decode_bound']}-bound on the host; effective {r['effective_decode_gbs']} GB/s)")
-        c = r["device_estimate_host_calibrated"]
-        print(f"{name:34} ESTIMATE {c['device']} (host-calibrated): TTFT {c['ttft_ms']:.1f} ms, "
-              f"decode {c['decode_tok_s']:.1f} tok/s")
-    print(json.dumps(doc, indent=2))
+        load["locked"] = loadavg()
+        for rnd in range(args.rounds):
+            c = calibrate_host(types, threads, reps=5)
+            cal = c if cal is None else (cal.merge_best(c) or cal)
+            order = list(models.items())
+            order = order[rnd % len(order):] + order[:rnd % len(order)]
+            for q, path in order:
+                for t in (threads if rnd % 2 == 0 else threads[::-1]):
+                    r = llama_bench(bench, path, t, args.n_prompt, args.n_gen, args.repetitions)
+                    m = meas.setdefault((q, t), {"pp": [], "tg": []})
+                    m["pp"] += r["pp"]
+                    m["tg"] += r["tg"]
+            print(f"[bench_estimate] round {rnd + 1}/{args.rounds} done, calibration {cal.seconds:.0f} s so far, "
+                  f"load {loadavg()}", file=sys.stderr, flush=True)
+        avx2 = {}
+        if args.avx2:
+            b2 = llama_prefix("host") / "bin" / "llama-bench"
+            for q, path in models.items():
+                avx2[q] = {t: llama_bench(b2, path, t, args.n_prompt, args.n_gen, args.repetitions) for t in threads}
+    load["after"] = loadavg()
+    (cache_dir() / CAL_CACHE).parent.mkdir(parents=True, exist_ok=True)
+    (cache_dir() / CAL_CACHE).write_text(json.dumps(cal.to_dict()))
+
+    host_rows = []
+    for (q, t), m in sorted(meas.items()):
+        s = stats[q]
+        best, slow = host_terms(s, cal, t, args.n_prompt, 0, "best"), host_terms(s, cal, t, args.n_prompt, 0, "median")
+        for kind, est, lo in (("prefill", args.n_prompt / best.prefill_s, args.n_prompt / slow.prefill_s),
+                              ("decode", 1.0 / best.decode_s, 1.0 / slow.decode_s)):
+            vals = m["pp" if kind == "prefill" else "tg"]
+            host_rows.append({"model": q, "threads": t, "phase": kind, "measured_best": max(vals),
+                              "measured_median": statistics.median(vals), "estimate": est, "estimate_low": lo,
+                              "error": est / max(vals) - 1, "decode_bound": best.decode_bound})
+    errs = [abs(r["error"]) for r in host_rows]
+    arm = loo_errors(cal)
+    arm_errs = [abs(r[k]) for r in arm for k in ("error_pp", "error_tg")]
+
+    sd = load_device("snapdragon-865")
+    configs = {"SmolLM2-135M Q4_0 (file)": stats["Q4_0"],
+               "Qwen2.5-0.5B-like Q4_0 (24 x 896, ff 4864, vocab 151936, tied)":
+                   synthetic_stats("0.5B", 24, 896, 4864, 14, 2, 151936, True),
+               "TinyLlama-1.1B-like Q4_0 (22 x 2048, ff 5632, vocab 32000)":
+                   synthetic_stats("1.1B", 22, 2048, 5632, 32, 4, 32000, False)}
+    sd_rows = []
+    for name, s in configs.items():
+        for reuse, n_new in (("no", SYSTEM_TOKENS + QUESTION_TOKENS), ("yes", QUESTION_TOKENS)):
+            e = estimate(replace(s, path=name), sd, n_new, ANSWER_TOKENS, cal=cal)
+            sd_rows.append({"config": name, "prefix_reuse": reuse, "prefilled_tokens": n_new,
+                            "ttft_ms": e.ttft_ms_range, "decode_tok_s": e.decode_tok_s_range,
+                            "e2e_ms": e.e2e_ms_range, "decode_bound": e.decode_bound, "why": e.why})
+
+    doc = {"host": {"cpu": cal.cpu, "variant": cal.variant, "calibration_seconds": round(cal.seconds, 1),
+                    "loadavg": load, "threads": threads, "rounds": args.rounds, "repetitions": args.repetitions,
+                    "median_abs_error": statistics.median(errs), "worst_abs_error": max(errs),
+                    "within_20pct": sum(e <= 0.2 for e in errs), "n": len(errs)},
+           "host_rows": host_rows,
+           "avx2_llama_bench": {q: {str(t): v for t, v in per.items()} for q, per in avx2.items()},
+           "arm_loo": arm, "arm": {"median_abs_error": statistics.median(arm_errs), "worst_abs_error": max(arm_errs),
+                                   "within_30pct": sum(e <= 0.3 for e in arm_errs), "n": len(arm_errs)},
+           "snapdragon_865": sd_rows, "calibration": cal.to_dict()}
+    print(f"host: {cal.cpu}, {cal.variant}; calibration {cal.seconds:.0f} s; loadavg {load}")
+    print(f"{'model':8} {'thr':>3} {'phase':8} {'measured':>9} {'estimate':>9} {'error':>7}  bound")
+    for r in host_rows:
+        print(f"{r['model']:8} {r['threads']:3} {r['phase']:8} {r['measured_best']:9.1f} {r['estimate']:9.1f} "
+              f"{r['error']:+7.1%}  {r['decode_bound'] if r['phase'] == 'decode' else ''}")
+    h = doc["host"]
+    print(f"host: median |error| {h['median_abs_error']:.1%}, worst {h['worst_abs_error']:.1%}, "
+          f"{h['within_20pct']}/{h['n']} within 20%")
+    print("\nARM, leave-one-out against published llama.cpp figures:")
+    for r in arm:
+        print(f"  {r['id']:24} pp {r['measured_pp']:7.2f} est {r['estimated_pp']:7.2f} {r['error_pp']:+6.0%} | "
+              f"tg {r['measured_tg']:6.2f} est {r['estimated_tg']:6.2f} {r['error_tg']:+6.0%}  {r['url']}")
+    a = doc["arm"]
+    print(f"ARM: median |error| {a['median_abs_error']:.1%}, worst {a['worst_abs_error']:.1%}, "
+          f"{a['within_30pct']}/{a['n']} within 30%")
+    print("\nSnapdragon 865 ESTIMATE, finance question (system prompt + question, 64-token answer), 4 threads:")
+    for r in sd_rows:
+        print(f"  {r['config'][:44]:44} reuse {r['prefix_reuse']:3} prefill {r['prefilled_tokens']:3} tok: "
+              f"TTFT {r['ttft_ms'][0]:.0f}-{r['ttft_ms'][1]:.0f} ms, decode {r['decode_tok_s'][0]:.0f}-"
+              f"{r['decode_tok_s'][1]:.0f} tok/s, end-to-end {r['e2e_ms'][0]:.0f}-{r['e2e_ms'][1]:.0f} ms "
+              f"({r['decode_bound']})")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"\nwrote {args.output}", file=sys.stderr)
     return 0
 
 

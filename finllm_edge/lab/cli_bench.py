@@ -2,7 +2,8 @@
 
 Prints a table and writes {"profiles": [LatencyProfile...], "estimates": [...]} as JSON.
 With `--estimate DEVICE` (snapdragon-865, snapdragon-8-gen-2, raspberry-pi-5 or a device JSON)
-each model also gets a roofline ESTIMATE row for that device, always labelled as such.
+each model also gets an ESTIMATE row for that device (finllm_edge.lab.latency_model), always
+labelled as such, printed as a range with its calibration source and its measured error.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, default=Path("out/bench/bench.json"),
                         help="JSON output (default out/bench/bench.json)")
     parser.add_argument("--estimate", action="append", default=[], metavar="DEVICE",
-                        help="add a roofline estimate for DEVICE (repeatable); 'list' lists devices")
+                        help="add a latency estimate for DEVICE (repeatable); 'list' lists devices")
 
 
 def format_table(profiles: list[dict], estimates: list[dict]) -> str:
@@ -52,6 +53,38 @@ def format_table(profiles: list[dict], estimates: list[dict]) -> str:
     out = [line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     out += [line(r) for r in rows]
     return "\n".join(out)
+
+
+def cached_calibration():
+    """The host calibration last written by benchmarks/bench_estimate.py, if any."""
+    import json
+
+    from finllm_edge.paths import cache_dir
+
+    from .calibrate import HostCalibration
+
+    f = cache_dir() / "kernel-bench" / "last_calibration.json"
+    try:
+        return HostCalibration.from_dict(json.loads(f.read_text()))
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def format_estimate(e: dict) -> str:
+    """The range, what dominates and why, the calibration source and the measured error of one estimate."""
+    err = e["measured_error"]
+    lo, hi = e["decode_tok_s_range"]
+    return "\n".join([
+        f"\nESTIMATE {Path(e['model_path']).name} on {e['device_name']}, {e['n_threads']} threads (not a measurement):",
+        f"  TTFT ({e['n_prompt']} tokens) {e['ttft_ms_range'][0]:.0f}-{e['ttft_ms_range'][1]:.0f} ms, "
+        f"prefill {e['prefill_tok_s_range'][0]:.0f}-{e['prefill_tok_s_range'][1]:.0f} tok/s, "
+        f"decode {lo:.0f}-{hi:.0f} tok/s, end-to-end ({e['n_gen']} tokens out) "
+        f"{e['e2e_ms_range'][0]:.0f}-{e['e2e_ms_range'][1]:.0f} ms",
+        f"  decode is {e['decode_bound']}-bound: {e['why']}",
+        f"  calibration: {e['calibration']}",
+        f"  measured error: median {err['median_abs_error']:.0%}, worst {err['worst_abs_error']:.0%} "
+        f"({err['within_30pct']}/{err['n']} within 30%; {err['method']})",
+    ])
 
 
 def main(args: argparse.Namespace) -> int:
@@ -79,15 +112,18 @@ def main(args: argparse.Namespace) -> int:
         engine_cls = OnnxEngine if onnx else Engine
         with engine_cls(model, options=EngineOptions(n_threads=args.threads, n_ctx=n_ctx)) as engine:
             profiles.append(engine.benchmark(args.n_prompt, args.n_gen, args.repetitions, args.warmup))
-        if devices and not onnx:  # the roofline estimate reads GGUF tensor types
+        if devices and not onnx:  # the estimate reads GGUF tensor types
             from .estimate import estimate, model_stats
 
             stats = model_stats(model)
+            cal = cached_calibration()
             for dev in devices:
-                estimates.append(estimate(stats, dev, args.n_prompt, args.n_gen).to_dict())
+                estimates.append(estimate(stats, dev, args.n_prompt, args.n_gen, cal=cal).to_dict())
     print(format_table(profiles, estimates))
+    for e in estimates:
+        print(format_estimate(e))
     for e in estimates[: len(devices)]:
-        print(f"\nESTIMATE for {e['device_name']} (not a measurement), assumptions:")
+        print(f"\nassumptions of the {e['device_name']} ESTIMATE:")
         for a in e["assumptions"]:
             print(f"  - {a}")
     atomic_write_json(args.output, {"profiles": profiles, "estimates": estimates})

@@ -1,17 +1,10 @@
-"""Roofline estimate of TTFT and decode tok/s of a GGUF on a described device.
+"""Latency ESTIMATE of a GGUF on a described device: prefill, decode and TTFT as ranges, never a measurement.
 
-An ESTIMATE, never a measurement. The model, with its assumptions stated in every result:
-
-* decode (one token): every weight tensor is streamed from DRAM once (the token embedding
-  only one row, unless it doubles as the output head), plus the KV cache up to the current
-  position; ops = 2 x (weights used in matmuls) + attention. time = max(bytes / usable
-  bandwidth, ops / usable int8 throughput): decode of small batches is bandwidth-bound.
-* prefill (n_prompt tokens, the TTFT): ops = n_prompt x 2 x matmul weights + attention; the
-  weights are read once per micro-batch. time = max(ops / throughput, bytes / bandwidth).
-* usable bandwidth = theoretical x `bandwidth_efficiency`; usable throughput = sum over the
-  cores used of (max GHz x int8 ops/cycle) x `compute_efficiency`. Per-token framework
-  overhead (graph building, thread synchronisation) is NOT modelled, so small models are
-  estimated optimistically; `benchmarks/bench_estimate.py` measures how much on this host.
+The model and its calibration are in finllm_edge.lab.latency_model (equations) and
+finllm_edge.lab.calibrate (host micro-benchmarks of llama.cpp's kernels); the ARM constants are
+fitted on published llama.cpp measurements (devices/published_arm.json), and every estimate carries
+the model's measured leave-one-out error on them. `benchmarks/bench_estimate.py` measures the
+host error against llama-bench.
 
 Devices are JSON files in finllm_edge/lab/devices/ (copy one to describe yours).
 """
@@ -19,10 +12,8 @@ Devices are JSON files in finllm_edge/lab/devices/ (copy one to describe yours).
 from __future__ import annotations
 
 import json
-import math
 import os
-import threading
-import time
+import statistics
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -88,7 +79,7 @@ class DeviceSpec:
 
 def list_devices() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("finllm_edge.lab").joinpath("devices").iterdir()
-                  if p.name.endswith(".json"))
+                  if p.name.endswith(".json") and p.name != "published_arm.json")
 
 
 def load_device(name_or_path: str | os.PathLike) -> DeviceSpec:
@@ -116,6 +107,15 @@ class ModelStats:
     head_dim: int
     tied_embeddings: bool
     bytes_by_type: dict[str, int] = field(default_factory=dict)
+    # weight matrices multiplied per token, by GGUF type name; the output head separately (in a
+    # prompt llama.cpp computes logits for the last token only)
+    matmul_bytes_by_type: dict[str, int] = field(default_factory=dict)
+    matmul_params_by_type: dict[str, int] = field(default_factory=dict)
+    head_type: str = ""
+    head_bytes: int = 0
+    head_params: int = 0
+    n_embd: int = 0
+    n_vocab: int = 0
 
     @property
     def kv_bytes_per_position(self) -> int:
@@ -149,22 +149,36 @@ def model_stats(path: str | os.PathLike) -> ModelStats:
     tied = "output.weight" not in names
     n_params = weight_bytes = decode_bytes = matmul = 0
     by_type: dict[str, int] = {}
+    mm_bytes: dict[str, int] = {}
+    mm_params: dict[str, int] = {}
+    head = ("", 0, 0)
+    n_vocab = int(_field(r, f"{arch}.vocab_size", 0) or 0)
     for t in r.tensors:
-        n, b = int(t.n_elements), int(t.n_bytes)
+        n, b, ty = int(t.n_elements), int(t.n_bytes), t.tensor_type.name
         n_params += n
         weight_bytes += b
-        by_type[t.tensor_type.name] = by_type.get(t.tensor_type.name, 0) + b
+        by_type[ty] = by_type.get(ty, 0) + b
         if t.name == "token_embd.weight":
             rows = int(t.shape[-1]) if len(t.shape) > 1 else 1
+            n_vocab = n_vocab or rows
             decode_bytes += b if tied else b // max(1, rows)
             matmul += n if tied else 0
+            if tied:
+                head = (ty, b, n)
         else:
             decode_bytes += b
             if len(t.shape) > 1:
                 matmul += n
+                if t.name == "output.weight":
+                    head = (ty, b, n)
+                else:
+                    mm_bytes[ty] = mm_bytes.get(ty, 0) + b
+                    mm_params[ty] = mm_params.get(ty, 0) + n
     return ModelStats(path=str(path), n_params=n_params, matmul_params=matmul, weight_bytes=weight_bytes,
                       decode_weight_bytes=decode_bytes, n_layer=n_layer, n_head=n_head, n_head_kv=n_head_kv,
-                      head_dim=head_dim, tied_embeddings=tied, bytes_by_type=by_type)
+                      head_dim=head_dim, tied_embeddings=tied, bytes_by_type=by_type,
+                      matmul_bytes_by_type=mm_bytes, matmul_params_by_type=mm_params, head_type=head[0],
+                      head_bytes=head[1], head_params=head[2], n_embd=n_embd, n_vocab=n_vocab)
 
 
 @dataclass(frozen=True)
@@ -176,14 +190,19 @@ class Estimate:
     n_threads: int
     n_prompt: int
     n_gen: int
-    ttft_ms: float
+    ttft_ms: float  # middle of the range
     prefill_tok_s: float
     decode_tok_s: float
-    decode_bound: str  # "memory" or "compute"
-    decode_bytes_per_token: float
-    decode_ops_per_token: float
-    usable_bandwidth_gbs: float
-    usable_gops: float
+    decode_bound: str  # "memory bandwidth" | "kernel compute" | "per-op overhead"
+    why: str
+    ttft_ms_range: tuple[float, float]
+    prefill_tok_s_range: tuple[float, float]
+    decode_tok_s_range: tuple[float, float]
+    e2e_ms_range: tuple[float, float]  # prompt in, n_gen tokens out
+    decode_terms_ms: dict
+    prefill_terms_ms: dict
+    calibration: str
+    measured_error: dict  # leave-one-out error of the same model on published ARM measurements
     assumptions: tuple[str, ...]
 
     def to_dict(self) -> dict:
@@ -193,95 +212,59 @@ class Estimate:
 
 
 def estimate(stats: ModelStats, device: DeviceSpec, n_prompt: int = 64, n_gen: int = 64,
-             n_threads: int | None = None) -> Estimate:
+             n_threads: int | None = None, cal=None) -> Estimate:
+    """Prefill/decode/TTFT range of a GGUF on an ARM device (finllm_edge.lab.latency_model).
+
+    `cal`: a host calibration (finllm_edge.lab.calibrate), used for the per-type relative kernel
+    speeds and the per-op cost; without it all types run at the Q4_0 rate."""
+    from .latency_model import device_terms, fit_arm, loo_errors
+
     threads = n_threads or device.default_threads
-    bw = device.usable_bandwidth_gbs * 1e9
-    ops_s = device.usable_gops(threads) * 1e9
-    attn_per_pos = 4 * stats.n_layer * stats.n_head * stats.head_dim  # QK^T and PV, 2 ops per MAC
-    # decode: average over the generated positions n_prompt .. n_prompt + n_gen
-    mid = n_prompt + n_gen / 2.0
-    d_bytes = stats.decode_weight_bytes + stats.kv_bytes_per_position * mid
-    d_ops = 2.0 * stats.matmul_params + attn_per_pos * mid
-    t_mem, t_cmp = d_bytes / bw, d_ops / ops_s
-    decode_s = max(t_mem, t_cmp)
-    # prefill: weights once per micro-batch, ops for every prompt token (causal attention ~ n^2/2)
-    p_bytes = stats.weight_bytes * math.ceil(n_prompt / UBATCH)
-    p_ops = n_prompt * 2.0 * stats.matmul_params + attn_per_pos * n_prompt * n_prompt / 2.0
-    prefill_s = max(p_bytes / bw, p_ops / ops_s)
+    fit = fit_arm(cal)
+    host_ghz = _host_ghz()
+    ends = [device_terms(stats, device, fit, threads, n_prompt, n_gen, cal, host_ghz, end) for end in (0, 1, 2)]
+    slow, mid, fast = ends
+    rows = loo_errors(cal)
+    errs = [abs(r[k]) for r in rows for k in ("error_pp", "error_tg")]
+    measured = {"median_abs_error": statistics.median(errs), "worst_abs_error": max(errs), "n": len(errs),
+                "within_30pct": sum(e <= 0.30 for e in errs),
+                "method": "leave-one-out over published_arm.json (each point predicted by a fit without it)"}
+
+    def e2e(t):
+        return (t.prefill_s + n_gen * t.decode_s) * 1e3
+
     assumptions = (
-        f"ESTIMATE (roofline), not a measurement: {device.name}, {threads} threads",
-        f"usable bandwidth {device.usable_bandwidth_gbs:.1f} GB/s = {device.memory_bandwidth_gbs:.1f} GB/s "
-        f"({device.memory}) x {device.bandwidth_efficiency:.2f}",
-        f"usable int8 throughput {device.usable_gops(threads):.0f} GOPS = peak {device.peak_int8_gops(threads):.0f} "
-        f"x {device.compute_efficiency:.2f}",
-        f"decode reads {d_bytes / 1e6:.1f} MB/token (weights {stats.decode_weight_bytes / 1e6:.1f} MB"
-        f"{', tied embedding read as output head' if stats.tied_embeddings else ''} + F16 KV cache)",
-        f"ops/token {d_ops / 1e9:.3f} GOP (2 x {stats.matmul_params / 1e6:.1f}M matmul weights + attention)",
-        "per-token framework overhead, thermal throttling and background load are not modelled",
+        f"ESTIMATE (latency model), not a measurement: {device.name}, {threads} threads",
+        f"decode = weights / (eta x {device.memory_bandwidth_gbs:.1f} GB/s) + output head + KV + per-op cost; "
+        f"eta {fit.eta[0]:.2f}..{fit.eta[2]:.2f} (median {fit.eta[1]:.2f})",
+        f"prefill = 2 x params x tokens / (k x relative kernel speed x peak int8 ops of the cores used); "
+        f"k {fit.k[0]:.2f}..{fit.k[2]:.2f} of peak (median {fit.k[1]:.2f})",
+        f"eta and k {fit.source}; relative kernel speed per type "
+        + ("measured on this host" if cal is not None else "not calibrated (all types at the Q4_0 rate)"),
+        "per-op cost = host per-op cost x host/device clock x IPC factor 1..2",
+        "sustained clocks (no thermal throttling), no background load",
         *device.assumptions,
     )
-    return Estimate(kind="estimate", device=device.id, device_name=device.name, model_path=stats.path,
-                    n_threads=threads, n_prompt=n_prompt, n_gen=n_gen, ttft_ms=prefill_s * 1e3,
-                    prefill_tok_s=n_prompt / prefill_s, decode_tok_s=1.0 / decode_s,
-                    decode_bound="memory" if t_mem >= t_cmp else "compute",
-                    decode_bytes_per_token=d_bytes, decode_ops_per_token=d_ops,
-                    usable_bandwidth_gbs=device.usable_bandwidth_gbs, usable_gops=device.usable_gops(threads),
-                    assumptions=assumptions)
+    return Estimate(
+        kind="estimate", device=device.id, device_name=device.name, model_path=stats.path, n_threads=threads,
+        n_prompt=n_prompt, n_gen=n_gen, ttft_ms=mid.prefill_s * 1e3, prefill_tok_s=n_prompt / mid.prefill_s,
+        decode_tok_s=1.0 / mid.decode_s, decode_bound=mid.decode_bound, why=mid.why,
+        ttft_ms_range=(fast.prefill_s * 1e3, slow.prefill_s * 1e3),
+        prefill_tok_s_range=(n_prompt / slow.prefill_s, n_prompt / fast.prefill_s),
+        decode_tok_s_range=(1.0 / slow.decode_s, 1.0 / fast.decode_s),
+        e2e_ms_range=(e2e(fast), e2e(slow)),
+        decode_terms_ms={k: v * 1e3 for k, v in mid.decode.items()},
+        prefill_terms_ms={k: v * 1e3 for k, v in mid.prefill.items()},
+        calibration=fit.source + ("; per-type kernel speeds and per-op cost from this host's micro-benchmarks"
+                                  if cal is not None else ""),
+        measured_error=measured, assumptions=assumptions)
 
 
-# host calibration ------------------------------------------------------------------------
-
-def measure_bandwidth_gbs(n_threads: int = 1, mb_per_thread: int = 128, reps: int = 5) -> float:
-    """Copy bandwidth (read + write bytes / s) of numpy copies, one array pair per thread, best of reps."""
-    import numpy as np
-
-    n = mb_per_thread * 2**20 // 8
-    srcs = [np.ones(n, dtype=np.float64) for _ in range(n_threads)]
-    dsts = [np.empty_like(s) for s in srcs]
-    best = float("inf")
-    for _ in range(reps):
-        barrier = threading.Barrier(n_threads + 1)
-
-        def work(i: int, barrier: threading.Barrier) -> None:
-            barrier.wait()
-            np.copyto(dsts[i], srcs[i])
-            barrier.wait()
-
-        ts = [threading.Thread(target=work, args=(i, barrier)) for i in range(n_threads)]
-        for t in ts:
-            t.start()
-        barrier.wait()
-        t0 = time.perf_counter()
-        barrier.wait()
-        best = min(best, time.perf_counter() - t0)
-        for t in ts:
-            t.join()
-    return 2 * n * 8 * n_threads / best / 1e9
-
-
-def measure_matmul_gops(size: int = 1024, reps: int = 5) -> float:
-    """float32 GEMM throughput of numpy's BLAS (2 n^3 ops / s), best of reps, BLAS's own threads."""
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((size, size), dtype=np.float32)
-    b = rng.standard_normal((size, size), dtype=np.float32)
-    a @ b
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2.0 * size**3 / best / 1e9
-
-
-def host_device(n_threads: int, bandwidth_gbs: float, gops: float, cpu: str = "this host") -> DeviceSpec:
-    """This machine described by measured figures (efficiencies 1: the measurements are attained rates)."""
-    per_core = gops / max(1, n_threads)
-    return DeviceSpec(
-        id="host", name=f"{cpu} (measured)", memory="measured numpy copy",
-        clusters=(Cluster(name="host", core=cpu, count=n_threads, max_freq_ghz=1.0, int8_ops_per_cycle=per_core),),
-        memory_bandwidth_gbs=bandwidth_gbs, bandwidth_efficiency=1.0, compute_efficiency=1.0,
-        default_threads=n_threads,
-        assumptions=(f"host bandwidth = numpy copy with {n_threads} threads; host throughput = numpy float32 "
-                     "GEMM (BLAS) standing in for llama.cpp's int8 dot-product kernels",))
+def _host_ghz() -> float:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("cpu MHz"):
+                return float(line.split(":")[1]) / 1000.0
+    except (OSError, ValueError):
+        pass
+    return 0.0
