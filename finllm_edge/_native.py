@@ -72,7 +72,7 @@ class SamplingParams(C.Structure):
 
 class SessionParams(C.Structure):
     _fields_ = [("n_ctx", C.c_uint32), ("n_batch", C.c_uint32), ("n_threads", C.c_int32),
-                ("n_threads_batch", C.c_int32)]
+                ("n_threads_batch", C.c_int32), ("prefix_reuse", C.c_bool)]
 
 
 TOKEN_CALLBACK = C.CFUNCTYPE(C.c_bool, C.c_void_p, C.c_size_t, C.c_int32, C.c_void_p)
@@ -107,14 +107,14 @@ class Profile(C.Structure):
         ("prefill_tok_s", C.c_double), ("decode_tok_s", C.c_double), ("token_ms_p50", C.c_double),
         ("token_ms_p90", C.c_double), ("token_ms_p99", C.c_double), ("e2e_ms", C.c_double),
         ("peak_rss_mb", C.c_double), ("n_prompt", C.c_int32), ("n_gen", C.c_int32),
-        ("token_ms", C.POINTER(C.c_double)), ("n_token_ms", C.c_size_t),
+        ("token_ms", C.POINTER(C.c_double)), ("n_token_ms", C.c_size_t), ("n_prompt_reused", C.c_int32),
     ]
 
 
 class RunTiming(C.Structure):
     _fields_ = [("ttft_ms", C.c_double), ("prefill_ms", C.c_double), ("e2e_ms", C.c_double),
                 ("n_prompt", C.c_int32), ("n_gen", C.c_int32), ("token_ms", C.POINTER(C.c_double)),
-                ("n_token_ms", C.c_size_t)]
+                ("n_token_ms", C.c_size_t), ("n_prompt_reused", C.c_int32)]
 
 
 class ProfileMeta(C.Structure):
@@ -174,6 +174,11 @@ _SIGNATURES: dict[str, tuple] = {
     "fe_session_free": (None, [_P]),
     "fe_session_reset": (C.c_int, [_P]),
     "fe_session_cancel": (None, [_P]),
+    "fe_session_cached_tokens": (C.c_int, [_P, C.POINTER(C.c_int32), C.c_int32, C.POINTER(C.c_int32)]),
+    "fe_session_save_prefix": (C.c_int, [_P, C.POINTER(C.c_int32), C.c_int32, C.c_char_p]),
+    "fe_session_save_prompt": (C.c_int, [_P, C.c_char_p, C.c_char_p]),
+    "fe_session_save_chat": (C.c_int, [_P, C.POINTER(ChatMessage), C.c_size_t, C.c_char_p]),
+    "fe_session_load_state": (C.c_int, [_P, C.c_char_p]),
     "fe_generate_default_params": (GenerateParams, []),
     "fe_finish_reason": (C.c_char_p, [C.c_int]),
     "fe_request_start": (C.c_int, [_P, C.c_char_p, C.POINTER(GenerateParams)]),

@@ -105,6 +105,7 @@ class RunTimes:
     n_prompt: int = 0
     n_gen: int = 0
     token_ms: list[float] | None = None
+    n_prompt_reused: int = 0  # prompt tokens reused from the KV cache (prefix reuse), not evaluated
 
 
 class Steps(Protocol):
@@ -229,7 +230,8 @@ class Backend:
             lat = (C.c_double * max(1, len(r.token_ms or [])))(*(r.token_ms or []))
             keep.append(lat)
             arr[i] = _native.RunTiming(r.ttft_ms, r.prefill_ms, r.e2e_ms, r.n_prompt, r.n_gen,
-                                       C.cast(lat, C.POINTER(C.c_double)), len(r.token_ms or []))
+                                       C.cast(lat, C.POINTER(C.c_double)), len(r.token_ms or []),
+                                       r.n_prompt_reused)
         meta = L.fe_profile_default_meta()
         meta.tool = self.TOOL.encode()
         meta.n_threads = int(self.n_threads)

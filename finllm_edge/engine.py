@@ -36,7 +36,7 @@ from .backend import (
     check_max_tokens,
     normalize_stop,
 )
-from .errors import EngineBusyError, FinLLMEdgeError, InvalidArgumentError
+from .errors import EngineBusyError, FinLLMEdgeError, InvalidArgumentError, StateFileError
 from .models import default_model_path
 
 __all__ = ["Engine", "EngineOptions", "SamplingOptions", "GenerationOptions", "TokenStream", "Completion"]
@@ -52,6 +52,9 @@ class EngineOptions:
     seed: int | None = None  # default seed of sampled requests (None: a random seed each time)
     use_mmap: bool = True
     chat_template: str | None = None  # Jinja text overriding the GGUF's tokenizer.chat_template
+    # Keep the KV cache between requests and evaluate only what follows the longest common token
+    # prefix (system prompt, earlier chat turns); the output is the same as without it.
+    prefix_reuse: bool = True
 
 
 def _int_option(name: str, value: Any, lo: int, hi: int | None = None) -> int:
@@ -125,6 +128,9 @@ class Engine(Backend):
             sp.n_threads = sp.n_threads_batch = _int_option("n_threads", options.n_threads, 1, L.fe_cpu_count())
         if options.seed is not None:
             SamplingOptions(seed=options.seed).to_c()  # checks the range now
+        if not isinstance(options.prefix_reuse, bool):
+            raise InvalidArgumentError(f"prefix_reuse = {options.prefix_reuse!r}: use True or False")
+        sp.prefix_reuse = options.prefix_reuse
         mp = L.fe_model_default_params()
         mp.use_mmap = bool(options.use_mmap)
         model = C.c_void_p()
@@ -335,7 +341,70 @@ class Engine(Backend):
         p = _native.Profile()
         L.check(L.fe_session_get_profile(self._session, C.byref(p)))
         return RunTimes(ttft_ms=p.ttft_ms, prefill_ms=p.prefill_ms, e2e_ms=p.e2e_ms, n_prompt=p.n_prompt,
-                        n_gen=p.n_gen, token_ms=[p.token_ms[i] for i in range(p.n_token_ms)])
+                        n_gen=p.n_gen, token_ms=[p.token_ms[i] for i in range(p.n_token_ms)],
+                        n_prompt_reused=p.n_prompt_reused)
+
+    # KV cache and saved prompt state ----------------------------------------------------------
+    def reset(self) -> None:
+        """Forget the KV cache (the next request evaluates its whole prompt)."""
+        self._require()
+        with self._lock:
+            _native.lib().check(_native.lib().fe_session_reset(self._session), "reset")
+
+    def cached_tokens(self) -> list[int]:
+        """The tokens the session's KV cache holds now."""
+        self._require()
+        L = _native.lib()
+        n = C.c_int32(0)
+        with self._lock:
+            L.check(L.fe_session_cached_tokens(self._session, None, 0, C.byref(n)))
+            buf = (C.c_int32 * max(1, n.value))()
+            L.check(L.fe_session_cached_tokens(self._session, buf, n.value, C.byref(n)))
+        return list(buf[: n.value])
+
+    def save_state(self, path: str | os.PathLike, prompt: str | None = None,
+                   messages: Iterable[Mapping[str, Any]] | None = None, *, add_special: bool = True,
+                   parse_special: bool = False) -> int:
+        """Save the KV state of a prompt prefix to `path` (written atomically), for load_state() in
+        a later process; returns its token count. Give exactly one of `prompt` (tokenized as
+        generate() does, with the same add_special/parse_special) or `messages` (rendered with the
+        chat template without the generation prompt, as chat() renders them: a later chat() whose
+        messages start with these reuses the state). Evaluates the prefix when it is not cached."""
+        self._require()
+        if (prompt is None) == (messages is None):
+            raise InvalidArgumentError("save_state: give exactly one of prompt= or messages=")
+        L = _native.lib()
+        target = os.fsencode(os.fspath(path))
+        if prompt is not None:
+            if not isinstance(prompt, str):
+                raise InvalidArgumentError(f"prompt must be str, got {type(prompt).__name__}")
+            tokens = self.tokenize(prompt, add_special=add_special, parse_special=parse_special)
+            arr, n = _native.token_array(tokens)
+            with self._lock:
+                L.check(L.fe_session_save_prefix(self._session, arr, n, target), "save_state")
+            return n
+        arr, n, _keep = _native.chat_array(list(messages))
+        with self._lock:
+            L.check(L.fe_session_save_chat(self._session, arr, n, target), "save_state")
+            count = C.c_int32(0)
+            L.check(L.fe_session_cached_tokens(self._session, None, 0, C.byref(count)))
+        return int(count.value)
+
+    def load_state(self, path: str | os.PathLike) -> int:
+        """Replace the KV cache with the prefix saved in `path` by save_state(); returns its token
+        count. A file made for another model or llama.cpp build, truncated, altered or hand-made
+        is refused with StateFileError (the cache is then empty); a missing file is
+        ModelNotFoundError (a FileNotFoundError)."""
+        self._require()
+        L = _native.lib()
+        with self._lock:
+            st = L.fe_session_load_state(self._session, os.fsencode(os.fspath(path)))
+            if st == -3:  # FE_ERR_BAD_MODEL: the file was refused
+                raise StateFileError(L.error(st).args[0])
+            L.check(st, "load_state")
+            n = C.c_int32(0)
+            L.check(L.fe_session_cached_tokens(self._session, None, 0, C.byref(n)))
+        return int(n.value)
 
     # profiles ----------------------------------------------------------------------------
     def _profile_meta(self, meta: _native.ProfileMeta) -> None:

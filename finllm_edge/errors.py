@@ -63,3 +63,8 @@ class NativeMemoryError(FinLLMEdgeError, MemoryError):
 
 class NativeError(FinLLMEdgeError, RuntimeError):
     """An unexpected failure inside the core (the message says where)."""
+
+
+class StateFileError(CorruptModelError):
+    """A saved prompt-state file was refused: truncated, altered, hand-made, or made for another
+    model or llama.cpp build (the message says which). Save the state again with this model."""

@@ -234,6 +234,8 @@ typedef struct fe_session_params {
     uint32_t n_batch;        /* prompt tokens per decode call (default 512) */
     int32_t  n_threads;      /* decode threads, 1..CPUs online (default: the performance cores) */
     int32_t  n_threads_batch;/* prefill threads, 1..CPUs online (default: same as n_threads) */
+    bool     prefix_reuse;   /* keep the KV cache between requests and reuse the longest common token
+                                prefix (default true); false: every request starts from an empty cache */
 } fe_session_params;
 
 FE_API fe_session_params fe_session_default_params(void);
@@ -251,6 +253,65 @@ FE_API void fe_session_free(fe_session *session);
 
 /* Forget the conversation (KV cache). FE_ERR_BUSY while a request is active. */
 FE_API fe_status fe_session_reset(fe_session *session);
+
+/* Prefix reuse (fe_session_params.prefix_reuse, default on). A session remembers exactly which
+ * tokens its KV cache holds: the prompt tokens and the generated tokens that were decoded
+ * (the last sampled token of a request is not). A new request keeps the longest common token
+ * prefix of its prompt with the cached tokens that came from prompt evaluation, and evaluates
+ * only the rest. The output is token-identical to a session without reuse (greedy and seeded
+ * sampling; penalties look back over generated tokens only, as without reuse). That rests on
+ * a property of llama.cpp's CPU kernels measured on the pinned build: with flash attention off
+ * (sessions turn it off), a token evaluated in any batch of >= 2 tokens gets the same K/V bits,
+ * but a token decoded alone takes another path (logits differ by up to ~1). Hence:
+ *   - prompts are evaluated in chunks of >= 2 tokens (a 1-token prompt excepted), with or
+ *     without reuse, and at least the last 2 prompt tokens are always evaluated again;
+ *   - generated tokens (decoded one at a time) are never reused: a chat's next turn reuses the
+ *     system prompt and earlier prompts, and evaluates the previous answer again;
+ *   - with n_batch < 3 reuse is off.
+ * After a cancel or an error during prefill only the fully evaluated chunks stay cached; after
+ * an error while generating the cache is cleared. fe_profile.n_prompt_reused says how many
+ * prompt tokens were reused. */
+
+/* Tokens the session's KV cache holds now (copies up to max_tokens; *n_out = count). */
+FE_API fe_status fe_session_cached_tokens(const fe_session *session, int32_t *tokens, int32_t max_tokens,
+                                          int32_t *n_out);
+
+/* ------------------------------------------------ saved prompt state (prefix KV files)
+ *
+ * Save the KV state of a token prefix (e.g. a system prompt) to a file and load it in a later
+ * process, so that the first request after launch reuses it instead of evaluating it:
+ *
+ *     fe_session_save_prompt(s, system_prompt, "sys.festate");  // prefills it if needed
+ *     ...later, in another process, same model file and llama.cpp build:
+ *     fe_session_load_state(s, "sys.festate");                   // cache := that prefix
+ *     fe_generate(s, system_prompt_plus_question, &gp, &r);      // reuses the prefix
+ *
+ * The file records the model's sha256, the llama.cpp version, the n_ctx and n_vocab of the
+ * session that wrote it, the token prefix and llama.cpp's sequence state, with a sha256 over
+ * everything before it. It is written atomically (temporary file, fsync, rename). A state
+ * file is untrusted input: sizes and counts are checked against the file size before anything
+ * is allocated, then the checksum, then the model hash, the llama.cpp version and the
+ * vocabulary; a file made for another model or llama.cpp build, truncated, altered or
+ * hand-made is refused with FE_ERR_BAD_MODEL and a message naming what is wrong ("state
+ * file ...: checksum mismatch", "...: made for another model ..."), and the session's cache
+ * is then empty. A missing file is FE_ERR_FILE_NOT_FOUND. The prefix must be shorter than the
+ * loading session's n_ctx. These calls are FE_ERR_BUSY while a request is active; saving
+ * runs a prefill (max_tokens 0) when the prefix is not cached, which replaces the session's
+ * profile. Loading works with prefix_reuse off too, but only a session with it on reuses. */
+
+/* Save the state of `tokens` (1..n_ctx-1 tokens). */
+FE_API fe_status fe_session_save_prefix(fe_session *session, const int32_t *tokens, int32_t n_tokens,
+                                        const char *path);
+/* Save the state of `text`, tokenized as fe_request_start does by default (BOS added,
+ * special tokens parsed). */
+FE_API fe_status fe_session_save_prompt(fe_session *session, const char *text, const char *path);
+/* Save the state of `messages` rendered with the chat template without the generation
+ * prompt, tokenized as fe_request_start_chat does: a later fe_request_start_chat whose
+ * messages start with these (e.g. the same system message) reuses it. */
+FE_API fe_status fe_session_save_chat(fe_session *session, const fe_chat_message *messages, size_t n_messages,
+                                      const char *path);
+/* Replace the session's KV cache with the prefix saved in `path` (see above). */
+FE_API fe_status fe_session_load_state(fe_session *session, const char *path);
 
 /* Ask the request in progress on `session` to stop; safe from any thread. Checked before
  * each token and, during prefill, inside llama.cpp's compute loop (between graph nodes),
@@ -297,12 +358,12 @@ FE_API const char *fe_finish_reason(fe_stop_reason reason);
 
 typedef struct fe_generate_result {
     fe_stop_reason stop_reason;
-    int32_t n_prompt;        /* prompt tokens evaluated */
+    int32_t n_prompt;        /* prompt tokens (reused from the cache + evaluated) */
     int32_t n_generated;     /* tokens sampled, without an end-of-generation token */
 } fe_generate_result;
 
-/* Generate from a text prompt, starting from an empty context (each call is a fresh
- * request). Returns FE_OK on EOS, max_tokens, a stop string or a callback stop;
+/* Generate from a text prompt (each call is a fresh request; with prefix_reuse the cached
+ * prefix of the prompt is reused, with the same output). Returns FE_OK on EOS, max_tokens, a stop string or a callback stop;
  * FE_ERR_CONTEXT_OVERFLOW if the prompt does not fit in n_ctx (checked before any work);
  * FE_ERR_CANCELLED after fe_session_cancel(). `result` may be NULL. */
 FE_API fe_status fe_generate(fe_session *session, const char *prompt,
@@ -383,9 +444,9 @@ FE_API void fe_text_stream_free(fe_text_stream *ts);
 typedef struct fe_profile {
     double load_ms;          /* model load time */
     double tokenize_ms;
-    double prefill_ms;       /* evaluating the prompt */
+    double prefill_ms;       /* evaluating the prompt tokens that were not reused */
     double ttft_ms;          /* request start -> first generated token (tokenize+prefill+sample) */
-    double prefill_tok_s;    /* n_prompt / prefill time */
+    double prefill_tok_s;    /* (n_prompt - n_prompt_reused) / prefill time: evaluated tokens only */
     double decode_tok_s;     /* tokens after the first / their decode time */
     double token_ms_p50;     /* percentiles of token_ms (linear interpolation) */
     double token_ms_p90;
@@ -398,6 +459,8 @@ typedef struct fe_profile {
      * the session; valid until its next generate call, reset or free. */
     const double *token_ms;
     size_t n_token_ms;
+    int32_t n_prompt_reused; /* prompt tokens taken from the KV cache (prefix reuse), not evaluated;
+                                n_prompt counts them too */
 } fe_profile;
 
 FE_API fe_status fe_session_get_profile(const fe_session *session, fe_profile *out);
@@ -489,13 +552,14 @@ FE_API fe_status fe_file_sha256(const char *path, char hex_out[65]);
 /* One generation, as measured by any backend (this library, or another runtime). */
 typedef struct fe_run_timing {
     double ttft_ms;          /* request start -> first generated token */
-    double prefill_ms;       /* evaluating the prompt (prefill_tok_s = n_prompt / prefill_ms) */
+    double prefill_ms;       /* evaluating the prompt (prefill_tok_s = (n_prompt - n_prompt_reused) / prefill_ms) */
     double e2e_ms;           /* request start -> last token */
-    int32_t n_prompt;        /* prompt tokens evaluated */
+    int32_t n_prompt;        /* prompt tokens (reused + evaluated) */
     int32_t n_gen;           /* tokens generated */
     const double *token_ms;  /* per-token decode latency after the first token, in order
                                 (decode_tok_s = n_token_ms / sum); may be NULL when n_token_ms == 0 */
     size_t n_token_ms;
+    int32_t n_prompt_reused; /* prompt tokens reused from the KV cache (0..n_prompt; 0 = none) */
 } fe_run_timing;
 
 /* What a profile is about, beyond the timings. Start from fe_profile_default_meta(). */

@@ -115,7 +115,11 @@ fe_status fe_benchmark(fe_session *session, const fe_bench_params *params, fe_be
         if (!res.runs) return fe::set_error(FE_ERR_OUT_OF_MEMORY, "fe_benchmark: out of memory");
         for (int32_t i = 0; i < p.warmup + p.repetitions; i++) {
             fe_generate_result gr;
-            fe_status s = fe_generate_tokens(session, prompt.data(), (int32_t)prompt.size(), &gp, &gr);
+            // Every run measures a cold prefill of all n_prompt tokens (as llama-bench does):
+            // forget the previous run's cache, or prefix reuse would skip the prompt.
+            fe_status s = fe_session_reset(session);
+            if (s != FE_OK) return s;
+            s = fe_generate_tokens(session, prompt.data(), (int32_t)prompt.size(), &gp, &gr);
             if (s != FE_OK) return s;  // fe_last_error() has the reason
             if (gr.stop_reason == FE_STOP_CANCELLED)
                 return fe::set_error(FE_ERR_CANCELLED, "fe_benchmark: cancelled");
@@ -129,6 +133,7 @@ fe_status fe_benchmark(fe_session *session, const fe_bench_params *params, fe_be
             t.e2e_ms = prof.e2e_ms;
             t.n_prompt = prof.n_prompt;
             t.n_gen = prof.n_gen;
+            t.n_prompt_reused = prof.n_prompt_reused;
             if (prof.n_token_ms) {
                 double *copy = (double *)malloc(prof.n_token_ms * sizeof(double));
                 if (!copy) return fe::set_error(FE_ERR_OUT_OF_MEMORY, "fe_benchmark: out of memory");

@@ -73,6 +73,57 @@ fe_status decode_status(fe_session *s, int32_t rc, const char *what) {
                          why.c_str());
 }
 
+// Tokens per prefill decode call: n_batch, at most the micro-batch (512) so that llama.cpp does
+// not split a call itself.
+int32_t chunk_limit(const fe_session *s) { return (int32_t)std::min<uint32_t>(s->params.n_batch, 512u); }
+
+// Size of the next prefill chunk with `left` tokens to go: as large as allowed, but never
+// leaving a last chunk of one token. llama.cpp evaluates a lone token by another kernel path
+// than a batch of two or more (its logits differ by ~1 here), and every batch of >= 2 gives the
+// same bits (flash attention off, see session.cpp). So a prompt evaluated in any split of
+// chunks >= 2 gives the same K/V and logits: the basis of exact prefix reuse.
+int32_t next_chunk(int32_t limit, int32_t left) {
+    int32_t n = std::min(limit, left);
+    if (left - n == 1 && n > 2) n--;
+    return n;
+}
+
+// The prefix of the prompt kept from the KV cache (0 = start from an empty cache). Only tokens
+// whose K/V came from batches of >= 2 are reusable (s->n_exact: not generated tokens, which are
+// decoded one at a time), and at least the last two prompt tokens are evaluated again (the
+// last one's logits give the first answer token; a lone token would take the other kernel
+// path). Any disagreement between the cache and s->cached clears both.
+int32_t keep_prefix(fe_session *s) {
+    llama_memory_t mem = llama_get_memory(s->ctx);
+    const std::vector<llama_token> &prompt = s->req.prompt;
+    std::vector<llama_token> &cached = s->cached;
+    int32_t n_keep = 0;
+    if (s->params.prefix_reuse && chunk_limit(s) >= 3 && prompt.size() >= 3 && !cached.empty() &&
+        llama_memory_seq_pos_min(mem, 0) == 0 && llama_memory_seq_pos_max(mem, 0) + 1 == (llama_pos)cached.size()) {
+        size_t n = std::min({cached.size(), (size_t)s->n_exact, prompt.size() - 2});
+        size_t k = 0;
+        while (k < n && cached[k] == prompt[k]) k++;
+        n_keep = (int32_t)k;
+    }
+    if (n_keep > 0 && (size_t)n_keep < cached.size() && !llama_memory_seq_rm(mem, 0, n_keep, -1)) n_keep = 0;
+    if (n_keep == 0) {
+        fe::forget_cache(s);
+    } else {
+        cached.resize((size_t)n_keep);
+        s->n_exact = std::min(s->n_exact, n_keep);
+    }
+    return n_keep;
+}
+
+// After a failed decode: keep only the tokens fully evaluated before it (or nothing).
+void drop_uncached(fe_session *s) {
+    llama_memory_t mem = llama_get_memory(s->ctx);
+    if (s->cached.empty() || !llama_memory_seq_rm(mem, 0, (llama_pos)s->cached.size(), -1) ||
+        llama_memory_seq_pos_max(mem, 0) + 1 != (llama_pos)s->cached.size())
+        fe::forget_cache(s);
+    s->n_exact = std::min(s->n_exact, (int32_t)s->cached.size());
+}
+
 void finish_profile(fe_session *s) {
     const fe_request &r = s->req;
     fe_profile &p = s->profile;
@@ -81,7 +132,7 @@ void finish_profile(fe_session *s) {
     p.tokenize_ms = r.t_tokenized;
     p.prefill_ms = r.prefill_ms;
     p.ttft_ms = r.ttft;
-    p.prefill_tok_s = r.prefill_ms > 0 ? 1000.0 * (double)r.prompt.size() / r.prefill_ms : 0.0;
+    p.prefill_tok_s = r.prefill_ms > 0 ? 1000.0 * (double)(r.prompt.size() - (size_t)r.n_reused) / r.prefill_ms : 0.0;
     double sum = 0;
     for (double v : s->token_ms) sum += v;
     p.decode_tok_s = sum > 0 ? 1000.0 * (double)s->token_ms.size() / sum : 0.0;
@@ -92,6 +143,7 @@ void finish_profile(fe_session *s) {
     p.peak_rss_mb = fe_peak_rss_mb();
     p.n_prompt = (int32_t)r.prompt.size();
     p.n_gen = r.n_gen;
+    p.n_prompt_reused = r.n_reused;
 }
 
 // Checks shared by every way of starting a request; the session becomes busy on FE_OK.
@@ -144,21 +196,7 @@ fe_status activate(fe_session *s) {
 }
 
 fe_status tokenize_into(fe_session *s, const char *prompt, bool add_special, bool parse_special) {
-    if (!prompt) return fe::set_error(FE_ERR_INVALID_ARG, "prompt is NULL");
-    size_t len = strlen(prompt);
-    if (len > (size_t)INT32_MAX / 2) return fe::set_error(FE_ERR_INVALID_ARG, "prompt too long (%zu bytes)", len);
-    std::vector<llama_token> &toks = s->req.prompt;
-    toks.resize(len + 8);
-    int32_t n = llama_tokenize(s->model->vocab, prompt, (int32_t)len, toks.data(), (int32_t)toks.size(), add_special,
-                               parse_special);
-    if (n < 0) {
-        toks.resize((size_t)(-(int64_t)n));
-        n = llama_tokenize(s->model->vocab, prompt, (int32_t)len, toks.data(), (int32_t)toks.size(), add_special,
-                           parse_special);
-        if (n < 0) return fe::set_error(FE_ERR_INTERNAL, "tokenization failed");
-    }
-    toks.resize((size_t)n);
-    return FE_OK;
+    return fe::tokenize_text(s->model, prompt, add_special, parse_special, s->req.prompt);
 }
 
 fe_status start_failed(fe_session *s, fe_status st) {
@@ -190,15 +228,17 @@ fe_status step(fe_session *s, fe_token_event *ev) {
     ev->stop_reason = FE_STOP_NONE;
     if (s->cancel.load(std::memory_order_relaxed)) return finish(s, FE_STOP_CANCELLED, ev), FE_OK;
     if (!r.prefilled) {
-        llama_memory_clear(llama_get_memory(s->ctx), true);
         fe::clear_llama_errors();
         double t0 = fe::now_ms();
-        const int32_t n_prompt = (int32_t)r.prompt.size(), n_batch = (int32_t)s->params.n_batch;
-        for (int32_t i = 0; i < n_prompt; i += n_batch) {
-            int32_t n = std::min(n_batch, n_prompt - i);
+        const int32_t n_prompt = (int32_t)r.prompt.size(), limit = chunk_limit(s);
+        int32_t n_keep = keep_prefix(s);
+        r.n_reused = n_keep;
+        for (int32_t i = n_keep, n = 0; i < n_prompt; i += n) {
+            n = next_chunk(limit, n_prompt - i);
             int32_t rc = llama_decode(s->ctx, llama_batch_get_one(r.prompt.data() + i, n));
             if (rc != 0) {
                 fe_status st = decode_status(s, rc, "prefill");
+                drop_uncached(s);  // only the batches evaluated before this one stay
                 if (st == FE_ERR_CANCELLED) {
                     fe::clear_error();
                     return finish(s, FE_STOP_CANCELLED, ev), FE_OK;
@@ -206,6 +246,9 @@ fe_status step(fe_session *s, fe_token_event *ev) {
                 fe::end_request(s, FE_STOP_NONE);
                 return st;
             }
+            bool exact = n >= 2 && s->n_exact == (int32_t)s->cached.size();
+            s->cached.insert(s->cached.end(), r.prompt.begin() + i, r.prompt.begin() + i + n);
+            if (exact) s->n_exact = (int32_t)s->cached.size();
         }
         llama_synchronize(s->ctx);
         r.prefill_ms = fe::elapsed_ms(t0);
@@ -218,6 +261,7 @@ fe_status step(fe_session *s, fe_token_event *ev) {
         int32_t rc = llama_decode(s->ctx, llama_batch_get_one(&r.last, 1));
         if (rc != 0) {
             fe_status st = decode_status(s, rc, "generation");
+            drop_uncached(s);
             if (st == FE_ERR_CANCELLED) {
                 fe::clear_error();
                 return finish(s, FE_STOP_CANCELLED, ev), FE_OK;
@@ -225,6 +269,7 @@ fe_status step(fe_session *s, fe_token_event *ev) {
             fe::end_request(s, FE_STOP_NONE);
             return st;
         }
+        s->cached.push_back(r.last);  // decoded alone: cached, but not reusable (s->n_exact)
         r.n_past++;
         r.need_decode = false;
     }
@@ -294,9 +339,50 @@ void end_request(fe_session *s, fe_stop_reason reason) {
     if (!r.active) return;
     r.active = false;
     r.reason = reason;
+    if (reason == FE_STOP_NONE) forget_cache(s);  // an error: trust nothing in the cache
     if (r.sampler) llama_sampler_free(r.sampler);
     r.sampler = nullptr;
     finish_profile(s);
+}
+
+void forget_cache(fe_session *s) {
+    llama_memory_clear(llama_get_memory(s->ctx), true);
+    s->cached.clear();
+    s->n_exact = 0;
+}
+
+fe_status tokenize_text(const fe_model *model, const char *text, bool add_special, bool parse_special,
+                        std::vector<llama_token> &toks) {
+    if (!text) return set_error(FE_ERR_INVALID_ARG, "prompt is NULL");
+    size_t len = strlen(text);
+    if (len > (size_t)INT32_MAX / 2) return set_error(FE_ERR_INVALID_ARG, "prompt too long (%zu bytes)", len);
+    toks.resize(len + 8);
+    int32_t n = llama_tokenize(model->vocab, text, (int32_t)len, toks.data(), (int32_t)toks.size(), add_special,
+                               parse_special);
+    if (n < 0) {
+        toks.resize((size_t)(-(int64_t)n));
+        n = llama_tokenize(model->vocab, text, (int32_t)len, toks.data(), (int32_t)toks.size(), add_special,
+                           parse_special);
+        if (n < 0) return set_error(FE_ERR_INTERNAL, "tokenization failed");
+    }
+    toks.resize((size_t)n);
+    return FE_OK;
+}
+
+fe_status chat_tokens(const fe_model *model, const fe_chat_message *messages, size_t n, bool add_assistant,
+                      std::vector<llama_token> &out) {
+    std::string prompt;
+    fe_status st = render_chat(model, messages, n, add_assistant, prompt);
+    if (st != FE_OK) return st;
+    // The template may write BOS itself; add it only when it did not.
+    const llama_vocab *vocab = model->vocab;
+    llama_token bos = llama_vocab_bos(vocab);
+    bool add_bos = llama_vocab_get_add_bos(vocab);
+    if (add_bos && bos >= 0) {
+        std::string bos_text = token_piece(vocab, bos, true);
+        if (!bos_text.empty() && prompt.compare(0, bos_text.size(), bos_text) == 0) add_bos = false;
+    }
+    return tokenize_text(model, prompt.c_str(), add_bos, true, out);
 }
 
 }  // namespace fe
@@ -357,18 +443,7 @@ fe_status fe_request_start_chat(fe_session *session, const fe_chat_message *mess
         fe::clear_error();
         fe_status st = begin(session, params, fe::now_ms());
         if (st != FE_OK) return st;
-        std::string prompt;
-        st = fe::render_chat(session->model, messages, n_messages, true, prompt);
-        if (st != FE_OK) return start_failed(session, st);
-        // The template may write BOS itself; add it only when it did not.
-        const llama_vocab *vocab = session->model->vocab;
-        llama_token bos = llama_vocab_bos(vocab);
-        bool add_bos = llama_vocab_get_add_bos(vocab);
-        if (add_bos && bos >= 0) {
-            std::string bos_text = fe::token_piece(vocab, bos, true);
-            if (!bos_text.empty() && prompt.compare(0, bos_text.size(), bos_text) == 0) add_bos = false;
-        }
-        st = tokenize_into(session, prompt.c_str(), add_bos, true);
+        st = fe::chat_tokens(session->model, messages, n_messages, true, session->req.prompt);
         if (st == FE_OK) st = activate(session);
         return st == FE_OK ? st : start_failed(session, st);
     });

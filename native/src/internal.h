@@ -40,6 +40,7 @@ struct fe_request {
     llama_token last = -1;
     int32_t n_gen = 0;
     int32_t n_past = 0;
+    int32_t n_reused = 0;           // prompt tokens kept from the KV cache (prefix reuse)
     double t_start = 0, t_tokenized = 0, prefill_ms = 0, ttft = 0, t_prev = 0;
     std::unique_ptr<fe::TextStream> text;
     std::string event_text;
@@ -52,6 +53,13 @@ struct fe_session {
     fe_session_params params{};
     std::atomic<bool> cancel{false};
     fe_request req;
+    // Exactly the tokens whose K/V are in the cache (sequence 0, positions 0..n-1): prompt
+    // tokens and decoded generated tokens. Whenever in doubt it is truncated or cleared.
+    std::vector<llama_token> cached;
+    // Leading cached tokens whose K/V came from batches of >= 2 tokens: the reusable ones
+    // (a token decoded alone, and every token after it, has slightly different K/V than a
+    // batched prefill of the same tokens would give).
+    int32_t n_exact = 0;
     std::vector<double> token_ms;         // per-token latencies of the last request
     fe_profile profile{};
 };
@@ -71,6 +79,14 @@ void log(fe_log_level level, const char *fmt, ...) __attribute__((format(printf,
 
 // generate.cpp: ends the active request of a session (frees its sampler, keeps its profile).
 void end_request(fe_session *s, fe_stop_reason reason);
+// generate.cpp: empties the KV cache and s->cached.
+void forget_cache(fe_session *s);
+// generate.cpp: tokenizes `text` into `out` (llama_tokenize with a growing buffer).
+fe_status tokenize_text(const fe_model *model, const char *text, bool add_special, bool parse_special,
+                        std::vector<llama_token> &out);
+// generate.cpp: the tokens fe_request_start_chat evaluates for `messages` (add_assistant as given).
+fe_status chat_tokens(const fe_model *model, const fe_chat_message *messages, size_t n, bool add_assistant,
+                      std::vector<llama_token> &out);
 // chat.cpp: parses + checks a template (throws std::runtime_error with the reason).
 std::shared_ptr<const ChatTemplate> parse_chat_template(const std::string &source, const fe_model *model);
 // chat.cpp: renders messages; FE_OK or FE_ERR_TEMPLATE / FE_ERR_INVALID_ARG (error set).

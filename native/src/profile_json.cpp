@@ -42,8 +42,8 @@ fe_status build(const fe_run_timing *runs, size_t n_runs, const fe_profile_meta 
         const fe_run_timing &r = runs[i];
         if (bad_time(r.ttft_ms) || bad_time(r.prefill_ms) || bad_time(r.e2e_ms))
             return fe::set_error(FE_ERR_INVALID_ARG, "fe_profile_json: run %zu has a negative or non-finite time", i);
-        if (r.n_prompt < 0 || r.n_gen < 0)
-            return fe::set_error(FE_ERR_INVALID_ARG, "fe_profile_json: run %zu has negative token counts", i);
+        if (r.n_prompt < 0 || r.n_gen < 0 || r.n_prompt_reused < 0 || r.n_prompt_reused > r.n_prompt)
+            return fe::set_error(FE_ERR_INVALID_ARG, "fe_profile_json: run %zu has negative token counts or n_prompt_reused > n_prompt", i);
         if (r.n_token_ms > 0 && !r.token_ms)
             return fe::set_error(FE_ERR_INVALID_ARG, "fe_profile_json: run %zu: token_ms is NULL but n_token_ms = %zu",
                                  i, r.n_token_ms);
@@ -102,7 +102,7 @@ fe_status build(const fe_run_timing *runs, size_t n_runs, const fe_profile_meta 
         const fe_run_timing &r = runs[i];
         ttft.push_back(r.ttft_ms);
         e2e.push_back(r.e2e_ms);
-        pre.push_back(r.prefill_ms > 0 ? 1000.0 * r.n_prompt / r.prefill_ms : 0.0);
+        pre.push_back(r.prefill_ms > 0 ? 1000.0 * (r.n_prompt - r.n_prompt_reused) / r.prefill_ms : 0.0);
         double sum = 0;
         for (size_t k = 0; k < r.n_token_ms; k++) sum += r.token_ms[k];
         dec.push_back(sum > 0 ? 1000.0 * (double)r.n_token_ms / sum : 0.0);
@@ -137,6 +137,7 @@ fe_status build(const fe_run_timing *runs, size_t n_runs, const fe_profile_meta 
     field("n_threads", i32(meta->n_threads));
     field("n_ctx", i32(meta->n_ctx));
     field("n_prompt", i32(last.n_prompt));
+    field("n_prompt_reused", i32(last.n_prompt_reused));
     field("n_gen", i32(last.n_gen));
     field("repetitions", i32((long long)n_runs));
     field("warmup", i32(meta->warmup));

@@ -2,6 +2,7 @@
 // and the last profile. Every option is checked here, before anything is allocated.
 #include "internal.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <thread>
@@ -103,6 +104,7 @@ fe_session_params fe_session_default_params(void) {
     p.n_batch = 512;
     p.n_threads = fe_default_n_threads();
     p.n_threads_batch = p.n_threads;
+    p.prefix_reuse = true;
     return p;
 }
 
@@ -130,6 +132,12 @@ fe_status fe_session_create(fe_model *model, const fe_session_params *params, fe
         cp.abort_callback = abort_requested;
         cp.abort_callback_data = s.get();
         cp.no_perf = true;
+        // Flash attention off: llama.cpp's CPU flash attention is not batch-invariant (a tiled kernel
+        // for >= 64 query rows, a split-KV kernel for one row over >= 512 cells), so a token's K/V
+        // would depend on how many tokens were evaluated with it, and a reused prefix would give
+        // other numbers than a fresh prefill. Without it every row is computed the same way in any
+        // batch: prefix reuse is exact (test_prefix checks it).
+        cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
         fe::clear_llama_errors();
         s->ctx = llama_init_from_model(model->model, cp);
         if (!s->ctx) {
@@ -155,7 +163,7 @@ fe_status fe_session_reset(fe_session *session) {
         if (!session) return fe::set_error(FE_ERR_INVALID_ARG, "fe_session_reset: session is NULL");
         if (session->req.active)
             return fe::set_error(FE_ERR_BUSY, "fe_session_reset: a request is running; end or cancel it first");
-        llama_memory_clear(llama_get_memory(session->ctx), true);
+        fe::forget_cache(session);
         session->token_ms.clear();
         session->profile = fe_profile{};
         return FE_OK;
@@ -164,6 +172,15 @@ fe_status fe_session_reset(fe_session *session) {
 
 void fe_session_cancel(fe_session *session) {
     if (session) session->cancel.store(true, std::memory_order_relaxed);
+}
+
+fe_status fe_session_cached_tokens(const fe_session *session, int32_t *tokens, int32_t max_tokens, int32_t *n_out) {
+    if (!session || !n_out || max_tokens < 0 || (max_tokens > 0 && !tokens))
+        return fe::set_error(FE_ERR_INVALID_ARG, "fe_session_cached_tokens: NULL argument or max_tokens < 0");
+    const auto &c = session->cached;
+    *n_out = (int32_t)c.size();
+    std::copy_n(c.begin(), std::min<size_t>(c.size(), (size_t)max_tokens), tokens);
+    return FE_OK;
 }
 
 fe_status fe_session_get_profile(const fe_session *session, fe_profile *out) {

@@ -270,9 +270,9 @@ static void test_profile_json_on_synthetic_runs(void) {
     write_text("abc", "%s", path);
     static const double t1[3] = {10.0, 20.0, 30.0}, t2[3] = {5.0, 5.0, 5.0}, t3[3] = {20.0, 4.0, 6.0};
     fe_run_timing runs[3] = {
-        {100.0, 80.0, 200.0, 16, 4, t1, 3},
-        {50.0, 40.0, 90.0, 16, 4, t2, 3},
-        {70.0, 20.0, 140.0, 16, 4, t3, 3},
+        {100.0, 80.0, 200.0, 16, 4, t1, 3, 0},
+        {50.0, 40.0, 90.0, 16, 4, t2, 3, 0},
+        {70.0, 20.0, 140.0, 16, 4, t3, 3, 0},
     };
     fe_profile_meta m = fe_profile_default_meta();
     CHECK(m.n_threads == fe_default_n_threads() && m.n_ctx == 0 && m.tool == NULL);
