@@ -35,7 +35,7 @@ from finllm_edge.paths import cache_dir
 
 QUANTS = ("F16", "Q8_0", "Q4_0", "Q4_K_M")
 CAL_CACHE = "kernel-bench/last_calibration.json"
-# a typical finance question through the chat template (token counts of SmolLM2's tokenizer, rounded)
+# a typical finance question through the chat template: ASSUMED round token counts (not tokenized here)
 SYSTEM_TOKENS, QUESTION_TOKENS, ANSWER_TOKENS = 120, 40, 64
 
 
