@@ -50,6 +50,7 @@ EXPECTED_CHECKS = [
     "concurrent_calls_are_serialized",
     "release_twice_and_use_after_release",
     "release_from_another_thread_during_generation",
+    "prefix_reuse_and_saved_state",
 ]
 
 # CPU variant -> (build-driver target, library name, qemu CPU that has the features)

@@ -301,7 +301,7 @@ JNIEXPORT jlong JNICALL Java_io_finllm_edge_FinLlm_nativeOpen(JNIEnv *env, jclas
                                                              jint n_ctx, jint n_batch, jint n_threads,
                                                              jint seed, jfloat temperature, jint top_k,
                                                              jfloat top_p, jfloat repeat_penalty,
-                                                             jboolean use_mmap) {
+                                                             jboolean use_mmap, jboolean prefix_reuse) {
     return guarded<jlong>(env, "FinLlm.open", 0, [&]() -> jlong {
         bool ok = false;
         std::string path = copy_jstring(env, jpath, "FinLlm.open: modelPath", &ok);
@@ -322,6 +322,7 @@ JNIEXPORT jlong JNICALL Java_io_finllm_edge_FinLlm_nativeOpen(JNIEnv *env, jclas
         sp.n_ctx = static_cast<uint32_t>(n_ctx);
         if (n_batch > 0) sp.n_batch = static_cast<uint32_t>(n_batch);
         if (n_threads > 0) sp.n_threads = sp.n_threads_batch = n_threads;  // <= 0: the core's default
+        sp.prefix_reuse = prefix_reuse == JNI_TRUE;
         fe_sampling_params sampling = fe_sampling_default_params();
         sampling.seed = static_cast<uint32_t>(seed);  // -1 = FE_SEED_RANDOM
         sampling.temperature = temperature;
@@ -563,7 +564,8 @@ JNIEXPORT jstring JNICALL Java_io_finllm_edge_FinLlm_nativeDetokenize(JNIEnv *en
 
 // Profile of the last generation: double[]{load_ms, tokenize_ms, prefill_ms, ttft_ms,
 // prefill_tok_s, decode_tok_s, token_ms_p50, token_ms_p90, token_ms_p99, e2e_ms,
-// peak_rss_mb, n_prompt, n_gen, n_ctx, n_threads, token_ms[0..]} (FinLlm.Profile parses it).
+// peak_rss_mb, n_prompt, n_gen, n_ctx, n_threads, n_prompt_reused, token_ms[0..]} (FinLlm.Profile
+// parses it).
 JNIEXPORT jdoubleArray JNICALL Java_io_finllm_edge_FinLlm_nativeProfile(JNIEnv *env, jclass, jlong handle) {
     return guarded<jdoubleArray>(env, "FinLlm.profile", nullptr, [&]() -> jdoubleArray {
         JniSession *s = from_handle(env, handle, "FinLlm.profile");
@@ -577,11 +579,53 @@ JNIEXPORT jdoubleArray JNICALL Java_io_finllm_edge_FinLlm_nativeProfile(JNIEnv *
         std::vector<double> v = {p.load_ms,       p.tokenize_ms,  p.prefill_ms,   p.ttft_ms,
                                  p.prefill_tok_s, p.decode_tok_s, p.token_ms_p50, p.token_ms_p90,
                                  p.token_ms_p99,  p.e2e_ms,       p.peak_rss_mb,  double(p.n_prompt),
-                                 double(p.n_gen), double(s->n_ctx), double(s->n_threads)};
+                                 double(p.n_gen), double(s->n_ctx), double(s->n_threads),
+                                 double(p.n_prompt_reused)};
         if (p.token_ms && p.n_token_ms) v.insert(v.end(), p.token_ms, p.token_ms + p.n_token_ms);
         jdoubleArray arr = env->NewDoubleArray(static_cast<jsize>(v.size()));
         if (arr) env->SetDoubleArrayRegion(arr, 0, static_cast<jsize>(v.size()), v.data());
         return arr;
+    });
+}
+
+// Saves the KV state of `prompt` (tokenized as generate() does) to `path`; returns its tokens.
+JNIEXPORT jint JNICALL Java_io_finllm_edge_FinLlm_nativeSaveState(JNIEnv *env, jclass, jlong handle, jstring jpath,
+                                                                  jstring jprompt) {
+    return guarded<jint>(env, "FinLlm.saveState", 0, [&]() -> jint {
+        JniSession *s = from_handle(env, handle, "FinLlm.saveState");
+        if (!s) return 0;
+        bool ok = false;
+        std::string path = copy_jstring(env, jpath, "FinLlm.saveState: path", &ok);
+        if (!ok) return 0;
+        std::string prompt = copy_jstring(env, jprompt, "FinLlm.saveState: prompt", &ok);
+        if (!ok) return 0;
+        fe_status st = fe_session_save_prompt(s->session, prompt.c_str(), path.c_str());
+        int32_t n = 0;
+        if (st == FE_OK) st = fe_session_cached_tokens(s->session, nullptr, 0, &n);
+        if (st != FE_OK) {
+            throw_status(env, st, "FinLlm.saveState");
+            return 0;
+        }
+        return n;
+    });
+}
+
+// Loads a state saved by saveState (refused files: FE_ERR_BAD_MODEL); returns its tokens.
+JNIEXPORT jint JNICALL Java_io_finllm_edge_FinLlm_nativeLoadState(JNIEnv *env, jclass, jlong handle, jstring jpath) {
+    return guarded<jint>(env, "FinLlm.loadState", 0, [&]() -> jint {
+        JniSession *s = from_handle(env, handle, "FinLlm.loadState");
+        if (!s) return 0;
+        bool ok = false;
+        std::string path = copy_jstring(env, jpath, "FinLlm.loadState: path", &ok);
+        if (!ok) return 0;
+        fe_status st = fe_session_load_state(s->session, path.c_str());
+        int32_t n = 0;
+        if (st == FE_OK) st = fe_session_cached_tokens(s->session, nullptr, 0, &n);
+        if (st != FE_OK) {
+            throw_status(env, st, "FinLlm.loadState");
+            return 0;
+        }
+        return n;
     });
 }
 

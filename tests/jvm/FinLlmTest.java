@@ -68,6 +68,7 @@ public final class FinLlmTest {
         check("concurrent_calls_are_serialized", FinLlmTest::concurrentCallsSerialized);
         check("release_twice_and_use_after_release", FinLlmTest::releaseTwiceAndUseAfterRelease);
         check("release_from_another_thread_during_generation", FinLlmTest::releaseDuringGeneration);
+        check("prefix_reuse_and_saved_state", FinLlmTest::prefixReuseAndSavedState);
 
         System.out.println(failures == 0 ? "ALL PASSED" : failures + " FAILED");
         System.exit(failures);
@@ -412,6 +413,49 @@ public final class FinLlmTest {
         expectFinLlmException(llm::modelInfo);
         expectFinLlmException(() -> llm.tokenize("x", false, false));
         expectFinLlmException(() -> llm.formatChat(null, "x"));
+    }
+
+    static void prefixReuseAndSavedState() throws Exception {
+        File dir = java.nio.file.Files.createTempDirectory("festate").toFile();
+        File state = new File(dir, "system.festate");
+        File bad = new File(dir, "bad.festate");
+        String reference;
+        int nState;
+        try (FinLlm fresh = FinLlm.open(modelPath, new FinLlm.Options().nCtx(512).nThreads(2).prefixReuse(false))) {
+            String prompt = fresh.formatChat(SYSTEM, QUESTION);
+            reference = fresh.generate(prompt, 16, null).text;
+            requireEq(0, fresh.profile().nPromptReused, "no reuse when prefixReuse(false)");
+        }
+        try (FinLlm llm = FinLlm.open(modelPath, OPTS)) {
+            String prompt = llm.formatChat(SYSTEM, QUESTION);
+            requireEq(reference, llm.generate(prompt, 16, null).text, "first request");
+            FinLlm.Result again = llm.generate(prompt, 16, null);
+            requireEq(reference, again.text, "same answer with the prompt reused");
+            requireEq(again.nPrompt - 2, llm.profile().nPromptReused, "all but the last 2 prompt tokens reused");
+            String systemPart = llm.formatChat(new String[] {"system"}, new String[] {SYSTEM}, false);
+            nState = llm.saveState(state.getPath(), systemPart);
+            require(nState > 5 && state.length() > 1000, "state saved: " + nState + " tokens");
+        }
+        try (FinLlm llm = FinLlm.open(modelPath, OPTS)) {
+            requireEq(nState, llm.loadState(state.getPath()), "tokens loaded");
+            String prompt = llm.formatChat(SYSTEM, QUESTION);
+            requireEq(reference, llm.generate(prompt, 16, null).text, "same answer after loadState");
+            requireEq(nState, llm.profile().nPromptReused, "the loaded prefix was reused");
+            byte[] all = java.nio.file.Files.readAllBytes(state.toPath());
+            try (FileOutputStream out = new FileOutputStream(bad)) {
+                out.write(all, 0, all.length / 2);
+            }
+            FinLlmException e = expectFinLlmException(() -> llm.loadState(bad.getPath()));
+            requireEq(FinLlmException.FE_ERR_BAD_MODEL, e.getStatus(), "truncated state refused");
+            require(e.getMessage().contains("refused"), "message: " + e.getMessage());
+            e = expectFinLlmException(() -> llm.loadState(new File(dir, "none.festate").getPath()));
+            requireEq(FinLlmException.FE_ERR_FILE_NOT_FOUND, e.getStatus(), "missing state file");
+            requireEq(reference, llm.generate(prompt, 16, null).text, "still the same answer after a refused file");
+        } finally {
+            state.delete();
+            bad.delete();
+            dir.delete();
+        }
     }
 
     static void releaseDuringGeneration() throws Exception {

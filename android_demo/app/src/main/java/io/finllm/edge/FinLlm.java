@@ -56,6 +56,7 @@ public final class FinLlm implements AutoCloseable {
         float topP = 0.95f;
         float repeatPenalty = 1.0f;
         boolean useMmap = true;
+        boolean prefixReuse = true;
 
         /** Context length in tokens (prompt + answer), > 0. */
         public Options nCtx(int v) { nCtx = v; return this; }
@@ -70,6 +71,11 @@ public final class FinLlm implements AutoCloseable {
         public Options topP(float v) { topP = v; return this; }
         public Options repeatPenalty(float v) { repeatPenalty = v; return this; }
         public Options useMmap(boolean v) { useMmap = v; return this; }
+        /**
+         * Keep the KV cache between calls and evaluate only what follows the longest common
+         * token prefix (system prompt, earlier turns); same output as without it. Default true.
+         */
+        public Options prefixReuse(boolean v) { prefixReuse = v; return this; }
     }
 
     /** Why a generation ended (fe_stop_reason; same order as the C enum). */
@@ -125,10 +131,12 @@ public final class FinLlm implements AutoCloseable {
         public final int nGen;
         public final int nCtx;
         public final int nThreads;
+        /** Prompt tokens reused from the KV cache (prefix reuse), not evaluated; nPrompt counts them. */
+        public final int nPromptReused;
         /** Per-token decode latency, one entry per token after the first, in order. */
         public final double[] tokenMs;
 
-        static final int FIXED = 15;
+        static final int FIXED = 16;
 
         Profile(double[] v) {
             if (v == null || v.length < FIXED) {
@@ -150,6 +158,7 @@ public final class FinLlm implements AutoCloseable {
             nGen = (int) v[12];
             nCtx = (int) v[13];
             nThreads = (int) v[14];
+            nPromptReused = (int) v[15];
             tokenMs = Arrays.copyOfRange(v, FIXED, v.length);
         }
 
@@ -169,6 +178,7 @@ public final class FinLlm implements AutoCloseable {
             row(sb, "e2e_ms", e2eMs);
             row(sb, "peak_rss_mb", peakRssMb);
             sb.append(String.format(Locale.ROOT, "%-14s %d%n", "n_prompt", nPrompt));
+            sb.append(String.format(Locale.ROOT, "%-14s %d%n", "n_prompt_reused", nPromptReused));
             sb.append(String.format(Locale.ROOT, "%-14s %d%n", "n_gen", nGen));
             sb.append(String.format(Locale.ROOT, "%-14s %d%n", "n_ctx", nCtx));
             sb.append(String.format(Locale.ROOT, "%-14s %s%n", "n_threads", nThreads > 0 ? String.valueOf(nThreads) : "all"));
@@ -319,7 +329,7 @@ public final class FinLlm implements AutoCloseable {
         loadLibrary();
         if (o == null) o = new Options();
         long h = nativeOpen(modelPath, o.nCtx, o.nBatch, o.nThreads, o.seed, o.temperature, o.topK,
-                o.topP, o.repeatPenalty, o.useMmap);
+                o.topP, o.repeatPenalty, o.useMmap, o.prefixReuse);
         return new FinLlm(h, modelPath);
     }
 
@@ -364,8 +374,9 @@ public final class FinLlm implements AutoCloseable {
 
     /**
      * Generates an answer to {@code prompt} (a raw prompt: use {@link #formatChat} for chat
-     * models), streaming it to {@code callback} (may be null). Each call starts from an
-     * empty context. A {@link #cancel()} returns the partial answer with
+     * models), streaming it to {@code callback} (may be null). Each call is a new request;
+     * with prefix reuse (the default) the cached start of the prompt is not evaluated again,
+     * with the same output. A {@link #cancel()} returns the partial answer with
      * {@link StopReason#CANCELLED}; an exception thrown by the callback stops the
      * generation and propagates.
      *
@@ -433,6 +444,36 @@ public final class FinLlm implements AutoCloseable {
         long h = enter("detokenize");
         try {
             return nativeDetokenize(h, tokens);
+        } finally {
+            leave();
+        }
+    }
+
+    /**
+     * Saves the KV state of {@code prompt} (e.g. the formatted system prompt; tokenized as
+     * {@link #generate} does) to {@code path}, written atomically, so that a later process can
+     * {@link #loadState} it. Evaluates the prompt if it is not cached. Returns its token count.
+     */
+    public int saveState(String path, String prompt) {
+        long h = enter("saveState");
+        try {
+            return nativeSaveState(h, path, prompt);
+        } finally {
+            leave();
+        }
+    }
+
+    /**
+     * Replaces the KV cache with a state saved by {@link #saveState}; a later generate() whose
+     * prompt starts with that prefix reuses it. Returns its token count.
+     *
+     * @throws FinLlmException FE_ERR_BAD_MODEL when the file is refused (made for another model
+     *     or llama.cpp build, truncated, altered), FE_ERR_FILE_NOT_FOUND when it is missing
+     */
+    public int loadState(String path) {
+        long h = enter("loadState");
+        try {
+            return nativeLoadState(h, path);
         } finally {
             leave();
         }
@@ -514,7 +555,7 @@ public final class FinLlm implements AutoCloseable {
     private static native String nativeBuildVariant();
     private static native long nativeOpen(String modelPath, int nCtx, int nBatch, int nThreads, int seed,
                                           float temperature, int topK, float topP, float repeatPenalty,
-                                          boolean useMmap);
+                                          boolean useMmap, boolean prefixReuse);
     private static native void nativeFree(long handle);
     private static native void nativeCancel(long handle);
     private static native Object[] nativeGenerate(long handle, String prompt, int maxTokens, String[] stop,
@@ -524,5 +565,7 @@ public final class FinLlm implements AutoCloseable {
     private static native int[] nativeTokenize(long handle, String text, boolean addSpecial, boolean parseSpecial);
     private static native String nativeDetokenize(long handle, int[] tokens);
     private static native double[] nativeProfile(long handle);
+    private static native int nativeSaveState(long handle, String path, String prompt);
+    private static native int nativeLoadState(long handle, String path);
     private static native Object[] nativeModelInfo(long handle);
 }
