@@ -161,7 +161,7 @@ static void test_after_cancel(void) {
     /* a long prompt in small batches, cancelled during its prefill from another thread */
     static char longp[16384];
     size_t off = (size_t)snprintf(longp, sizeof longp, "%s<|im_start|>user\n", SYS);
-    for (int i = 0; i < 40 && off < sizeof longp - 200; i++)
+    for (int i = 0; i < 80 && off < sizeof longp - 200; i++)
         off += (size_t)snprintf(longp + off, sizeof longp - off, "Quarter %d revenue rose %d%% on lending. ", i,
                                 i % 9 + 1);
     snprintf(longp + off, sizeof longp - off, "Summarize.<|im_end|>\n<|im_start|>assistant\n");
@@ -171,7 +171,7 @@ static void test_after_cancel(void) {
     REQUIRE(r && f);
     static collect_t a, b;
     fe_generate_params ga = params(8, false, &a);
-    canceller_t cc = {r, 400};
+    canceller_t cc = {r, 300};
     pthread_t th;
     pthread_create(&th, NULL, cancel_later, &cc);
     fe_status st = fe_generate(r, longp, &ga, NULL);
