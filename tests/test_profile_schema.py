@@ -90,7 +90,7 @@ def test_fe_bench_thermal_block_is_typed(host, model, tmp_path):
 class RunTiming(C.Structure):
     _fields_ = [("ttft_ms", C.c_double), ("prefill_ms", C.c_double), ("e2e_ms", C.c_double),
                 ("n_prompt", C.c_int32), ("n_gen", C.c_int32),
-                ("token_ms", C.POINTER(C.c_double)), ("n_token_ms", C.c_size_t)]
+                ("token_ms", C.POINTER(C.c_double)), ("n_token_ms", C.c_size_t), ("n_prompt_reused", C.c_int32)]
 
 
 class ProfileMeta(C.Structure):
