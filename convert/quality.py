@@ -261,7 +261,7 @@ def to_json(rows: list[ArtifactQuality], meta: dict) -> dict:
 
 def _ci(r: ArtifactQuality, key: str, fmt: str, scale: float = 1.0) -> str:
     lo_hi = r.ci95.get(key)
-    return "" if not lo_hi else f" [{fmt.format(lo_hi[0] * scale)}, {fmt.format(lo_hi[1] * scale)}]"
+    return "" if not lo_hi else f" [{fmt.format(lo_hi[0] * scale + 0.0)}, {fmt.format(lo_hi[1] * scale + 0.0)}]"
 
 
 def to_markdown(rows: list[ArtifactQuality], meta: dict) -> str:

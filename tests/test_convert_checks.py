@@ -199,3 +199,13 @@ def test_cli_refuses_options_that_do_not_fit_together(good, tmp_path, capsys, ar
     assert rc != 0
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out" / "merged").exists()
+
+
+def test_cli_eval_text_takes_the_users_text(good, tmp_path, capsys):
+    from finllm_edge.lab.cli import main
+
+    rc = main(["convert", "--base", str(good / "base"), "--lora", str(good / "lora"), "--out", str(tmp_path / "out"),
+               "--no-progress", "--eval-text", str(tmp_path / "my-own-text.txt")])
+    err = capsys.readouterr().err
+    assert rc != 0 and "my-own-text.txt does not exist; pass --eval FILE" in err
+    assert not (tmp_path / "out").exists()

@@ -67,7 +67,7 @@ def test_disk_full_gives_a_clear_error_and_leaves_nothing_finished(inputs, tmp_p
     out = tmp_path / "out"
     proc = subprocess.run(convert_cmd(base, lora, out), capture_output=True, text=True, timeout=600,
                           preexec_fn=_limit_fsize)
-    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert proc.returncode == 2, proc.stderr[-2000:]          # InsufficientDiskError is an OSError: exit 2
     assert "no room to write" in proc.stderr and "Traceback" not in proc.stderr
     assert [n for n in looks_finished(out) if n.endswith((".gguf", ".safetensors"))] == []
     assert not (out / "manifest.json").exists()
