@@ -196,9 +196,14 @@ def test_state_of_another_model_is_refused(tmp_path, engines):
 
     reuse, _ = engines
     path = tmp_path / "q4_0.festate"
-    with Engine(smollm2_q4_0(), n_ctx=1024, n_threads=1) as other:
+    with Engine(smollm2_q4_0(), n_ctx=1024, n_threads=1) as other, \
+            Engine(smollm2_q4_0(), n_ctx=1024, n_threads=1, prefix_reuse=False) as other_fresh:
         other.save_state(path, prompt=SYSTEM)
         assert other.load_state(path) > 0  # fine for the model that made it
+        # Q4_0 weights are repacked for other CPU kernels: reuse is exact there too
+        for q in ("What is a covenant?", "What is net interest margin?"):
+            _same(other, other_fresh, "chat", _chat(SYSTEM, q), max_tokens=10)
+        assert other.last_profile["n_prompt_reused"] > 20
     with pytest.raises(StateFileError, match="another model"):
         reuse.load_state(path)
     assert default_model_path().exists()
