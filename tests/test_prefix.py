@@ -185,6 +185,12 @@ def test_corrupt_and_foreign_state_files_are_refused(tmp_path, engines):
         assert isinstance(exc.value, CorruptModelError)
         assert "refused" in str(exc.value), name
         assert reuse.cached_tokens() == [], name  # nothing half-trusted stays
+    # another llama.cpp build or CPU variant (a consistent file with a valid checksum)
+    body = bytearray(orig[:-32])
+    body[80:144] = b"0.3.35 (0123456789ab); variant armv8-a".ljust(64, b"\0")
+    bad.write_bytes(bytes(body) + hashlib.sha256(bytes(body)).digest())
+    with pytest.raises(StateFileError, match="made by llama.cpp 0.3.35"):
+        reuse.load_state(bad)
     with pytest.raises(ModelNotFoundError):
         reuse.load_state(tmp_path / "missing.festate")
     assert reuse.load_state(good) == len(reuse.tokenize(SYSTEM))

@@ -286,18 +286,21 @@ FE_API fe_status fe_session_cached_tokens(const fe_session *session, int32_t *to
  *     fe_session_load_state(s, "sys.festate");                   // cache := that prefix
  *     fe_generate(s, system_prompt_plus_question, &gp, &r);      // reuses the prefix
  *
- * The file records the model's sha256, the llama.cpp version, the n_ctx and n_vocab of the
- * session that wrote it, the token prefix and llama.cpp's sequence state, with a sha256 over
+ * The file records the model's sha256, the llama.cpp version and CPU variant of this library
+ * (fe_llama_version(), fe_build_variant(): K/V bits depend on both), the n_ctx and n_vocab of
+ * the session that wrote it, the token prefix and llama.cpp's sequence state, with a sha256 over
  * everything before it. It is written atomically (temporary file, fsync, rename). A state
  * file is untrusted input: sizes and counts are checked against the file size before anything
  * is allocated, then the checksum, then the model hash, the llama.cpp version and the
- * vocabulary; a file made for another model or llama.cpp build, truncated, altered or
+ * vocabulary; a file made for another model, llama.cpp build or CPU variant, truncated, altered or
  * hand-made is refused with FE_ERR_BAD_MODEL and a message naming what is wrong ("state
  * file ...: checksum mismatch", "...: made for another model ..."), and the session's cache
  * is then empty. A missing file is FE_ERR_FILE_NOT_FOUND. The prefix must be shorter than the
  * loading session's n_ctx. These calls are FE_ERR_BUSY while a request is active; saving
  * runs a prefill (max_tokens 0) when the prefix is not cached, which replaces the session's
- * profile. Loading works with prefix_reuse off too, but only a session with it on reuses. */
+ * profile. Loading works with prefix_reuse off too, but only a session with it on reuses.
+ * Verifying the model hashes the model file once per process (fe_file_sha256, ~0.4 s for
+ * 100 MB here); it is cached for later loads and profiles. */
 
 /* Save the state of `tokens` (1..n_ctx-1 tokens). */
 FE_API fe_status fe_session_save_prefix(fe_session *session, const int32_t *tokens, int32_t n_tokens,

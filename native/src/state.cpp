@@ -9,7 +9,7 @@
 //     uint32   version         kVersion
 //     uint32   header_size     kHeaderSize
 //     char     model_sha256[64] lowercase hex of the model file
-//     char     llama_version[64] fe_llama_version(), NUL-padded
+//     char     runtime[64]     fe_llama_version() + "; variant " + the CPU variant, NUL-padded
 //     uint32   n_ctx           of the session that wrote it (provenance)
 //     uint32   n_vocab
 //     uint32   n_tokens        1 .. kMaxTokens
@@ -89,6 +89,13 @@ Header decode_header(const uint8_t *p) {
 }
 
 std::string fixed_str(const char *p, size_t n) { return std::string(p, strnlen(p, n)); }
+
+// The llama.cpp build and CPU variant of this library: K/V bits depend on both (another
+// variant's kernels round differently), so a state is only trusted by the same pair.
+std::string runtime_id() {
+    const char *v = fe_build_variant();
+    return std::string(fe_llama_version()) + "; variant " + (v && *v ? v : "host");
+}
 
 bool write_all(int fd, const uint8_t *p, size_t n) {
     while (n > 0) {
@@ -187,7 +194,8 @@ fe_status save(fe_session *s, std::vector<llama_token> tokens, const char *path)
     h.header_size = (uint32_t)kHeaderSize;
     memcpy(h.model_sha256, hex, 64);
     memset(h.llama_version, 0, sizeof h.llama_version);
-    strncpy(h.llama_version, fe_llama_version(), sizeof h.llama_version - 1);
+    std::string rt = runtime_id();
+    strncpy(h.llama_version, rt.c_str(), sizeof h.llama_version - 1);
     h.n_ctx = (uint32_t)n_ctx;
     h.n_vocab = (uint32_t)n_vocab;
     h.n_tokens = (uint32_t)tokens.size();
@@ -290,9 +298,9 @@ fe_status load(fe_session *s, const char *path) {
     if (file_model != hex)
         return bad(path, "made for another model (sha256 %.12s..., this model %.12s...): save it again with this model",
                    file_model.c_str(), hex);
-    if (file_llama != fe_llama_version())
-        return bad(path, "made by llama.cpp %s, this library uses %s: save it again", file_llama.c_str(),
-                   fe_llama_version());
+    if (file_llama != runtime_id())
+        return bad(path, "made by llama.cpp %s, this library is llama.cpp %s: save it again with this build",
+                   file_llama.c_str(), runtime_id().c_str());
     const int32_t n_vocab = llama_vocab_n_tokens(s->model->vocab);
     if (h.n_vocab != (uint32_t)n_vocab) return bad(path, "vocabulary of %u tokens, the model has %d", h.n_vocab, n_vocab);
     if (h.n_tokens >= s->params.n_ctx)
