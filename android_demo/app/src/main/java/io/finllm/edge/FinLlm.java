@@ -50,7 +50,7 @@ public final class FinLlm implements AutoCloseable {
         int nCtx = 2048;
         int nBatch = 512;
         int nThreads = 0;
-        int seed = 42;
+        int seed = -1;  // FE_SEED_RANDOM: a fresh seed per request, as in the core (set one to repeat)
         float temperature = 0f;
         int topK = 40;
         float topP = 0.95f;
@@ -62,7 +62,7 @@ public final class FinLlm implements AutoCloseable {
         public Options nCtx(int v) { nCtx = v; return this; }
         /** Prompt tokens per decode call. */
         public Options nBatch(int v) { nBatch = v; return this; }
-        /** Threads; <= 0 means all online CPUs. On a phone, use the big cores (4 on a Snapdragon 865). */
+        /** Threads; <= 0 means the core's default: one per performance core (4 on a Snapdragon 865). */
         public Options nThreads(int v) { nThreads = v; return this; }
         public Options seed(int v) { seed = v; return this; }
         /** <= 0: greedy. */
