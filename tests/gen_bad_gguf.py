@@ -12,7 +12,6 @@ tests check it is byte-identical to what the gguf package writes for the same co
 """
 from __future__ import annotations
 
-import copy
 import json
 import struct
 import sys
@@ -145,7 +144,7 @@ def build(spec: Spec) -> Built:
         offset += _pad(_nbytes(t), spec.alignment)
     o.put(b"\0" * (_pad(len(o.buf), spec.alignment) - len(o.buf)), "(padding)")
     start = len(o.buf)
-    for off, i, t in data:
+    for _off, i, t in data:
         n = _nbytes(t)
         o.put(bytes((j * 7 + i) & 0xFF for j in range(n)), f"tensor[{i}].offset")
         o.put(b"\0" * (_pad(n, spec.alignment) - n), "(padding)")
@@ -196,8 +195,8 @@ def tiny_llama_spec() -> Spec:
 
 def write_tiny_with_gguf_package(path: Path) -> None:
     """The same model as tiny_llama_spec(), written by the gguf package (reference writer)."""
-    import numpy as np
     import gguf
+    import numpy as np
 
     spec = tiny_llama_spec()
     w = gguf.GGUFWriter(str(path), arch="llama")
@@ -335,6 +334,128 @@ defect("scores_strings", "tokenizer.ggml.scores")(
 defect("merges_ints", "tokenizer.ggml.merges")(lambda s: _set(s, "tokenizer.ggml.merges", elem=U8, value=[1]))
 
 
+# semantic values: each one aborts the pinned llama.cpp (GGML_ASSERT) or makes it run nonsense
+# (native/src/ASSERTS.md lists the asserts); the validator refuses them first
+def _add(key: str, vtype: int, value, elem: int | None = None):
+    return lambda s: s.kvs.append(KV(key, vtype, value, elem=elem))
+
+
+
+NAN, INF = float("nan"), float("inf")
+SEMANTIC: dict[str, tuple[object, str]] = {
+    "alignment_below_32": (lambda s: s.kvs.append(KV("general.alignment", U32, 16)), "general.alignment"),
+    "expert_count_huge": (_add("llama.expert_count", U32, 2000), "llama.expert_count"),
+    "expert_used_without_experts": (_add("llama.expert_used_count", U32, 2), "llama.expert_used_count"),
+    "expert_used_above_count": (
+        lambda s: (_add("llama.expert_count", U32, 2)(s), _add("llama.expert_used_count", U32, 4)(s)),
+        "llama.expert_used_count",
+    ),
+    "expert_groups_without_experts": (_add("llama.expert_group_count", U32, 2), "llama.expert_group_count"),
+    "expert_group_used_without_experts": (
+        _add("llama.expert_group_used_count", U32, 1),
+        "llama.expert_group_used_count",
+    ),
+    "nextn_above_block_count": (_add("llama.nextn_predict_layers", U32, 3), "llama.nextn_predict_layers"),
+    "head_count_kv_array_zero": (
+        lambda s: _set(s, "llama.attention.head_count_kv", vtype=ARR, elem=I32, value=[0]),
+        "llama.attention.head_count_kv",
+    ),
+    "head_count_kv_array_length": (
+        lambda s: _set(s, "llama.attention.head_count_kv", vtype=ARR, elem=U32, value=[2, 2]),
+        "llama.attention.head_count_kv",
+    ),
+    "head_count_kv_not_divisor": (
+        lambda s: _set(s, "llama.attention.head_count_kv", value=3),
+        "llama.attention.head_count_kv",
+    ),
+    "rms_eps_nan": (
+        lambda s: _set(s, "llama.attention.layer_norm_rms_epsilon", value=NAN),
+        "llama.attention.layer_norm_rms_epsilon",
+    ),
+    "rms_eps_negative": (
+        lambda s: _set(s, "llama.attention.layer_norm_rms_epsilon", value=-1e-5),
+        "llama.attention.layer_norm_rms_epsilon",
+    ),
+    "rope_scaling_type_bogus": (_add("llama.rope.scaling.type", STR, "bogus"), "llama.rope.scaling.type"),
+    "rope_freq_base_zero": (_add("llama.rope.freq_base", F32, 0.0), "llama.rope.freq_base"),
+    "rope_freq_base_neg_inf": (_add("llama.rope.freq_base", F32, -INF), "llama.rope.freq_base"),
+    "rope_freq_base_wrong_type": (_add("llama.rope.freq_base", U32, 10000), "llama.rope.freq_base"),
+    "rope_scale_zero": (_add("llama.rope.scaling.factor", F32, 0.0), "llama.rope.scaling.factor"),
+    "rope_scale_negative": (_add("llama.rope.scaling.factor", F32, -2.0), "llama.rope.scaling.factor"),
+    "rope_dimension_odd": (_add("llama.rope.dimension_count", U32, 15), "llama.rope.dimension_count"),
+    "value_length_differs": (_add("llama.attention.value_length", U32, 8), "llama.attention.value_length"),
+    "arch_float_inf": (_add("llama.rope.scaling.yarn_beta_fast", F32, INF), "llama.rope.scaling.yarn_beta_fast"),
+    "tokenizer_llama_over_bpe": (lambda s: _set(s, "tokenizer.ggml.model", value="llama"), "tokenizer.ggml.model"),
+    "bos_out_of_range": (
+        lambda s: _set(s, "tokenizer.ggml.bos_token_id", value=N_VOCAB),
+        "tokenizer.ggml.bos_token_id",
+    ),
+    "eos_out_of_range": (
+        lambda s: _set(s, "tokenizer.ggml.eos_token_id", value=1 << 31),
+        "tokenizer.ggml.eos_token_id",
+    ),
+    "pad_out_of_range": (_add("tokenizer.ggml.padding_token_id", U32, 1000), "tokenizer.ggml.padding_token_id"),
+    "scores_longer_than_tokens": (
+        _add("tokenizer.ggml.scores", ARR, [0.0] * (N_VOCAB + 1), elem=F32),
+        "tokenizer.ggml.scores",
+    ),
+    "scores_nan": (
+        _add("tokenizer.ggml.scores", ARR, [0.0] * (N_VOCAB - 1) + [NAN], elem=F32),
+        "tokenizer.ggml.scores",
+    ),
+    "token_type_longer_than_tokens": (
+        lambda s: _set(s, "tokenizer.ggml.token_type", value=[3, 3] + [1] * (N_VOCAB - 1)),
+        "tokenizer.ggml.token_type",
+    ),
+    "token_type_out_of_range": (
+        lambda s: _set(s, "tokenizer.ggml.token_type", value=[3, 3, 1, 1, 1, 1, 1, 7]),
+        "tokenizer.ggml.token_type",
+    ),
+    "token_type_negative": (
+        lambda s: _set(s, "tokenizer.ggml.token_type", value=[3, 3, 1, 1, 1, 1, 1, -1]),
+        "tokenizer.ggml.token_type",
+    ),
+    "token_types_all_control": (
+        lambda s: _set(s, "tokenizer.ggml.token_type", value=[3] * N_VOCAB),
+        "tokenizer.ggml.token_type",
+    ),
+    "token_types_all_user_defined": (
+        lambda s: _set(s, "tokenizer.ggml.token_type", value=[4] * N_VOCAB),
+        "tokenizer.ggml.token_type",
+    ),
+    "token_typed_byte_not_byte": (
+        lambda s: _set(s, "tokenizer.ggml.token_type", value=[3, 3, 6, 1, 1, 1, 1, 1]),
+        "tokenizer.ggml.token_type",
+    ),
+    "token_not_utf8": (
+        lambda s: _set(s, "tokenizer.ggml.tokens", value=TOKENS[:-1] + [b"\xff\xfe"]),
+        "tokenizer.ggml.tokens",
+    ),
+    "tokens_more_than_embedding_rows": (
+        lambda s: (
+            _set(s, "tokenizer.ggml.tokens", value=TOKENS + ["d"]),
+            _set(s, "tokenizer.ggml.token_type", value=[3, 3] + [1] * (N_VOCAB - 1)),
+        ),
+        "tokenizer.ggml.tokens",
+    ),
+    "merges_garbage": (
+        lambda s: _set(s, "tokenizer.ggml.merges", value=["a b", "garbage", "ab c"]),
+        "tokenizer.ggml.merges",
+    ),
+    "merges_unknown_token": (
+        lambda s: _set(s, "tokenizer.ggml.merges", value=["a b", "b zz", "ab c"]),
+        "tokenizer.ggml.merges",
+    ),
+    "merges_unknown_result": (
+        lambda s: _set(s, "tokenizer.ggml.merges", value=["a b", "c a"]),
+        "tokenizer.ggml.merges",
+    ),
+    "merges_missing": (lambda s: _drop(s, "tokenizer.ggml.merges"), "tokenizer.ggml.merges"),
+}
+for _name, (_fn, _fld) in SEMANTIC.items():
+    defect(_name, _fld)(_fn)
+
+
 # tensors
 def _t(i: int, **kw):
     def mutate(s: Spec):
@@ -396,7 +517,7 @@ def truncation_field(records: list[tuple[int, int, str]], cut: int, n_tensors: i
     for i, (type_end, nbytes) in enumerate(sizes):
         if type_end <= cut and nbytes > cut:
             return f"tensor[{i}].ne"
-    for start, end, fld in records:
+    for _start, end, fld in records:
         if end > cut and fld != "(padding)":
             return fld
     raise ValueError(f"cut {cut} leaves the file whole")

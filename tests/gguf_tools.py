@@ -40,7 +40,8 @@ class CVerdict:
     message: str
 
 
-def run_c_validator(exe: Path, paths: list[Path], sanitize: bool = False) -> tuple[list[CVerdict], subprocess.CompletedProcess]:
+def run_c_validator(exe: Path, paths: list[Path],
+                    sanitize: bool = False) -> tuple[list[CVerdict], subprocess.CompletedProcess]:
     """Runs the C validator over paths in one process; returns one verdict per path."""
     env = {**os.environ, **SAN_ENV} if sanitize else None
     proc = subprocess.run([str(exe), *map(str, paths)], capture_output=True, text=True,

@@ -1,5 +1,6 @@
-/* GGUF pre-flight validator; see gguf_validate.h. Mirrors finllm_edge/gguf_validate.py:
- * same rules in the same order, same field names and offsets. */
+/* GGUF pre-flight validator; see gguf_validate.h. The one implementation of every GGUF
+ * rule: structure first (header, keys, values, tensor infos), then semantic rules derived
+ * from the pinned llama.cpp's asserts ([An] tags, native/src/ASSERTS.md). */
 #define _FILE_OFFSET_BITS 64
 #if !defined(_WIN32) && !defined(_POSIX_C_SOURCE)
 #define _POSIX_C_SOURCE 200809L
@@ -76,6 +77,11 @@ typedef struct {
     tensor_ent *tens;
     char key[FE_GGUF_MAX_KEY_LEN + 1];
     unsigned char scratch[FE_GGUF_MAX_TOKEN_LEN], token[FE_GGUF_MAX_TOKEN_LEN];
+    unsigned char merge[2 * FE_GGUF_MAX_TOKEN_LEN + 2];
+    unsigned char *byte_form;   /* per token: 1 if its text is "<0xHH>" (an SPM byte token) */
+    uint64_t n_tokens;          /* tokens read (0 until tokenizer.ggml.tokens is read) */
+    uint64_t embd_rows, out_rows; /* ne[1] of token_embd.weight / output.weight, 0 if absent */
+    uint64_t embd_at, out_at;
 } ctx_t;
 
 #define SYNTH (1ull << 63) /* name_ent.off flag: the name is "[EMPTY_<off & ~SYNTH>]" */
@@ -217,13 +223,42 @@ static void read_header(ctx_t *c, uint64_t *n_tensors, uint64_t *n_kv) {
         FAIL(c, "kv_count", 16, "%llu key-value pairs cannot fit in the file", (unsigned long long)*n_kv);
 }
 
-/* llama.cpp aborts (GGML_ASSERT) on a vocabulary with two equal tokens. It reads each token
+/* [A19] llama.cpp aborts (GGML_ASSERT) on a vocabulary with two equal tokens. It reads each token
  * as a C string (up to the first NUL) and renames an empty token i "[EMPTY_i]"; tokens must
  * be unique under those rules. */
+static int is_utf8(const unsigned char *p, uint64_t n) {
+    uint64_t i = 0;
+    while (i < n) {
+        unsigned char b = p[i];
+        uint32_t cp;
+        unsigned k, m;
+        if (b < 0x80) { i++; continue; }
+        if (b >= 0xC2 && b <= 0xDF) { k = 1; cp = b & 0x1F; }
+        else if (b >= 0xE0 && b <= 0xEF) { k = 2; cp = b & 0x0F; }
+        else if (b >= 0xF0 && b <= 0xF4) { k = 3; cp = b & 0x07; }
+        else return 0;
+        if (n - i <= k) return 0;
+        for (m = 1; m <= k; m++) {
+            if ((p[i + m] & 0xC0) != 0x80) return 0;
+            cp = (cp << 6) | (p[i + m] & 0x3F);
+        }
+        if ((k == 2 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (k == 3 && (cp < 0x10000 || cp > 0x10FFFF)))
+            return 0;
+        i += k + 1;
+    }
+    return 1;
+}
+
+static int hexdig(unsigned char ch) { return (ch >= '0' && ch <= '9') || (ch >= 'A' && ch <= 'F') || (ch >= 'a' && ch <= 'f'); }
+
 static void read_tokens(ctx_t *c, uint64_t n) {
     uint64_t j, at, len;
     char what[48];
     int32_t dup;
+    free(c->byte_form);
+    c->byte_form = (unsigned char *)calloc((size_t)(n ? n : 1), 1);  /* n*8 bytes fit in the file */
+    if (!c->byte_form) fail(c, FE_GGUF_E_NOMEM, "(memory)", c->pos, "out of memory");
+    c->n_tokens = 0;
     for (j = 0; j < n; j++) {
         uint64_t h, off;
         at = c->pos;
@@ -231,6 +266,9 @@ static void read_tokens(ctx_t *c, uint64_t n) {
         len = read_len(c, c->key, what, FE_GGUF_MAX_TOKEN_LEN);
         off = c->pos;
         raw_read(c, c->token, len, c->key);
+        if (!is_utf8(c->token, len))
+            FAIL(c, c->key, at, "token %llu is not valid UTF-8", (unsigned long long)j);
+        c->byte_form[j] = len == 6 && memcmp(c->token, "<0x", 3) == 0 && hexdig(c->token[3]) && hexdig(c->token[4]) && c->token[5] == '>';
         {   /* llama.cpp reads tokens as C strings: up to the first NUL */
             const unsigned char *nul = (const unsigned char *)memchr(c->token, 0, (size_t)len);
             if (nul) len = (uint64_t)(nul - c->token);
@@ -244,6 +282,7 @@ static void read_tokens(ctx_t *c, uint64_t n) {
             FAIL(c, c->key, at, "token %llu repeats token %ld; llama.cpp aborts on that", (unsigned long long)j, (long)dup);
         set_add(c, &c->tokens, h, off, (uint32_t)len);
     }
+    c->n_tokens = n;
 }
 
 static void read_kv(ctx_t *c, uint32_t i) {
@@ -300,11 +339,9 @@ static void read_kv(ctx_t *c, uint32_t i) {
         skip(c, n * TYPE_SIZE[elem], c->key);
     } else if (type == T_STR) {
         skip(c, read_len(c, c->key, "string", FE_GGUF_MAX_STRING_LEN), c->key);
-    } else if (type == T_U8 || type == T_U16 || type == T_U32 || type == T_U64) {
+    } else {  /* fixed-size scalar: keep its raw little-endian bits */
         kv->scalar = rd_le(c, TYPE_SIZE[type], c->key);
         kv->has_scalar = 1;
-    } else {
-        skip(c, TYPE_SIZE[type], c->key);
     }
     set_add(c, &c->keys, h, key_off + 8, len);
 }
@@ -348,6 +385,8 @@ static uint32_t check_kvs(ctx_t *c, char *arch) {
         alignment = (uint32_t)kv->scalar;
         if (alignment == 0 || (alignment & (alignment - 1)))
             FAIL(c, "general.alignment", kv->value_off, "%lu is not a power of two", (unsigned long)alignment);
+        if (alignment < 32)  /* [A18] the mmap'd data must be 32-byte aligned (TENSOR_ALIGNMENT) */
+            FAIL(c, "general.alignment", kv->value_off, "%lu is below 32; llama.cpp's CPU buffers assert 32-byte aligned data", (unsigned long)alignment);
     }
     kv = need(c, "general.architecture");
     if (kv->type != T_STR) FAIL(c, "general.architecture", kv->value_off, "must be str, is %s", type_str(kv, tb, sizeof tb));
@@ -386,11 +425,308 @@ static uint32_t check_kvs(ctx_t *c, char *arch) {
     return alignment;
 }
 
+/* ---- Semantic rules ----------------------------------------------------------------------
+ * Values that the pinned llama.cpp turns into a GGML_ASSERT/GGML_ABORT (the process dies) or
+ * silently into nonsense while loading the model, its vocabulary or its first graph. Each
+ * rule names the assert it pre-empts as [An]; native/src/ASSERTS.md lists them with the
+ * file:line in the pinned llama.cpp, so a new pin can be re-checked. */
+
+#define MAX_LAYERS 512      /* llama-hparams.h LLAMA_MAX_LAYERS */
+#define MAX_EXPERTS 1024    /* llama-hparams.h LLAMA_MAX_EXPERTS */
+
+static double f32_bits(uint64_t bits) { uint32_t u = (uint32_t)bits; float f; memcpy(&f, &u, 4); return f; }
+static double f64_bits(uint64_t bits) { double d; memcpy(&d, &bits, 8); return d; }
+static int finite_d(double d) { return d == d && d - d == 0.0; }
+
+static const kv_ent *typed(ctx_t *c, const char *key, uint32_t type) {
+    char tb[24];
+    const kv_ent *kv = find_kv(c, key);
+    if (kv && kv->type != type)
+        FAIL(c, key, kv->value_off, "must be %s, is %s", TYPE_NAME[type], type_str(kv, tb, sizeof tb));
+    return kv;
+}
+
+static int opt_u32(ctx_t *c, const char *key, uint64_t *v) {
+    const kv_ent *kv = typed(c, key, T_U32);
+    if (kv) *v = kv->scalar;
+    return kv != NULL;
+}
+
+static int opt_f32(ctx_t *c, const char *key, double *v) {
+    const kv_ent *kv = typed(c, key, T_F32);
+    if (kv) *v = f32_bits(kv->scalar);
+    return kv != NULL;
+}
+
+/* A per-layer key (llama.cpp's get_key_or_arr): a u32, or an array of u32/i32/bool with one
+ * entry per layer. Fills out[0..n_layer). */
+static int opt_layers(ctx_t *c, const char *key, uint64_t n_layer, uint32_t *out) {
+    char tb[24];
+    const kv_ent *kv = find_kv(c, key);
+    uint64_t il, saved;
+    if (!kv) return 0;
+    if (kv->type == T_U32) {
+        for (il = 0; il < n_layer; il++) out[il] = (uint32_t)kv->scalar;
+        return 1;
+    }
+    if (kv->type != T_ARR || !(kv->elem == T_U32 || kv->elem == T_I32 || kv->elem == T_BOOL))
+        FAIL(c, key, kv->value_off, "must be u32 or a per-layer array of u32, is %s", type_str(kv, tb, sizeof tb));
+    if (kv->count != n_layer)
+        FAIL(c, key, kv->value_off, "%llu entries for %llu layers", (unsigned long long)kv->count, (unsigned long long)n_layer);
+    saved = c->pos;
+    c->pos = kv->value_off;
+    for (il = 0; il < n_layer; il++) out[il] = (uint32_t)rd_le(c, TYPE_SIZE[kv->elem], key);
+    c->pos = saved;
+    return 1;
+}
+
+static void need_positive_finite(ctx_t *c, const char *key, double lo_excl, double hi, const char *ref) {
+    double v;
+    if (!opt_f32(c, key, &v)) return;
+    if (!finite_d(v) || v <= lo_excl || v > hi)
+        FAIL(c, key, find_kv(c, key)->value_off, "value %g is outside (%g, %g]%s", v, lo_excl, hi, ref);
+}
+
+/* Every f32/f64 value under "<arch>." (scalars and arrays) must be finite. */
+static void check_finite_floats(ctx_t *c, const char *arch) {
+    uint32_t i;
+    size_t plen = strlen(arch);
+    uint64_t saved = c->pos, j;
+    for (i = 0; i < c->keys.n; i++) {
+        const kv_ent *kv = &c->kvs[i];
+        const name_ent *e = &c->keys.ents[i];
+        int is_f = kv->type == T_F32 || kv->type == T_F64 || (kv->type == T_ARR && (kv->elem == T_F32 || kv->elem == T_F64));
+        if (!is_f || e->len <= plen) continue;
+        c->pos = e->off;
+        raw_read(c, c->key, e->len, "(re-read)");
+        c->key[e->len] = '\0';
+        if (memcmp(c->key, arch, plen) != 0 || c->key[plen] != '.') continue;
+        if (kv->type != T_ARR) {
+            double v = kv->type == T_F32 ? f32_bits(kv->scalar) : f64_bits(kv->scalar);
+            if (!finite_d(v)) FAIL(c, c->key, kv->value_off, "value %g is not finite", v);
+            continue;
+        }
+        c->pos = kv->value_off;
+        for (j = 0; j < kv->count; j++) {
+            uint64_t b = rd_le(c, TYPE_SIZE[kv->elem], c->key);
+            double v = kv->elem == T_F32 ? f32_bits(b) : f64_bits(b);
+            if (!finite_d(v)) FAIL(c, c->key, kv->value_off, "element %llu is %g, not finite", (unsigned long long)j, v);
+        }
+    }
+    c->pos = saved;
+}
+
+static int arch_in(const char *arch, const char *const *list, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) if (strcmp(arch, list[i]) == 0) return 1;
+    return 0;
+}
+
+static int set_has(ctx_t *c, name_set *s, const unsigned char *p, uint32_t len) {
+    uint64_t h = hash_bytes(c->seed, p, len);
+    uint32_t slot;
+    if (!s->index) return 0;
+    for (slot = (uint32_t)h & s->mask; s->index[slot] >= 0; slot = (slot + 1) & s->mask)
+        if (s->ents[s->index[slot]].hash == h && s->ents[s->index[slot]].len == len) return 1;
+    return 0;  /* 64-bit seeded hash: a false "yes" has probability ~2^-64 and only accepts a merge */
+}
+
+static void check_hparams(ctx_t *c, const char *arch) {
+    static const char *const HEAD_DIM_EQ[] = {"llama", "qwen2", "qwen3", "mistral", "phi3"};
+    static const char *const ROT_EQ[] = {"llama", "qwen2", "qwen3", "mistral"};
+    static const char *const ROPE_TYPES[] = {"none", "linear", "yarn", "longrope"};
+    static const char *const EPS[] = {"attention.layer_norm_rms_epsilon", "attention.layer_norm_epsilon"};
+    static const char *const RATES[] = {"rope.freq_base", "rope.freq_base_swa", "rope.scaling.factor",
+                                        "rope.scale_linear", "rope.scaling.attn_factor"};
+    char k[FE_GGUF_MAX_KEY_LEN + 80], k2[FE_GGUF_MAX_KEY_LEN + 80], s[65];
+    uint32_t per[MAX_LAYERS];
+    uint64_t n_layer, n_embd, n_head, v, n_expert = 0, used_max = 0, groups = 0, group_used = 0, il, k_len, v_len, n_rot;
+    const kv_ent *kv;
+    size_t i;
+#define K(suffix) (snprintf(k, sizeof k, "%s.%s", arch, suffix), k)
+    n_layer = find_kv(c, K("block_count"))->scalar;  /* u32 1..512: check_kvs [A1] */
+    n_embd = find_kv(c, K("embedding_length"))->scalar;
+    n_head = find_kv(c, K("attention.head_count"))->scalar;
+    if (opt_u32(c, K("nextn_predict_layers"), &v) && v > n_layer)  /* [A2] */
+        FAIL(c, k, find_kv(c, k)->value_off, "%llu next-token layers but only %llu blocks", (unsigned long long)v, (unsigned long long)n_layer);
+    if (opt_u32(c, K("expert_count"), &n_expert) && n_expert > MAX_EXPERTS)  /* [A3] */
+        FAIL(c, k, find_kv(c, k)->value_off, "%llu experts; llama.cpp allows at most %d", (unsigned long long)n_expert, MAX_EXPERTS);
+    if (opt_layers(c, K("expert_used_count"), n_layer, per)) {
+        for (il = 0; il < n_layer; il++) if (per[il] > used_max) used_max = per[il];
+        if (used_max > n_expert)  /* [A4] */
+            FAIL(c, k, find_kv(c, k)->value_off, "%llu experts used per token but expert_count is %llu", (unsigned long long)used_max, (unsigned long long)n_expert);
+        if (n_expert > 0 && used_max == 0)  /* [A5] */
+            FAIL(c, k, find_kv(c, k)->value_off, "0 experts used per token in a model with %llu experts", (unsigned long long)n_expert);
+    } else if (n_expert > 0) {
+        FAIL(c, K("expert_used_count"), 16, "required key is missing (the model has %llu experts)", (unsigned long long)n_expert);  /* [A5] */
+    }
+    opt_u32(c, K("expert_group_count"), &groups);
+    opt_u32(c, K("expert_group_used_count"), &group_used);
+    snprintf(k2, sizeof k2, "%s.expert_group_used_count", arch);
+    K("expert_group_count");
+    if (n_expert == 0 && groups != 0)  /* [A6] */
+        FAIL(c, k, find_kv(c, k)->value_off, "%llu expert groups in a model without experts", (unsigned long long)groups);
+    if (n_expert == 0 && group_used != 0)
+        FAIL(c, k2, find_kv(c, k2)->value_off, "%llu expert groups used in a model without experts", (unsigned long long)group_used);
+    if (n_expert > 0 && groups >= n_expert)  /* [A7] */
+        FAIL(c, k, find_kv(c, k)->value_off, "%llu expert groups for %llu experts", (unsigned long long)groups, (unsigned long long)n_expert);
+    if (n_expert > 0 && groups > 1 && n_expert % groups)  /* [A8] */
+        FAIL(c, k, find_kv(c, k)->value_off, "%llu experts do not split into %llu groups", (unsigned long long)n_expert, (unsigned long long)groups);
+    if (groups > 1 && (group_used == 0 || group_used >= groups))  /* [A9] */
+        FAIL(c, k2, find_kv(c, k2) ? find_kv(c, k2)->value_off : 16, "%llu groups used of %llu; need 1..%llu",
+             (unsigned long long)group_used, (unsigned long long)groups, (unsigned long long)(groups - 1));
+    if (groups <= 1 && group_used > 0 && n_expert > 0)
+        FAIL(c, k2, find_kv(c, k2)->value_off, "%llu groups used but expert_group_count is %llu", (unsigned long long)group_used, (unsigned long long)groups);
+    if (opt_layers(c, K("attention.head_count_kv"), n_layer, per))  /* [A10] */
+        for (il = 0; il < n_layer; il++)
+            if (per[il] == 0 || per[il] > n_head || n_head % per[il])
+                FAIL(c, k, find_kv(c, k)->value_off, "layer %llu: %lu KV heads for %llu attention heads; need a divisor of %llu",
+                     (unsigned long long)il, (unsigned long)per[il], (unsigned long long)n_head, (unsigned long long)n_head);
+    if (opt_layers(c, K("feed_forward_length"), n_layer, per))
+        for (il = 0; il < n_layer; il++)
+            if (per[il] == 0 || per[il] > (1u << 24))
+                FAIL(c, k, find_kv(c, k)->value_off, "layer %llu: feed-forward length %lu is outside 1..%u", (unsigned long long)il, (unsigned long)per[il], 1u << 24);
+    /* head sizes: key_length / value_length default to embedding_length / head_count */
+    k_len = v_len = n_embd / n_head;
+    if (!find_kv(c, K("attention.key_length")) && n_embd % n_head && (kv = find_kv(c, K("embedding_length"))) != NULL)
+        FAIL(c, k, kv->value_off, "%llu is not a multiple of the head count %llu",
+             (unsigned long long)n_embd, (unsigned long long)n_head);
+    if (opt_u32(c, K("attention.key_length"), &k_len) && (k_len == 0 || k_len > 65536))
+        FAIL(c, k, find_kv(c, k)->value_off, "head size %llu is outside 1..65536", (unsigned long long)k_len);
+    v_len = n_embd / n_head;
+    opt_u32(c, K("attention.value_length"), &v_len);
+    if ((kv = find_kv(c, K("attention.value_length"))) == NULL) kv = find_kv(c, K("attention.key_length"));
+    if (v_len == 0 || v_len > 65536)
+        FAIL(c, k, kv ? kv->value_off : 16, "head size %llu is outside 1..65536", (unsigned long long)v_len);
+    if (arch_in(arch, HEAD_DIM_EQ, COUNT(HEAD_DIM_EQ)) && v_len != k_len)  /* [A11] */
+        FAIL(c, k, kv ? kv->value_off : 16, "value head size %llu differs from key head size %llu; the %s graph asserts they are equal",
+             (unsigned long long)v_len, (unsigned long long)k_len, arch);
+    n_rot = k_len;
+    if (opt_u32(c, K("rope.dimension_count"), &n_rot)) {
+        if (n_rot == 0 || n_rot % 2 || n_rot > k_len)  /* [A12] */
+            FAIL(c, k, find_kv(c, k)->value_off, "%llu rotary dimensions; need an even number in 2..%llu (the head size)",
+                 (unsigned long long)n_rot, (unsigned long long)k_len);
+        if (arch_in(arch, ROT_EQ, COUNT(ROT_EQ)) && n_rot != k_len)  /* [A13] */
+            FAIL(c, k, find_kv(c, k)->value_off, "%llu rotary dimensions; the %s graph asserts it equals the head size %llu",
+                 (unsigned long long)n_rot, arch, (unsigned long long)k_len);
+    }
+    if ((kv = typed(c, K("rope.scaling.type"), T_STR)) != NULL) {  /* [A14] */
+        int ok = 0;
+        read_short_str(c, kv, s);
+        for (i = 0; i < COUNT(ROPE_TYPES); i++) ok |= strcmp(s, ROPE_TYPES[i]) == 0;
+        if (!ok) FAIL(c, k, kv->value_off, "unknown rope scaling type (none, linear, yarn or longrope)");
+    }
+    if (opt_u32(c, K("rope.scaling.original_context_length"), &v) && (v == 0 || v > (1u << 24)))
+        FAIL(c, k, find_kv(c, k)->value_off, "%llu is outside 1..%u", (unsigned long long)v, 1u << 24);
+    for (i = 0; i < COUNT(RATES); i++) need_positive_finite(c, K(RATES[i]), 0.0, 1e30, "");
+    for (i = 0; i < COUNT(EPS); i++)  /* [A15] */
+        need_positive_finite(c, K(EPS[i]), 0.0, 1.0, "; the norm op asserts eps >= 0 (NaN fails it)");
+    check_finite_floats(c, arch);
+#undef K
+}
+
+static void check_vocab(ctx_t *c) {
+    static const char *const IDS[] = {
+        "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id",
+        "tokenizer.ggml.eom_token_id", "tokenizer.ggml.unknown_token_id", "tokenizer.ggml.seperator_token_id",
+        "tokenizer.ggml.padding_token_id", "tokenizer.ggml.cls_token_id", "tokenizer.ggml.mask_token_id",
+        "tokenizer.ggml.fim_pre_token_id", "tokenizer.ggml.fim_suf_token_id", "tokenizer.ggml.fim_mid_token_id",
+        "tokenizer.ggml.fim_pad_token_id", "tokenizer.ggml.fim_rep_token_id", "tokenizer.ggml.fim_sep_token_id"};
+    const uint64_t n = c->n_tokens;
+    const kv_ent *kv, *tokens = find_kv(c, "tokenizer.ggml.tokens");
+    uint64_t saved = c->pos, j, v, n_normal = 0;
+    char model[65];
+    size_t i;
+    read_short_str(c, find_kv(c, "tokenizer.ggml.model"), model);
+    if ((kv = find_kv(c, "tokenizer.ggml.scores")) != NULL) {
+        if (kv->count != n)
+            FAIL(c, "tokenizer.ggml.scores", kv->value_off, "%llu scores for %llu tokens", (unsigned long long)kv->count, (unsigned long long)n);
+        if (kv->elem == T_F32) {
+            c->pos = kv->value_off;
+            for (j = 0; j < n; j++) {
+                double d = f32_bits(rd_le(c, 4, "tokenizer.ggml.scores"));
+                if (!finite_d(d)) FAIL(c, "tokenizer.ggml.scores", kv->value_off, "score of token %llu is %g", (unsigned long long)j, d);
+            }
+        }
+    }
+    if ((kv = find_kv(c, "tokenizer.ggml.token_type")) != NULL) {
+        if (kv->count != n)
+            FAIL(c, "tokenizer.ggml.token_type", kv->value_off, "%llu token types for %llu tokens", (unsigned long long)kv->count, (unsigned long long)n);
+        c->pos = kv->value_off;
+        for (j = 0; j < n; j++) {
+            uint32_t t = (uint32_t)rd_le(c, 4, "tokenizer.ggml.token_type");
+            if (t > 6)
+                FAIL(c, "tokenizer.ggml.token_type", kv->value_off, "token %llu has type %ld; types are 0..6", (unsigned long long)j, (long)(int32_t)t);
+            if (t == 6 && !c->byte_form[j])  /* [A16] */
+                FAIL(c, "tokenizer.ggml.token_type", kv->value_off, "token %llu is typed BYTE but its text is not <0xHH>", (unsigned long long)j);
+            n_normal += t == 1;
+        }
+        if (n_normal == 0)
+            FAIL(c, "tokenizer.ggml.token_type", kv->value_off, "no token is of type NORMAL (all control, user-defined, byte or unused): the model cannot encode text");
+    }
+    for (i = 0; i < COUNT(IDS); i++)
+        if (opt_u32(c, IDS[i], &v) && v >= n)  /* llama.cpp silently substitutes another id */
+            FAIL(c, IDS[i], find_kv(c, IDS[i])->value_off, "token id %llu is outside the vocabulary of %llu tokens", (unsigned long long)v, (unsigned long long)n);
+    if (strcmp(model, "llama") == 0) {  /* SPM: byte fallback needs <0x00>..<0xFF> [A17] */
+        char b[8];
+        for (j = 0; j < 256; j++) {
+            snprintf(b, sizeof b, "<0x%02X>", (unsigned)j);
+            if (!set_has(c, &c->tokens, (const unsigned char *)b, 6))
+                FAIL(c, "tokenizer.ggml.model", find_kv(c, "tokenizer.ggml.model")->value_off,
+                     "a 'llama' (SentencePiece) tokenizer needs the byte tokens <0x00>..<0xFF>; %s is missing (a BPE vocabulary?)", b);
+        }
+    }
+    if (strcmp(model, "gpt2") == 0) {  /* BPE: merges "A B" of two tokens whose join is a token */
+        kv = find_kv(c, "tokenizer.ggml.merges");
+        if (!kv) FAIL(c, "tokenizer.ggml.merges", 16, "required key is missing (a 'gpt2' BPE tokenizer needs merges)");
+        c->pos = kv->value_off;
+        for (j = 0; j < kv->count; j++) {
+            uint64_t at = c->pos, len = rd_le(c, 8, "tokenizer.ggml.merges");
+            unsigned char *sp;
+            uint32_t a, b;
+            if (len > sizeof c->merge - 1 || len < 3)
+                FAIL(c, "tokenizer.ggml.merges", at, "merge %llu has length %llu; expected 'A B' of two tokens", (unsigned long long)j, (unsigned long long)len);
+            raw_read(c, c->merge, len, "tokenizer.ggml.merges");
+            sp = (unsigned char *)memchr(c->merge + 1, ' ', (size_t)len - 1);
+            if (!sp || sp == c->merge + len - 1 || memchr(sp + 1, ' ', (size_t)(c->merge + len - sp - 1)) || memchr(c->merge, 0, (size_t)len))
+                FAIL(c, "tokenizer.ggml.merges", at, "merge %llu is not 'A B' (two tokens and one space)", (unsigned long long)j);
+            a = (uint32_t)(sp - c->merge);
+            b = (uint32_t)(len - a - 1);
+            if (!set_has(c, &c->tokens, c->merge, a) || !set_has(c, &c->tokens, sp + 1, b))
+                FAIL(c, "tokenizer.ggml.merges", at, "merge %llu names a token that is not in the vocabulary", (unsigned long long)j);
+            memmove(sp, sp + 1, b);
+            if (!set_has(c, &c->tokens, c->merge, a + b))
+                FAIL(c, "tokenizer.ggml.merges", at, "merge %llu makes a token that is not in the vocabulary", (unsigned long long)j);
+        }
+    }
+    (void)tokens;
+    c->pos = saved;
+}
+
+static void check_semantics(ctx_t *c, const char *arch) {
+    uint64_t saved = c->pos;
+    check_hparams(c, arch);
+    check_vocab(c);
+    c->pos = saved;
+}
+
+/* The vocabulary must match the embedding matrix (llama.cpp checks the shape, but the
+ * message should name the tokenizer). */
+static void check_tensor_semantics(ctx_t *c) {
+    const kv_ent *tokens = find_kv(c, "tokenizer.ggml.tokens");
+    if (c->embd_rows && c->embd_rows != c->n_tokens)
+        FAIL(c, "tokenizer.ggml.tokens", tokens->value_off, "%llu tokens but token_embd.weight has %llu rows",
+             (unsigned long long)c->n_tokens, (unsigned long long)c->embd_rows);
+    if (c->out_rows && c->out_rows != c->n_tokens)
+        FAIL(c, "tokenizer.ggml.tokens", tokens->value_off, "%llu tokens but output.weight has %llu rows",
+             (unsigned long long)c->n_tokens, (unsigned long long)c->out_rows);
+}
+
 /* Reads tensor info i, checks it, returns the padded end of its data. */
 static uint64_t read_tensor(ctx_t *c, uint32_t i, uint64_t alignment, uint64_t expected) {
     char field[48];
     unsigned char name[FE_GGUF_MAX_TENSOR_NAME];
-    uint64_t at = c->pos, n, ne[4], total = 1, nbytes, offset, padded, tat;
+    uint64_t at = c->pos, n, ne[4], total = 1, nbytes, offset, padded, tat, shape_at;
     uint32_t n_dims, d, gtype, len;
     const ggml_type_info *t;
     uint64_t h;
@@ -410,7 +746,7 @@ static uint64_t read_tensor(ctx_t *c, uint32_t i, uint64_t alignment, uint64_t e
     n_dims = (uint32_t)rd_le(c, 4, field);
     if (n_dims < 1 || n_dims > 4) FAIL(c, field, at, "%lu dimensions; need 1..4", (unsigned long)n_dims);
     snprintf(field, sizeof field, "tensor[%lu].ne", (unsigned long)i);
-    at = c->pos;
+    at = shape_at = c->pos;
     for (d = 0; d < n_dims; d++) ne[d] = rd_le(c, 8, field);
     for (d = 0; d < n_dims; d++)
         if (ne[d] == 0 || ne[d] > I64MAX) FAIL(c, field, at, "dimension %lu must be positive", (unsigned long)d);
@@ -436,6 +772,8 @@ static uint64_t read_tensor(ctx_t *c, uint32_t i, uint64_t alignment, uint64_t e
     if (offset > expected) FAIL(c, field, at, "offset %llu leaves a gap; llama.cpp needs %llu", (unsigned long long)offset, (unsigned long long)expected);
     padded = (nbytes + alignment - 1) / alignment * alignment;
     if (padded > I64MAX - expected) FAIL(c, field, at, "data section size overflows int64");
+    if (len == 17 && memcmp(name, "token_embd.weight", 17) == 0) { c->embd_rows = n_dims >= 2 ? ne[1] : 1; c->embd_at = shape_at; }
+    if (len == 13 && memcmp(name, "output.weight", 13) == 0) { c->out_rows = n_dims >= 2 ? ne[1] : 1; c->out_at = shape_at; }
     c->tens = (tensor_ent *)grow(c, c->tens, i, sizeof *c->tens);
     c->tens[i].at = at;
     c->tens[i].end = expected + nbytes;
@@ -449,7 +787,9 @@ static int run(ctx_t *c) {
     read_header(c, &n_tensors, &n_kv);
     for (i = 0; i < n_kv; i++) read_kv(c, i);
     alignment = check_kvs(c, arch);
+    check_semantics(c, arch);
     for (i = 0; i < n_tensors; i++) expected = read_tensor(c, i, alignment, expected);
+    check_tensor_semantics(c);
     data_offset = (c->pos + alignment - 1) / alignment * alignment;
     for (i = 0; i < n_tensors; i++) {
         if (data_offset + c->tens[i].end > c->size) {
@@ -507,7 +847,7 @@ int fe_gguf_validate_file(const char *path, fe_gguf_error *err) {
     free(c->keys.ents); free(c->keys.index);
     free(c->tensors.ents); free(c->tensors.index);
     free(c->tokens.ents); free(c->tokens.index);
-    free(c->kvs); free(c->tens);
+    free(c->kvs); free(c->tens); free(c->byte_form);
     free(c);
     return rc;
 }

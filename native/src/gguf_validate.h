@@ -11,7 +11,10 @@
  * length and offset checked against the bytes left in the file and against the caps below;
  * never reads tensor data. Memory grows only with entries actually read from the file
  * (a declared count costs nothing) and is capped by FE_GGUF_MAX_*. Thread-safe: no globals.
- * The same rules, order and field names as finllm_edge/gguf_validate.py.
+ * After the structure, semantic rules refuse the values the pinned llama.cpp asserts on or
+ * silently turns into nonsense (hyperparameters, rope/norm parameters, per-layer arrays,
+ * tokenizer consistency, special ids); native/src/ASSERTS.md lists them. This is the only
+ * implementation: Python (finllm_edge.gguf_validate.validate_gguf) calls it through the core.
  */
 #ifndef FE_GGUF_VALIDATE_H
 #define FE_GGUF_VALIDATE_H
