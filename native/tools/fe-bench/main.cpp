@@ -15,6 +15,9 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 namespace {
 
@@ -89,6 +92,47 @@ void print_table(FILE *out, const std::string &j) {
     fprintf(out, "| peak RSS MiB      | %10.1f |\n\n", num(j, "peak_rss_mb"));
 }
 
+// A user-supplied prompt file: a regular file (not /dev/zero, a FIFO or a directory, which
+// would block or never end) of at most kMaxPromptFile bytes, read with a bound.
+constexpr size_t kMaxPromptFile = 16u << 20;
+
+bool read_prompt_file(const std::string &path, std::string *out, std::string *err) {
+    const std::string what = "--prompt-file '" + path + "'";
+    // O_NONBLOCK: opening a FIFO nobody writes to would block; fstat then refuses it
+    int fd = open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    FILE *f = fd < 0 ? nullptr : fdopen(fd, "rb");
+    if (!f) {
+        *err = "cannot read " + what + ": " + strerror(errno);
+        if (fd >= 0) close(fd);
+        return false;
+    }
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        *err = what + " is not a regular file (devices, FIFOs and directories are refused)";
+        return false;
+    }
+    if ((uint64_t)st.st_size > kMaxPromptFile) {
+        fclose(f);
+        *err = what + " is " + std::to_string((long long)st.st_size) + " bytes; the limit is " +
+               std::to_string(kMaxPromptFile) + " (16 MiB)";
+        return false;
+    }
+    out->assign(kMaxPromptFile + 1, '\0');
+    size_t n = fread(&(*out)[0], 1, kMaxPromptFile + 1, f);  // bounded even if the file grows
+    fclose(f);
+    out->resize(n);
+    if (n > kMaxPromptFile) {
+        *err = what + " grew past the limit of " + std::to_string(kMaxPromptFile) + " bytes (16 MiB) while being read";
+        return false;
+    }
+    if (out->empty() || out->find('\0') != std::string::npos) {
+        *err = what + " is empty or not text";
+        return false;
+    }
+    return true;
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -107,15 +151,7 @@ int main(int argc, char **argv) {
     if (!o.cpu_mask.empty() && !apply_cpu_mask(o.cpu_mask, &err)) return fail(err);
 
     std::string prompt_text;
-    if (!o.prompt_file.empty()) {
-        std::ifstream f(o.prompt_file, std::ios::binary);
-        if (!f) return fail("cannot read --prompt-file '" + o.prompt_file + "'");
-        std::stringstream ss;
-        ss << f.rdbuf();
-        prompt_text = ss.str();
-        if (prompt_text.find('\0') != std::string::npos || prompt_text.empty())
-            return fail("--prompt-file '" + o.prompt_file + "' is empty or not text");
-    }
+    if (!o.prompt_file.empty() && !read_prompt_file(o.prompt_file, &prompt_text, &err)) return fail(err);
 
     const int32_t n_threads = o.n_threads > 0 ? o.n_threads : fe_default_n_threads();  // after --cpu-mask
     fe_model *model = nullptr;
