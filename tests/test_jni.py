@@ -165,6 +165,33 @@ def test_finllm_java_on_desktop_jvm(host_jni_lib, jvm_classes):
     assert prof["ttft_ms"] > 0 and prof["decode_tok_s"] > 0 and prof["n_gen"] > 0
 
 
+# Hostile model files (issue 20): each aborted the process through every binding before the
+# validator's semantic rules; through JNI they must be a FinLlmException naming the field.
+HOSTILE = ["expert_count_huge", "expert_used_without_experts", "expert_groups_without_experts",
+           "nextn_above_block_count", "head_count_kv_array_zero", "rms_eps_nan", "rope_scaling_type_bogus",
+           "tokenizer_llama_over_bpe", "bos_out_of_range", "merges_unknown_token", "alignment_below_32"]
+
+
+@pytest.mark.native
+def test_hostile_model_files_throw_finllm_exception(host_jni_lib, jvm_classes, tmp_path):
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    import gen_bad_gguf as gen
+
+    cases = gen.defect_cases()
+    args = []
+    for name in HOSTILE:
+        data, field = cases[name]
+        (tmp_path / f"{name}.gguf").write_bytes(data)
+        args.append(f"{tmp_path / name}.gguf={field}")
+    res = _run([_jdk_tool("java"), "-Xcheck:jni", f"-Djava.library.path={host_jni_lib.parent}",
+                "-cp", jvm_classes, "FinLlmTest", "--hostile", *args], timeout=300)
+    out = res.stdout
+    assert res.returncode == 0, f"FinLlmTest --hostile failed ({res.returncode}):\n{out[-4000:]}\n{res.stderr[-2000:]}"
+    assert out.count("PASS hostile ") == len(HOSTILE), out[-3000:]
+
+
 @pytest.mark.native
 def test_jni_library_exports_exactly_the_native_methods(host_jni_lib):
     # Every `native` method of FinLlm.java has its Java_ function (else UnsatisfiedLinkError

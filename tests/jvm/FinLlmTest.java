@@ -45,8 +45,23 @@ public final class FinLlmTest {
             System.out.println(FinLlm.chooseLibrary(args[1], cpuinfo));
             return;
         }
+        if (args.length >= 1 && args[0].equals("--hostile")) {
+            // FinLlmTest --hostile FILE=FIELD...: each hostile model file must throw
+            // FinLlmException(FE_ERR_BAD_MODEL) naming FIELD, never kill the JVM.
+            for (int i = 1; i < args.length; i++) {
+                final String path = args[i].substring(0, args[i].lastIndexOf('='));
+                final String field = args[i].substring(args[i].lastIndexOf('=') + 1);
+                check("hostile " + new File(path).getName(), () -> {
+                    FinLlmException e = expectFinLlmException(() -> FinLlm.open(path, OPTS));
+                    requireEq(FinLlmException.FE_ERR_BAD_MODEL, e.getStatus(), "status");
+                    require(e.getMessage().contains("'" + field + "'"), "message names '" + field + "': " + e.getMessage());
+                });
+            }
+            System.out.println(failures == 0 ? "ALL PASSED" : failures + " FAILED");
+            System.exit(failures);
+        }
         if (args.length < 1) {
-            System.err.println("usage: FinLlmTest <model.gguf> [expected-variant] | --choose <os.arch> <cpuinfo>");
+            System.err.println("usage: FinLlmTest <model.gguf> [expected-variant] | --choose <os.arch> <cpuinfo> | --hostile FILE=FIELD...");
             System.exit(2);
         }
         modelPath = args[0];
