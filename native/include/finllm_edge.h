@@ -94,7 +94,7 @@ FE_API void fe_clear_error(void);
 
 FE_API const char *fe_version(void);            /* finllm-edge version, e.g. "0.1.0" */
 FE_API const char *fe_llama_version(void);      /* e.g. "0.3.36 (0c1e57098bba)" */
-FE_API const char *fe_build_variant(void);      /* CPU variant this lib was built for, "" = host */
+FE_API const char *fe_build_variant(void);      /* CPU variant this lib was built for (native/variants.json), e.g. "x86-64-avx512-vnni" */
 
 typedef enum fe_log_level {
     FE_LOG_DEBUG = 1,
