@@ -18,15 +18,37 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-b", "--batch", type=positive_int, default=512, help="prompt batch size (default 512)")
 
 
+def _core_defaults() -> dict:
+    """The core's sampling defaults (fe_sampling_default_params), for --help; {} if the library is not built."""
+    try:
+        from finllm_edge import _native
+
+        p = _native.lib().fe_sampling_default_params()
+        return {f: getattr(p, f) for f, _ in p._fields_}
+    except Exception:  # noqa: BLE001 - help text only
+        return {}
+
+
 def add_sampling_args(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("sampling (default: greedy)")
-    g.add_argument("--temp", type=float_range(0.0), default=0.0, help="temperature; 0 = greedy (default)")
-    g.add_argument("--top-k", type=non_negative_int, default=40, help="default 40 (0 disables)")
-    g.add_argument("--top-p", type=float_range(0.0, 1.0, lo_open=True), default=0.95, help="default 0.95")
-    g.add_argument("--min-p", type=float_range(0.0, 1.0), default=0.05, help="default 0.05")
-    g.add_argument("--repeat-penalty", type=float_range(0.0, lo_open=True), default=1.1,
-                   help="default 1.1 (1.0 disables)")
-    g.add_argument("--repeat-last-n", type=int_range(-1), default=64, help="default 64 (-1: the context size)")
+    # Every default is the core's (one place for Python, JNI and fe-bench): options left unset are
+    # not passed, so the core decides.
+    d = _core_defaults()
+
+    def core(name: str, fmt: str = "{}") -> str:
+        return f"default: the core's, {fmt.format(d[name])}" if name in d else "default: the core's"
+
+    g = parser.add_argument_group("sampling (default: the core's: greedy)")
+    g.add_argument("--temp", type=float_range(0.0), default=None, help="temperature; 0 = greedy (" + core(
+        "temperature", "{:g}") + ")")
+    g.add_argument("--top-k", type=non_negative_int, default=None, help="0 disables (" + core("top_k") + ")")
+    g.add_argument("--top-p", type=float_range(0.0, 1.0, lo_open=True), default=None,
+                   help="1 disables (" + core("top_p", "{:.2f}") + ")")
+    g.add_argument("--min-p", type=float_range(0.0, 1.0), default=None,
+                   help="0 disables; llama.cpp models only (" + core("min_p", "{:.2f}") + ")")
+    g.add_argument("--repeat-penalty", type=float_range(0.0, lo_open=True), default=None,
+                   help="1.0 disables (" + core("repeat_penalty", "{:g}") + ")")
+    g.add_argument("--repeat-last-n", type=int_range(-1), default=None,
+                   help="-1: the context size (" + core("repeat_last_n") + ")")
     g.add_argument("--seed", type=int, default=None, help="seed of sampled generations (default: random)")
     g.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop string (repeatable)")
 
