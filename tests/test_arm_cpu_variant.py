@@ -25,7 +25,8 @@ SD865_CORE = (
     "Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp\n"
     "CPU implementer\t: 0x51\nCPU architecture: 8\nCPU variant\t: 0xd\nCPU part\t: {part}\nCPU revision\t: 14\n\n"
 )
-SD865 = "".join(SD865_CORE.format(i=i, part="0x805" if i < 4 else "0x804") for i in range(8)) + "Hardware\t: Qualcomm Technologies, Inc KONA\n"
+SD865 = ("".join(SD865_CORE.format(i=i, part="0x805" if i < 4 else "0x804") for i in range(8))
+         + "Hardware\t: Qualcomm Technologies, Inc KONA\n")
 
 # Snapdragon 625 class: 8x Cortex-A53, ARMv8.0.
 A53_CORE = (

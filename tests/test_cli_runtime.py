@@ -42,7 +42,7 @@ def test_run_bench_report(tmp_path, capsys):
                    "--estimate", "snapdragon-865"])
     assert rc == 0
     table = capsys.readouterr().out
-    assert "ESTIMATE snapdragon-865" in table and "| measured" in table and "assumptions:" in table
+    assert "ESTIMATE snapdragon-865" in table and "| measured" in table and "assumptions of the" in table
     data = json.loads(bench.read_text())
     assert len(data["profiles"]) == 1 and data["estimates"][0]["kind"] == "estimate"
     assert load_profiles(bench)[0]["n_gen"] == 4

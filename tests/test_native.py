@@ -87,9 +87,9 @@ def test_build_dirs_are_keyed_right(monkeypatch, host):
 
 
 def test_targets_table():
-    from finllm_edge.native.targets import TARGETS, get_target
-    from finllm_edge.errors import NativeBuildError
     from finllm_edge import pins
+    from finllm_edge.errors import NativeBuildError
+    from finllm_edge.native.targets import TARGETS, get_target
 
     assert {"host", "host-asan", "linux-aarch64-dotprod", "linux-aarch64-armv8"} <= set(TARGETS)
     host = get_target("host")
@@ -191,7 +191,8 @@ def _truncated_model(model: Path, tmp_path: Path) -> Path:
 
 BAD_INPUTS = {
     "missing file": (lambda m, t: ["-m", t / "nope.gguf"], 1, "No such file"),
-    "text file renamed .gguf": (lambda m, t: ["-m", _write(t / "notes.gguf", b"quarterly notes\n")], 1, "not a GGUF file"),
+    "text file renamed .gguf": (lambda m, t: ["-m", _write(t / "notes.gguf", b"quarterly notes\n")], 1,
+                                "not a GGUF file"),
     "empty file": (lambda m, t: ["-m", _write(t / "empty.gguf", b"")], 1, "GGUF header"),
     "directory": (lambda m, t: ["-m", t], 1, "not a regular file"),
     "truncated model": (lambda m, t: ["-m", _truncated_model(m, t)], 1, "GGUF"),

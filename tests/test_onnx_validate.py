@@ -13,7 +13,6 @@ from finllm_edge.errors import CorruptModelError, ModelNotFoundError
 from finllm_edge.onnx_engine import OnnxEngine
 from finllm_edge.onnx_validate import validate_model_dir
 from finllm_edge_convert.onnx_export import export_onnx
-
 from onnx_support import tiny_hf_dir
 
 pytestmark = pytest.mark.convert

@@ -122,7 +122,8 @@ def llama_identity() -> dict:
     path = cache_dir() / "src" / f"llama.cpp-{pins.LLAMA_CPP_PYTHON_VERSION}" / IDENTITY_FILE
     if path.exists():
         return json.loads(path.read_text())
-    return {"llama_cpp_python": pins.LLAMA_CPP_PYTHON_VERSION, "llama_cpp_commit": "", "sdist_sha256": pins.SDIST_SHA256}
+    return {"llama_cpp_python": pins.LLAMA_CPP_PYTHON_VERSION, "llama_cpp_commit": "",
+            "sdist_sha256": pins.SDIST_SHA256}
 
 
 def llama_version_string() -> str:
