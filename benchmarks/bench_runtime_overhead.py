@@ -113,7 +113,8 @@ def _figures(p: dict) -> dict:
 
 def _llama_bench_seconds(exe: Path, model: Path, a, test: list[str]) -> list[float]:
     """Seconds of each repetition of one llama-bench test."""
-    cmd = [str(exe), "-m", str(model), "-t", str(a.threads), "-r", str(a.repetitions), "-o", "json", *test]
+    cmd = [str(exe), "-m", str(model), "-t", str(a.threads), "-r", str(a.repetitions), "-fa", a.fa, "-o", "json",
+           *test]
     rows = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
     if len(rows) != 1:
         raise RuntimeError(f"llama-bench returned {len(rows)} results for {' '.join(test)}")
@@ -137,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Engine vs fe-bench vs llama-bench (same tree, model, threads)")
     ap.add_argument("--model", type=Path, default=None, help="GGUF to use as is (default: SmolLM2 -> Q4_0)")
     ap.add_argument("-t", "--threads", type=int, default=2)
+    ap.add_argument("--fa", choices=["0", "1"], default="0",
+                    help="llama-bench's flash attention: 0 (default) = the same attention path as the core's sessions, "
+                         "which run without flash attention so that prefix reuse stays bit-exact; 1 = llama-bench's "
+                         "own default on this CPU")
     ap.add_argument("--target", choices=sorted(VARIANTS), default="host-avx512",
                     help="the build compared: its llama-bench, its fe-bench and the Engine on its variant "
                          "(default host-avx512, the variant the Engine picks on this CPU)")
@@ -186,13 +191,15 @@ def main(argv: list[str] | None = None) -> int:
     ratios = {name: {k: statistics.median(v) for k, v in p.items()} for name, p in paired.items()}
     ranges = {name: {k: [min(v), max(v)] for k, v in p.items()} for name, p in paired.items()}
     meets = {name: r["tg_req"] >= TARGET and r["pp"] >= TARGET for name, r in ratios.items()}
-    doc = {"model": str(model), "target": a.target, "variant": VARIANTS[a.target], "threads": a.threads,
+    doc = {"model": str(model), "target": a.target, "variant": VARIANTS[a.target], "llama_bench_fa": a.fa,
+           "threads": a.threads,
            "n_prompt": a.n_prompt, "n_gen": a.n_gen,
            "repetitions": a.repetitions, "rounds": a.rounds, "median_tok_s": med,
            "ratio_vs_llama_bench": ratios, "ratio_range": ranges, "samples": samples,
            "target_decode_ratio": TARGET, "target_reference": "llama-bench decode after the prompt (-pg minus -p)",
            "meets_target": meets, "fe_bench_built": tools["fe-bench"] is not None}
-    print(f"\n{VARIANTS[a.target]} build: {model.name}, {a.threads} threads, pp{a.n_prompt} + tg{a.n_gen}, "
+    print(f"\n{VARIANTS[a.target]} build, llama-bench -fa {a.fa}: {model.name}, {a.threads} threads, "
+          f"pp{a.n_prompt} + tg{a.n_gen}, "
           f"{a.rounds} interleaved rounds x {a.repetitions} reps, fresh process per run")
     print("ratio = median over rounds of (runner / llama-bench within the round) [min-max over rounds]")
     print("llama-bench decode references: 'after prompt' = (-pg N,N time - -p N time), the same sequence as a "
