@@ -37,6 +37,10 @@ struct fe_request {
     std::vector<std::string> stops; // owned copies of gp.stop
     std::vector<llama_token> prompt;
     llama_sampler *sampler = nullptr;  // NULL: greedy argmax fast path
+    llama_sampler *grammar = nullptr;  // grammar / JSON Schema constraint (grammar.cpp), NULL: none
+    std::vector<llama_token_data> candidates;  // scratch of constrained sampling
+    std::string grammar_src, schema_src;       // owned copies of gp.sampling.grammar / json_schema
+    bool has_grammar = false, has_schema = false;
     llama_token last = -1;
     int32_t n_gen = 0;
     int32_t n_past = 0;
@@ -94,6 +98,11 @@ fe_status render_chat(const fe_model *model, const fe_chat_message *messages, si
                       std::string &out);
 // tokens.cpp: text of one token (special tokens rendered when `special`).
 std::string token_piece(const llama_vocab *vocab, llama_token tok, bool special);
+
+// Thrown inside the token loop with the error message already set (caught in generate.cpp).
+struct Status {
+    fe_status status;
+};
 
 // metrics.cpp
 double now_ms();
