@@ -230,3 +230,17 @@ def test_hostile_schema_in_a_subprocess_does_not_crash():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "refused" in out.stdout, out.stderr[-400:]
+
+
+@pytest.mark.slow
+def test_cli_run_json_schema_and_hostile_grammar(tmp_path):
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps(FIGURE))
+    cmd = [sys.executable, "-m", "finllm_edge.lab", "run", "-p", "Revenue was 120 million dollars. As JSON:",
+           "-n", "96", "-t", "2", "--quiet-profile"]
+    out = subprocess.run(cmd + ["--json-schema", str(schema)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-600:]
+    assert set(json.loads(out.stdout)) == {"revenue", "currency"}
+    bad = subprocess.run(cmd + ["--grammar", 'root ::= root "a" | "a"'], capture_output=True, text=True,
+                         timeout=600)
+    assert bad.returncode == 2 and "left recursion" in bad.stderr, bad.stderr[-600:]
