@@ -306,7 +306,7 @@ fe_status step(fe_session *s, fe_token_event *ev) {
         r.n_past++;
         r.need_decode = false;
     }
-    double t_grammar = fe::thread_cpu_ms();  // CPU time: a bound that load on other cores does not trip
+    double t_grammar = r.grammar ? fe::thread_cpu_ms() : 0.0;  // CPU time: load on other cores does not trip it
     llama_token tok;
     try {
         tok = next_token(s, n_vocab);
