@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConversionError, QualityGateError
+from .errors import ConversionError, EvalTextError, QualityGateError
 from .llama_eval import LlamaLogits
 from .tools import run_tool, upstream_tool
 
@@ -67,13 +67,20 @@ class ArtifactQuality:
     ci95: dict = field(default_factory=dict)   # statistic -> [low, high], bootstrap over chunks
 
 
+def check_eval_length(n_tokens: int, n_ctx: int, name: str = "the evaluation text") -> None:
+    """At least two chunks of n_ctx tokens (the same minimum llama-perplexity enforces)."""
+    if n_ctx < 16:
+        raise EvalTextError(f"--eval-ctx {n_ctx} is too small: use 16 or more (default 512)")
+    if n_tokens < 2 * n_ctx:
+        raise EvalTextError(
+            f"{name} has {n_tokens} tokens; at least {2 * n_ctx} are needed for n_ctx={n_ctx} (the default text has "
+            "8,261). Pass a longer --eval-text file or a smaller --eval-ctx"
+        )
+
+
 def make_chunks(tokens: list[int], n_ctx: int, bos: int | None, max_chunks: int | None = None) -> list[list[int]]:
     n = len(tokens) // n_ctx
-    if len(tokens) < 2 * n_ctx:            # the same minimum llama-perplexity enforces
-        raise ConversionError(
-            f"the evaluation text has {len(tokens)} tokens; at least {2 * n_ctx} are needed for n_ctx={n_ctx}. "
-            "Pass a longer --eval file or a smaller --eval-ctx"
-        )
+    check_eval_length(len(tokens), n_ctx)
     if max_chunks:
         n = min(n, max_chunks)
     chunks = []
