@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -65,6 +66,7 @@ class ArtifactQuality:
     upstream: dict | None = None
     n_chunks: int = 0
     ci95: dict = field(default_factory=dict)   # statistic -> [low, high], bootstrap over chunks
+    seconds: float | None = None               # scoring time of this artifact (the F16 row: the reference pass)
 
 
 def check_eval_length(n_tokens: int, n_ctx: int, name: str = "the evaluation text") -> None:
@@ -177,13 +179,16 @@ def evaluate(artifacts: dict[str, dict], f16_name: str, text: str, n_ctx: int, m
     """`artifacts`: name -> {"path", "quant", "bits_per_weight", "file_bytes", "tensor_types"}; f16 first."""
     f16 = artifacts[f16_name]
     bar = progress_factory(None, "quality: F16 reference") if progress_factory else None
+    t0 = time.perf_counter()
     ref, ppl_ref = reference_pass(Path(f16["path"]), text, n_ctx, max_chunks, threads, bar)
+    ref_seconds = time.perf_counter() - t0
     if bar is not None:
         bar.close()
     rows = []
     for name, a in artifacts.items():
         bar = progress_factory(len(ref.chunks), f"quality: {name}") if progress_factory else None
         fmt = a.get("format", "gguf")
+        t0 = time.perf_counter()
         if name == f16_name:            # the reference itself: its pass already gave everything
             count = [len(t) for t in ref.targets]
             per = {"nll": list(ref.nll), "kld": [0.0] * len(count), "agree": count, "count": count}
@@ -200,6 +205,7 @@ def evaluate(artifacts: dict[str, dict], f16_name: str, text: str, n_ctx: int, m
             file_bytes=a["file_bytes"], size_ratio_vs_f16=a["file_bytes"] / f16["file_bytes"],
             tensor_types=a.get("tensor_types", {}), n_chunks=len(ref.chunks),
             ci95=chunk_intervals(s["per_chunk"], ref.nll),
+            seconds=round(ref_seconds if name == f16_name else time.perf_counter() - t0, 1),
         ))
     return rows
 
