@@ -244,3 +244,22 @@ def test_cli_run_json_schema_and_hostile_grammar(tmp_path):
     bad = subprocess.run(cmd + ["--grammar", 'root ::= root "a" | "a"'], capture_output=True, text=True,
                          timeout=600)
     assert bad.returncode == 2 and "left recursion" in bad.stderr, bad.stderr[-600:]
+
+
+@pytest.mark.slow
+def test_scheduler_requests_are_constrained_like_sessions(engine):
+    """Concurrent requests on the scheduler use the same constrained decoding as sessions: each
+    answer equals the session's, token for token; a hostile schema is refused at submit."""
+    from finllm_edge import Scheduler
+
+    questions = ["Acme's revenue was 120 million dollars. Give it as JSON.",
+                 "Globex earned 75 million euros in sales. Give it as JSON.",
+                 "Initech's revenue: 9 million dollars. Give it as JSON."]
+    solo = [run(ask(engine, q, json_schema=FIGURE)).tokens for q in questions]
+    with Scheduler(n_slots=3, n_ctx=1024, n_threads=2) as sched:
+        streams = [sched.chat([{"role": "user", "content": q}], max_tokens=96, json_schema=FIGURE) for q in questions]
+        together = [run(s) for s in streams]
+        assert [s.tokens for s in together] == solo
+        assert all(s.finish_reason == "stop" and set(json.loads(s.text)) == {"revenue", "currency"} for s in together)
+        with pytest.raises(GrammarError, match="nests deeper"):
+            sched.chat([{"role": "user", "content": "x"}], json_schema='{"a":' * 40 + "1" + "}" * 40)

@@ -359,10 +359,9 @@ int32_t best_of(const llama_token_data_array &arr) {
 }
 }  // namespace
 
-fe_status sample_constrained(llama_context *ctx, llama_sampler *chain, llama_sampler *grammar, bool greedy,
-                             int32_t n_vocab, int32_t (*argmax)(const float *, int32_t),
-                             std::vector<llama_token_data> &cur, llama_token *out) {
-    const float *row = llama_get_logits_ith(ctx, -1);
+fe_status sample_constrained(llama_context *ctx, int32_t idx, llama_sampler *chain, llama_sampler *grammar,
+                             bool greedy, int32_t n_vocab, std::vector<llama_token_data> &cur, llama_token *out) {
+    const float *row = llama_get_logits_ith(ctx, idx);
     if (!row) return set_error(FE_ERR_DECODE, "llama.cpp returned no logits");
     cur.resize((size_t)n_vocab);
     llama_token_data_array arr{cur.data(), (size_t)n_vocab, -1, false};

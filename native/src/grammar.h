@@ -19,9 +19,9 @@ fe_status make_grammar(const llama_vocab *vocab, const char *grammar, const char
 // penalties) against the grammar and masks the vocabulary only when it is refused; sampled
 // requests mask first, then run `chain`. Accepts the token into `chain` (not the grammar:
 // the caller does that after its end-of-generation check). `cur` is scratch space.
-fe_status sample_constrained(llama_context *ctx, llama_sampler *chain, llama_sampler *grammar, bool greedy,
-                             int32_t n_vocab, int32_t (*argmax)(const float *, int32_t),
-                             std::vector<llama_token_data> &cur, llama_token *out);
+// `idx` is the logits row (llama_get_logits_ith: -1 = the last).
+fe_status sample_constrained(llama_context *ctx, int32_t idx, llama_sampler *chain, llama_sampler *grammar,
+                             bool greedy, int32_t n_vocab, std::vector<llama_token_data> &cur, llama_token *out);
 
 // CPU time of the calling thread in ms (the per-token grammar bound: load on other cores does
 // not trip it, unlike wall time).
