@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from finllm_edge.errors import ContextOverflowError, FinLLMEdgeError, InvalidArgumentError
+from finllm_edge.errors import ContextOverflowError, EngineBusyError, FinLLMEdgeError, InvalidArgumentError
 
 from .backend import Event, Job, Overloaded, ServeBackend
 from .protocol import (
@@ -51,6 +51,8 @@ def core_error(exc: BaseException) -> APIError:
     """A failure of the backend as an OpenAI error."""
     if isinstance(exc, ContextOverflowError):
         return APIError(400, str(exc), param="messages", code="context_length_exceeded")
+    if isinstance(exc, EngineBusyError):  # the scheduler's queue is full
+        return APIError(503, f"The server is busy: {exc}", type="server_error", code="server_busy")
     if isinstance(exc, InvalidArgumentError):
         return APIError(400, str(exc), code="invalid_value")
     if isinstance(exc, (FinLLMEdgeError, ValueError)):

@@ -162,8 +162,12 @@ class ServeBackend:
                 return  # not started (the worker sees job.cancelled) or already over
             if self.mode == "engine":
                 self.impl.cancel()  # only this job's generation runs on the engine now
-            else:
-                job.stream.cancel()
+                return
+            # The scheduler's per-request cancel (fe_sched_cancel: non-blocking, any thread). Not
+            # TokenStream.cancel(): that ends the stream from this thread while the worker reads it.
+            steps = getattr(job.stream, "_steps", None)
+            if steps is not None and hasattr(steps, "cancel"):
+                steps.cancel()
 
     def stats(self) -> dict:
         out: dict[str, Any] = {"mode": self.mode, "parallel": self.parallel, "pending": self._pending,
