@@ -107,6 +107,7 @@ class Engine(Backend):
     """A loaded GGUF model and one session of the core. See the module docstring."""
 
     TOOL = "finllm_edge.Engine"
+    supports_response_format = True  # grammar=, json_schema=, response_format= (the core's constrained decoding)
 
     def __init__(self, model_path: str | os.PathLike | None = None, n_threads: int | None = None,
                  n_ctx: int = 2048, n_batch: int = 512, seed: int | None = None, *,

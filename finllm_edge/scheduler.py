@@ -125,6 +125,7 @@ class Scheduler(Backend):
     requests decode; seed is the default seed of sampled requests (None: random each time)."""
 
     TOOL = "finllm_edge.Scheduler"
+    supports_response_format = True  # grammar=, json_schema=, response_format= (the core's constrained decoding)
 
     def __init__(self, model_path: str | os.PathLike | None = None, n_slots: int = 4, n_ctx: int = 2048,
                  n_threads: int | None = None, p99_token_ms: float = 150.0, *, max_queued: int = 64,
