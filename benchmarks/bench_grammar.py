@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-tokens", type=int, default=96)
     ap.add_argument("--quants", default="Q4_0,Q4_K_M")
+    ap.add_argument("--schemas", default=",".join(SCHEMAS), help=f"of {', '.join(SCHEMAS)}")
     ap.add_argument("--out", type=Path, default=Path("out/bench/grammar"))
     a = ap.parse_args(argv)
     from finllm_edge.structured import json_schema_to_grammar
@@ -128,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     for quant, path in model_paths(a.quants.split(",")).items():
         ours, theirs = Ours(path, a.threads, 1024), Theirs(path, a.threads, 1024)
         per_schema = {}
-        for name, schema in SCHEMAS.items():
+        for name in a.schemas.split(","):
+            schema = SCHEMAS[name]
             gbnf = json_schema_to_grammar(schema)
             prompt, free_prompt = ours.render(QUESTION[name]), ours.render(FREE_QUESTION)
             configs = {
