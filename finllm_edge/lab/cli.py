@@ -27,6 +27,8 @@ VERBS: dict[str, tuple[str, str]] = {
     "emulate": ("finllm_edge.lab.emulate",
                 "run fe-bench for aarch64 under qemu with a chosen CPU model (profiles flagged emulated)"),
     "device": ("finllm_edge.lab.device", "list phones over adb, read their CPU/thermal info, benchmark on them"),
+    "drift": ("finllm_edge.lab.cli_drift",
+              "drift of what users ask vs the tuning text: make a reference, report what moved, export for re-tuning"),
     "native": ("finllm_edge.native.cli",
                "fetch the pinned llama.cpp and build native/ (host, linux-aarch64, sanitizers)"),
 }
