@@ -327,3 +327,30 @@ def test_python_c_and_jni_monitors_agree(engine, ref_file, tmp_path):
     finally:
         engine.enable_drift(None)
     assert "PASS drift_hostile bad.fedrift" in res.stdout and "WARNING in native method" not in res.stdout + res.stderr
+
+
+def test_convert_stage_writes_the_reference_next_to_the_artifacts(tmp_path, engine):
+    """The `drift` stage of `finllm-edge convert` (no torch needed): the reference from --drift-ref text,
+    its summary, and its place in the stage list and the output plan."""
+    from types import SimpleNamespace
+
+    from finllm_edge_convert import drift_stage, outdir
+    from finllm_edge_convert.pipeline import ConvertOptions, build_stages
+
+    text = tmp_path / "tuning.txt"
+    text.write_text(drift_corpora.text("finance", 300, seed=1))
+    opts = ConvertOptions(out=tmp_path, drift_ref=text, drift_window=256, lora=tmp_path / "my-adapter")
+    ctx = SimpleNamespace(opts=opts, artifacts={"f16": {"path": str(default_model_path())}}, notes=[], drift={})
+    drift_stage.stage_drift(ctx)
+    ref = DriftReference.load(tmp_path / "drift-ref.fedrift")
+    summary = json.loads((tmp_path / "drift-ref.json").read_text())
+    assert ref.info()["window_tokens"] == 256 and ref.info()["tokenizer_sha256"] == tokenizer_sha256(engine)
+    assert summary["text_sha256"] == hashlib.sha256(text.read_bytes()).hexdigest() == ctx.drift["text_sha256"]
+    assert summary["info"]["drift_threshold"] == ref.info()["drift_threshold"] and "drift: reference" in ctx.notes[0]
+    assert "drift" in [s.name for s in build_stages(opts)]
+    assert {"drift-ref.fedrift", "drift-ref.json"} <= set(outdir.plan_for(opts, [], []).files)
+    # another adapter without --drift-ref: no reference, and a note saying how to get one
+    ctx2 = SimpleNamespace(opts=ConvertOptions(out=tmp_path / "o2", lora=tmp_path / "my-adapter"), artifacts={},
+                           notes=[], drift={})
+    drift_stage.stage_drift(ctx2)
+    assert not (tmp_path / "o2" / "drift-ref.fedrift").exists() and "--drift-ref" in ctx2.notes[0]
