@@ -55,6 +55,9 @@ class EngineOptions:
     # Keep the KV cache between requests and evaluate only what follows the longest common token
     # prefix (system prompt, earlier chat turns); the output is the same as without it.
     prefix_reuse: bool = True
+    # llama.cpp's flash attention: faster prefill of long prompts (x1.2-1.3 here); prefix reuse stays
+    # exact but coarser (the last 64 prompt tokens are always evaluated again). See the README.
+    flash_attn: bool = False
 
 
 def _int_option(name: str, value: Any, lo: int, hi: int | None = None) -> int:
@@ -131,6 +134,9 @@ class Engine(Backend):
         if not isinstance(options.prefix_reuse, bool):
             raise InvalidArgumentError(f"prefix_reuse = {options.prefix_reuse!r}: use True or False")
         sp.prefix_reuse = options.prefix_reuse
+        if not isinstance(options.flash_attn, bool):
+            raise InvalidArgumentError(f"flash_attn = {options.flash_attn!r}: use True or False")
+        sp.flash_attn = options.flash_attn
         mp = L.fe_model_default_params()
         mp.use_mmap = bool(options.use_mmap)
         model = C.c_void_p()

@@ -27,6 +27,8 @@ VERBS: dict[str, tuple[str, str]] = {
     "emulate": ("finllm_edge.lab.emulate",
                 "run fe-bench for aarch64 under qemu with a chosen CPU model (profiles flagged emulated)"),
     "device": ("finllm_edge.lab.device", "list phones over adb, read their CPU/thermal info, benchmark on them"),
+    "serve": ("finllm_edge.lab.cli_serve",
+              "a local OpenAI-compatible HTTP server (chat, completions, SSE streaming) on 127.0.0.1"),
     "native": ("finllm_edge.native.cli",
                "fetch the pinned llama.cpp and build native/ (host, linux-aarch64, sanitizers)"),
 }

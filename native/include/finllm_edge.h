@@ -236,6 +236,10 @@ typedef struct fe_session_params {
     int32_t  n_threads_batch;/* prefill threads, 1..CPUs online (default: same as n_threads) */
     bool     prefix_reuse;   /* keep the KV cache between requests and reuse the longest common token
                                 prefix (default true); false: every request starts from an empty cache */
+    bool     flash_attn;     /* llama.cpp's flash attention (default false). true: prefill of prompts of
+                                >= 64 tokens is faster (x1.2-1.3 on x86 here), but a reused prefix must
+                                have been evaluated in batches of >= 64 tokens and the last 64 prompt
+                                tokens are always evaluated again (see "prefix reuse" below) */
 } fe_session_params;
 
 FE_API fe_session_params fe_session_default_params(void);
@@ -260,14 +264,22 @@ FE_API fe_status fe_session_reset(fe_session *session);
  * prefix of its prompt with the cached tokens that came from prompt evaluation, and evaluates
  * only the rest. The output is token-identical to a session without reuse (greedy and seeded
  * sampling; penalties look back over generated tokens only, as without reuse). That rests on
- * a property of llama.cpp's CPU kernels measured on the pinned build: with flash attention off
- * (sessions turn it off), a token evaluated in any batch of >= 2 tokens gets the same K/V bits,
- * but a token decoded alone takes another path (logits differ by up to ~1). Hence:
- *   - prompts are evaluated in chunks of >= 2 tokens (a 1-token prompt excepted), with or
- *     without reuse, and at least the last 2 prompt tokens are always evaluated again;
+ * a property of llama.cpp's CPU kernels measured on the pinned build: a token's K/V bits depend
+ * on the tokens before it and on the kernel path of the batch it was evaluated in, nothing else.
+ * With flash attention off (the default) every batch of >= 2 tokens takes one path and a token
+ * decoded alone another (logits differ by up to ~1). With flash_attn on, batches of >= 64 tokens
+ * take a tiled kernel, batches of 2..63 a row kernel, and a lone token a third. Hence:
+ *   - prompts are evaluated in chunks on one path (>= 2 tokens with flash attention off; with it
+ *     on, >= 64 tokens for prompts of >= 64 tokens when n_batch >= 128, else 2..63), with or
+ *     without reuse, and at least the last 2 (flash attention on, long prompts: 64) prompt
+ *     tokens are always evaluated again;
+ *   - cached tokens are reused only when they came from the path this prompt's prefill takes
+ *     (with flash attention on, a cached prompt of < 64 tokens is not reused by a longer one);
  *   - generated tokens (decoded one at a time) are never reused: a chat's next turn reuses the
  *     system prompt and earlier prompts, and evaluates the previous answer again;
  *   - with n_batch < 3 reuse is off.
+ * So flash attention trades a faster cold prefill for a coarser reuse: a short follow-up
+ * question after a long cached prompt costs a 64-token prefill instead of a few tokens.
  * After a cancel or an error during prefill only the fully evaluated chunks stay cached; after
  * an error while generating the cache is cleared. fe_profile.n_prompt_reused says how many
  * prompt tokens were reused. */
@@ -292,15 +304,17 @@ FE_API fe_status fe_session_cached_tokens(const fe_session *session, int32_t *to
  * everything before it. It is written atomically (temporary file, fsync, rename). A state
  * file is untrusted input: sizes and counts are checked against the file size before anything
  * is allocated, then the checksum, then the model hash, the llama.cpp version and the
- * vocabulary; a file made for another model, llama.cpp build or CPU variant, truncated, altered or
+ * vocabulary and the flash-attention setting; a file made for another model, llama.cpp build, CPU
+ * variant or flash-attention setting, truncated, altered or
  * hand-made is refused with FE_ERR_BAD_MODEL and a message naming what is wrong ("state
  * file ...: checksum mismatch", "...: made for another model ..."), and the session's cache
  * is then empty. A missing file is FE_ERR_FILE_NOT_FOUND. The prefix must be shorter than the
  * loading session's n_ctx. These calls are FE_ERR_BUSY while a request is active; saving
  * runs a prefill (max_tokens 0) when the prefix is not cached, which replaces the session's
  * profile. Loading works with prefix_reuse off too, but only a session with it on reuses.
- * Verifying the model hashes the model file once per process (fe_file_sha256, ~0.4 s for
- * 100 MB here); it is cached for later loads and profiles. */
+ * Verifying the model hashes the model file once per process (fe_file_sha256, ~0.07 s for
+ * 100 MB with the CPU's SHA instructions, ~0.4 s without); it is cached for later loads and
+ * profiles. */
 
 /* Save the state of `tokens` (1..n_ctx-1 tokens). */
 FE_API fe_status fe_session_save_prefix(fe_session *session, const int32_t *tokens, int32_t n_tokens,
@@ -660,6 +674,9 @@ FE_API char *fe_thermal_json(void);
 /* SHA-256 of a file as 64 lowercase hex digits + NUL in hex_out. Cached per (path, size,
  * mtime) for the life of the process. FE_ERR_FILE_NOT_FOUND if it cannot be read. */
 FE_API fe_status fe_file_sha256(const char *path, char hex_out[65]);
+/* The SHA-256 code in use: "x86-sha-ni" or "armv8-sha2" (the CPU's SHA instructions, ~1.5-2 GB/s)
+ * or "portable" (~0.3 GB/s; forced by the environment variable FE_SHA256_PORTABLE=1). */
+FE_API const char *fe_sha256_impl(void);
 
 /* ------------------------------------------------ the LatencyProfile writer */
 

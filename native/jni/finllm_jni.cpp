@@ -301,7 +301,8 @@ JNIEXPORT jlong JNICALL Java_io_finllm_edge_FinLlm_nativeOpen(JNIEnv *env, jclas
                                                              jint n_ctx, jint n_batch, jint n_threads,
                                                              jint seed, jfloat temperature, jint top_k,
                                                              jfloat top_p, jfloat repeat_penalty,
-                                                             jboolean use_mmap, jboolean prefix_reuse) {
+                                                             jboolean use_mmap, jboolean prefix_reuse,
+                                                             jboolean flash_attn) {
     return guarded<jlong>(env, "FinLlm.open", 0, [&]() -> jlong {
         bool ok = false;
         std::string path = copy_jstring(env, jpath, "FinLlm.open: modelPath", &ok);
@@ -323,6 +324,7 @@ JNIEXPORT jlong JNICALL Java_io_finllm_edge_FinLlm_nativeOpen(JNIEnv *env, jclas
         if (n_batch > 0) sp.n_batch = static_cast<uint32_t>(n_batch);
         if (n_threads > 0) sp.n_threads = sp.n_threads_batch = n_threads;  // <= 0: the core's default
         sp.prefix_reuse = prefix_reuse == JNI_TRUE;
+        sp.flash_attn = flash_attn == JNI_TRUE;
         fe_sampling_params sampling = fe_sampling_default_params();
         sampling.seed = static_cast<uint32_t>(seed);  // -1 = FE_SEED_RANDOM
         sampling.temperature = temperature;

@@ -56,10 +56,11 @@ struct fe_session {
     // Exactly the tokens whose K/V are in the cache (sequence 0, positions 0..n-1): prompt
     // tokens and decoded generated tokens. Whenever in doubt it is truncated or cleared.
     std::vector<llama_token> cached;
-    // Leading cached tokens whose K/V came from batches of >= 2 tokens: the reusable ones
-    // (a token decoded alone, and every token after it, has slightly different K/V than a
-    // batched prefill of the same tokens would give).
+    // Leading cached tokens whose K/V a fresh prefill would reproduce bit for bit: the reusable
+    // ones. They all came from prompt batches on one kernel path, `exact_path` (fe::RowPath);
+    // a token decoded alone, and every token after it, is not among them.
     int32_t n_exact = 0;
+    uint8_t exact_path = 0;
     std::vector<double> token_ms;         // per-token latencies of the last request
     fe_profile profile{};
 };
@@ -81,6 +82,17 @@ void log(fe_log_level level, const char *fmt, ...) __attribute__((format(printf,
 void end_request(fe_session *s, fe_stop_reason reason);
 // generate.cpp: empties the KV cache and s->cached.
 void forget_cache(fe_session *s);
+
+// generate.cpp: the kernel path a prompt row takes, which decides its K/V bits (see "prefix
+// reuse" in finllm_edge.h). Rows are reused only on the path a fresh prefill would take.
+enum RowPath : uint8_t {
+    ROWS_PLAIN = 0,     // flash attention off, batches of >= 2 tokens
+    ROWS_FA_VEC = 1,    // flash attention on, batches of 2..63 tokens (the row-by-row kernel)
+    ROWS_FA_TILED = 2,  // flash attention on, batches of >= 64 tokens (ggml's tiled kernel)
+};
+constexpr int32_t kFaTileRows = 64;  // GGML_FA_TILE_Q of the pinned ggml
+// The path a fresh prefill of an n_prompt-token prompt gives every row (a 1-token prompt aside).
+RowPath prompt_path(const fe_session *s, int32_t n_prompt);
 // generate.cpp: tokenizes `text` into `out` (llama_tokenize with a growing buffer).
 fe_status tokenize_text(const fe_model *model, const char *text, bool add_special, bool parse_special,
                         std::vector<llama_token> &out);

@@ -57,6 +57,7 @@ public final class FinLlm implements AutoCloseable {
         float repeatPenalty = 1.0f;
         boolean useMmap = true;
         boolean prefixReuse = true;
+        boolean flashAttn = false;
 
         /** Context length in tokens (prompt + answer), > 0. */
         public Options nCtx(int v) { nCtx = v; return this; }
@@ -76,6 +77,8 @@ public final class FinLlm implements AutoCloseable {
          * token prefix (system prompt, earlier turns); same output as without it. Default true.
          */
         public Options prefixReuse(boolean v) { prefixReuse = v; return this; }
+        /** llama.cpp's flash attention: faster prefill of long prompts, coarser prefix reuse (see finllm_edge.h). */
+        public Options flashAttn(boolean v) { flashAttn = v; return this; }
     }
 
     /** Why a generation ended (fe_stop_reason; same order as the C enum). */
@@ -329,7 +332,7 @@ public final class FinLlm implements AutoCloseable {
         loadLibrary();
         if (o == null) o = new Options();
         long h = nativeOpen(modelPath, o.nCtx, o.nBatch, o.nThreads, o.seed, o.temperature, o.topK,
-                o.topP, o.repeatPenalty, o.useMmap, o.prefixReuse);
+                o.topP, o.repeatPenalty, o.useMmap, o.prefixReuse, o.flashAttn);
         return new FinLlm(h, modelPath);
     }
 
@@ -555,7 +558,7 @@ public final class FinLlm implements AutoCloseable {
     private static native String nativeBuildVariant();
     private static native long nativeOpen(String modelPath, int nCtx, int nBatch, int nThreads, int seed,
                                           float temperature, int topK, float topP, float repeatPenalty,
-                                          boolean useMmap, boolean prefixReuse);
+                                          boolean useMmap, boolean prefixReuse, boolean flashAttn);
     private static native void nativeFree(long handle);
     private static native void nativeCancel(long handle);
     private static native Object[] nativeGenerate(long handle, String prompt, int maxTokens, String[] stop,
