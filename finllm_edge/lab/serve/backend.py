@@ -10,6 +10,7 @@ is refused at once (503), never queued without bound.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,8 +83,10 @@ class ServeBackend:
 
     @property
     def response_format_supported(self) -> bool:
-        """Whether the backend's generate() takes response_format (constrained decoding in the core)."""
-        return bool(getattr(self.impl, "supports_response_format", False))
+        """Whether the backend takes OpenAI's response_format (constrained decoding in the core).
+        generate()/chat() pass their keywords to _stream(), whose signature lists the options."""
+        stream = getattr(self.impl, "_stream", None)
+        return stream is not None and "response_format" in inspect.signature(stream).parameters
 
     def close(self) -> None:
         self.impl.close()
