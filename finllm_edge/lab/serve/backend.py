@@ -147,9 +147,8 @@ class ServeBackend:
                 with self._state:
                     job.active = False
                 stream.close()
-            times = stream._times
-            last = Event("done", finish_reason=stream.finish_reason, n_prompt=times.n_prompt if times else 0,
-                         n_gen=times.n_gen if times else len(stream.tokens))
+            c = stream.completion  # the core's token counts
+            last = Event("done", finish_reason=c.finish_reason, n_prompt=c.prompt_tokens, n_gen=c.completion_tokens)
         except BaseException as exc:  # noqa: BLE001 - every failure goes to the client as an error event
             last = Event("error", error=exc)
         finally:
