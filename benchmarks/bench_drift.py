@@ -19,7 +19,7 @@ monitor's cost on prefill and decode (issue 17).
                 tok/s, median of per-round ratios; and the monitor's own time per request
                 (fe_drift_observe through ctypes) as a share of the request's prefill time.
 
-    flock /tmp/fe-bench.lock python benchmarks/bench_drift.py [--out out/bench/drift] [--rounds 30]
+    flock /tmp/fe-bench.lock python benchmarks/bench_drift.py [--out out/bench/drift] [--rounds 20]
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def delays(ref, fin: list[list[int]], new: list[list[int]], share: float, seeds:
     return summary
 
 
-def overhead(engine, ref_path: Path, rounds: int, n_prompt: int = 128, n_gen: int = 32) -> dict:
+def overhead(engine, ref_path: Path, rounds: int, n_prompt: int = 128, n_gen: int = 16) -> dict:
     texts = corpora.requests("finance", 400, seed=77)
     prompts = []
     for i in range(0, 400, 4):
@@ -138,7 +138,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "bench" / "drift")
-    ap.add_argument("--rounds", type=int, default=30, help="overhead rounds (default 30)")
+    ap.add_argument("--rounds", type=int, default=20, help="overhead rounds (default 20)")
     ap.add_argument("--stream-requests", type=int, default=12000, help="in-domain requests per stream (default 12000)")
     ap.add_argument("--seeds", type=int, default=20, help="shift runs per kind (default 20)")
     ap.add_argument("--threads", type=int, default=2)
