@@ -426,6 +426,15 @@ class Engine(Backend):
             L.check(L.fe_session_cached_tokens(self._session, None, 0, C.byref(n)))
         return int(n.value)
 
+    # drift monitoring (finllm_edge/drift.py) ------------------------------------------------
+    def enable_drift(self, reference_path: str | os.PathLike | None):
+        """Monitor the prompts of this Engine against a drift reference (`finllm-edge convert` writes
+        drift-ref.fedrift); returns the DriftMonitor (status(), state_json()). None detaches. A file made
+        for another tokenizer, truncated or altered is a DriftReferenceError."""
+        from .drift import enable_drift
+
+        return enable_drift(self, reference_path)
+
     # profiles ----------------------------------------------------------------------------
     def _profile_meta(self, meta: _native.ProfileMeta) -> None:
         meta.model = self._model

@@ -79,3 +79,8 @@ class NativeError(FinLLMEdgeError, RuntimeError):
 class StateFileError(CorruptModelError):
     """A saved prompt-state file was refused: truncated, altered, hand-made, or made for another
     model or llama.cpp build (the message says which). Save the state again with this model."""
+
+
+class DriftReferenceError(CorruptModelError):
+    """A drift reference file was refused: truncated, altered, hand-made, or made for another
+    tokenizer (the message says which). Make it again with `finllm-edge convert --drift-ref`."""

@@ -239,10 +239,17 @@ def test_unknown_path_and_method_in_openais_shape(base):
 
 
 def test_response_format_passes_through_or_is_a_clear_400(base, backend):
-    body = {"model": MODEL, "messages": Q, "max_tokens": 16, "response_format": {"type": "json_object"}}
+    schema = {"type": "object", "properties": {"revenue": {"type": "integer"}}, "required": ["revenue"]}
+    fmt = {"type": "json_schema", "json_schema": {"name": "r", "schema": schema}}
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Revenue was 120. Give it as JSON."}],
+            "max_tokens": 64, "response_format": fmt}
     r = httpx.post(base + "/v1/chat/completions", json=body, timeout=120)
     if backend.response_format_supported:
         assert r.status_code == 200, r.text
+        out = json.loads(r.json()["choices"][0]["message"]["content"])
+        assert isinstance(out["revenue"], int)
+        bad_schema = dict(body, response_format={"type": "json_schema", "json_schema": {"name": "r", "schema": 5}})
+        assert httpx.post(base + "/v1/chat/completions", json=bad_schema, timeout=120).status_code == 400
     else:
         assert r.status_code == 400 and "not supported yet" in error_of(r)["message"]
     body["response_format"] = {"type": "text"}

@@ -202,6 +202,7 @@ fe_status activate(fe_session *s) {
     s->token_ms.clear();
     s->token_ms.reserve((size_t)std::min(r.gp.max_tokens, 1 << 16));
     s->profile = fe_profile{};
+    fe::drift_on_request(s);  // counts the prompt when a drift monitor is attached
     r.active = true;
     return FE_OK;
 }
@@ -489,7 +490,10 @@ fe_status fe_request_start_chat(fe_session *session, const fe_chat_message *mess
         fe_status st = begin(session, params, fe::now_ms());
         if (st != FE_OK) return st;
         st = fe::chat_tokens(session->model, messages, n_messages, true, session->req.prompt);
+        session->req.chat = messages;  // the drift monitor counts the last user message (drift_monitor.cpp)
+        session->req.n_chat = n_messages;
         if (st == FE_OK) st = activate(session);
+        session->req.chat = nullptr;
         return st == FE_OK ? st : start_failed(session, st);
     });
 }

@@ -49,6 +49,8 @@ struct fe_request {
     std::unique_ptr<fe::TextStream> text;
     std::string event_text;
     fe_stop_reason reason = FE_STOP_NONE;
+    const fe_chat_message *chat = nullptr;  // fe_request_start_chat's messages, during the start only (drift)
+    size_t n_chat = 0;
 };
 
 struct fe_session {
@@ -67,6 +69,7 @@ struct fe_session {
     uint8_t exact_path = 0;
     std::vector<double> token_ms;         // per-token latencies of the last request
     fe_profile profile{};
+    fe_drift_monitor *drift = nullptr;    // fe_session_enable_drift (drift_monitor.cpp); owned
 };
 
 namespace fe {
@@ -82,6 +85,10 @@ void clear_llama_errors();
 void ensure_backend();
 void log(fe_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+// drift_monitor.cpp: counts the prompt of a request that is starting (no-op without a monitor),
+// and frees a session's monitor.
+void drift_on_request(fe_session *s);
+void drift_detach(fe_session *s);
 // generate.cpp: ends the active request of a session (frees its sampler, keeps its profile).
 void end_request(fe_session *s, fe_stop_reason reason);
 // generate.cpp: empties the KV cache and s->cached.

@@ -142,6 +142,7 @@ fe_status fe_session_create(fe_model *model, const fe_session_params *params, fe
 void fe_session_free(fe_session *session) {
     if (!session) return;
     fe::end_request(session, FE_STOP_CALLBACK);
+    fe::drift_detach(session);
     llama_free(session->ctx);
     delete session;
 }

@@ -10,6 +10,7 @@ is refused at once (503), never queued without bound.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,8 +83,10 @@ class ServeBackend:
 
     @property
     def response_format_supported(self) -> bool:
-        """Whether the backend's generate() takes response_format (constrained decoding in the core)."""
-        return bool(getattr(self.impl, "supports_response_format", False))
+        """Whether the backend takes OpenAI's response_format (constrained decoding in the core).
+        generate()/chat() pass their keywords to _stream(), whose signature lists the options."""
+        stream = getattr(self.impl, "_stream", None)
+        return stream is not None and "response_format" in inspect.signature(stream).parameters
 
     def close(self) -> None:
         self.impl.close()
@@ -144,9 +147,8 @@ class ServeBackend:
                 with self._state:
                     job.active = False
                 stream.close()
-            times = stream._times
-            last = Event("done", finish_reason=stream.finish_reason, n_prompt=times.n_prompt if times else 0,
-                         n_gen=times.n_gen if times else len(stream.tokens))
+            c = stream.completion  # the core's token counts
+            last = Event("done", finish_reason=c.finish_reason, n_prompt=c.prompt_tokens, n_gen=c.completion_tokens)
         except BaseException as exc:  # noqa: BLE001 - every failure goes to the client as an error event
             last = Event("error", error=exc)
         finally:

@@ -518,6 +518,58 @@ public final class FinLlm implements AutoCloseable {
         }
     }
 
+    // ------------------------------------------------------------------ drift monitoring
+
+    /**
+     * Monitors the prompts of this session against a drift reference ({@code drift-ref.fedrift}
+     * from {@code finllm-edge convert}): each generate() counts its new prompt tokens (counts only,
+     * no text) and updates {@link #driftStatus()}. null detaches.
+     *
+     * @throws FinLlmException FE_ERR_BAD_MODEL when the file is refused (made for another
+     *     tokenizer, truncated, altered), FE_ERR_FILE_NOT_FOUND when it is missing
+     */
+    public void enableDrift(String referencePath) {
+        long h = enter("enableDrift");
+        try {
+            nativeEnableDrift(h, referencePath);
+        } finally {
+            leave();
+        }
+    }
+
+    /** The drift state after the last generate() (needs {@link #enableDrift}). */
+    public DriftStatus driftStatus() {
+        long h = enter("driftStatus");
+        try {
+            return new DriftStatus(nativeDriftStatus(h));
+        } finally {
+            leave();
+        }
+    }
+
+    /** The drift monitor's state as JSON: save it for {@code finllm-edge drift report}. */
+    public String driftStateJson() {
+        long h = enter("driftStateJson");
+        try {
+            return nativeDriftStateJson(h);
+        } finally {
+            leave();
+        }
+    }
+
+    /**
+     * Opt-in: keep the prompt tokens of every {@code everyN}-th request (the last {@code maxSamples})
+     * in the drift state, for {@code finllm-edge drift export}. 0 turns it off (the default).
+     */
+    public void driftSampling(int maxSamples, int everyN) {
+        long h = enter("driftSampling");
+        try {
+            nativeDriftSampling(h, maxSamples, everyN);
+        } finally {
+            leave();
+        }
+    }
+
     public ModelInfo modelInfo() {
         long h = enter("modelInfo");
         try {
@@ -599,4 +651,8 @@ public final class FinLlm implements AutoCloseable {
     private static native int nativeSaveState(long handle, String path, String prompt);
     private static native int nativeLoadState(long handle, String path);
     private static native Object[] nativeModelInfo(long handle);
+    private static native void nativeEnableDrift(long handle, String referencePath);
+    private static native double[] nativeDriftStatus(long handle);
+    private static native String nativeDriftStateJson(long handle);
+    private static native void nativeDriftSampling(long handle, int maxSamples, int everyN);
 }
