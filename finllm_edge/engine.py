@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from . import _native
+from .adapters import AdapterMixin
 from .backend import (
     Backend,
     Completion,
@@ -99,7 +100,7 @@ class _CoreSteps:
         return self._engine._times_of_last()
 
 
-class Engine(Backend):
+class Engine(AdapterMixin, Backend):
     """A loaded GGUF model and one session of the core. See the module docstring."""
 
     TOOL = "finllm_edge.Engine"
@@ -109,6 +110,7 @@ class Engine(Backend):
                  options: EngineOptions | None = None, **kwargs: Any) -> None:
         super().__init__()
         self._model = self._session = None
+        self._loaded_adapters = []
         self._closed = True
         self._step_lock = threading.Lock()  # held while the core runs a step; close() waits for none
         if options is None:
@@ -175,6 +177,7 @@ class Engine(Backend):
                 L.fe_request_end(self._session)
                 L.fe_session_free(self._session)
                 self._session = None
+            self._free_adapters()  # before the model: adapters belong to it
             if self._model is not None:
                 L.fe_model_free(self._model)
                 self._model = None

@@ -68,3 +68,8 @@ class NativeError(FinLLMEdgeError, RuntimeError):
 class StateFileError(CorruptModelError):
     """A saved prompt-state file was refused: truncated, altered, hand-made, or made for another
     model or llama.cpp build (the message says which). Save the state again with this model."""
+
+
+class AdapterFileError(CorruptModelError):
+    """A LoRA adapter file was refused: corrupt, of an unsupported kind or type, or made for another
+    base model (the message names the key or tensor). Export the adapter for this base model."""

@@ -154,6 +154,7 @@ void fe_session_free(fe_session *session) {
     if (!session) return;
     fe::end_request(session, FE_STOP_CALLBACK);
     llama_free(session->ctx);
+    fe::session_drop_adapters(session);
     delete session;
 }
 
