@@ -61,7 +61,7 @@ def check_output_writable(out: Path, plan=None, force: bool = False):
 def estimate_disk(n_params: int, outputs: list[str], *, n_vocab: int = 0, tokenizer_bytes: int = 0,
                   awq_targets: list[str] | tuple = (), awq_outputs: list[str] | tuple = (), imatrix: bool = False,
                   mixed: list[str] | tuple = (), onnx: bool = False, eval_tokens: int = 0, cross_check: bool = False,
-                  merged_bytes_per_param: float = 2.0) -> dict[str, int]:
+                  merged_bytes_per_param: float = 2.0, task_base: bool = False) -> dict[str, int]:
     """Peak disk use of a run, by part (bytes). Intermediates are counted as if they all coexisted
     (they nearly do: AWQ's scaled float32 folders stay, its F16 GGUFs live until quantize ends).
 
@@ -83,6 +83,8 @@ def estimate_disk(n_params: int, outputs: list[str], *, n_vocab: int = 0, tokeni
         parts["mixed-precision artifact + probe/candidate (.work)"] = sum(3 * gguf("q8_0") for _ in mixed)
     if onnx:
         parts["onnx int4"] = 1.0 * n_params
+    if task_base:    # the finance task runs the base without the adapter: an F16 GGUF of an HF base
+        parts["task: base F16 GGUF (.work)"] = gguf("f16")
     if cross_check and eval_tokens:
         parts["llama-perplexity KLD base logits (.work)"] = eval_tokens / 2 * 2 * (n_vocab + 16) + 4 * eval_tokens
     total = sum(parts.values()) * DISK_HEADROOM

@@ -29,6 +29,9 @@ Stages (each leaves a checkable output in --out):
   parity    F16 GGUF in llama.cpp vs merged model in torch -> OUT/parity.json
   quality   PPL, PPL ratio, mean KLD, top-1 agreement, bits/weight, size per artifact vs F16
             on held-out text (+ upstream llama-perplexity cross-check) -> OUT/quality.{json,md}
+  report    the finance task (convert/data/finance_tasks.json) answered by every artifact through the
+            core: exact match, numeric fidelity, accuracy kept vs F16, base vs merged (what the LoRA
+            adds), 95% intervals -> OUT/quality.{json,md}, OUT/task_answers.json, OUT/quality.png
   manifest  sha256 of inputs/outputs, sizes, options, llama.cpp identity, versions
             -> OUT/manifest.json (written last: it marks a finished conversion)
 """
@@ -93,6 +96,12 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eval-ctx", type=int, default=512, help="tokens per evaluation chunk (default 512; the second "
                    "half of each chunk is scored)")
     g.add_argument("--eval-chunks", type=int, help="evaluate at most this many chunks")
+    g.add_argument("--task-set", dest="task_file", type=Path, metavar="FILE", help="finance task set (JSON made by "
+                   "python -m finllm_edge_convert.taskset; default: the shipped one, 300 questions on 75 passages) "
+                   "that every artifact answers through the core, greedy: exact match, numeric fidelity and "
+                   "accuracy kept vs F16, with 95%% intervals")
+    g.add_argument("--task-passages", type=int, metavar="N", help="score only the first N passages of the task set")
+    g.add_argument("--no-task", action="store_true", help="skip the finance task evaluation")
     g.add_argument("--no-cross-check", action="store_true", help="skip the upstream llama-perplexity cross-check")
     g.add_argument("--no-parity", action="store_true", help="skip the F16-vs-torch parity stage")
     g.add_argument("--no-greedy-check", action="store_true",
@@ -129,7 +138,8 @@ def main(args: argparse.Namespace) -> int:
         progress=not args.no_progress, awq=args.awq, awq_grid=args.awq_grid, awq_clip=args.awq_clip,
         imatrix=args.imatrix, bpw_budget=args.bpw_budget,
         formats=[f.strip().lower() for f in args.formats.split(",") if f.strip()],
-        force=args.force, pre_tokenizer=args.pre_tokenizer,
+        force=args.force, pre_tokenizer=args.pre_tokenizer, task=not args.no_task, task_file=args.task_file,
+        task_passages=args.task_passages,
     )
     unknown = [f for f in opts.formats if f not in ("gguf", "onnx")]
     if unknown:
@@ -140,6 +150,10 @@ def main(args: argparse.Namespace) -> int:
         from .errors import ConversionError
 
         raise ConversionError("--bpw-budget plans a mixed-precision AWQ artifact: add --awq")
+    if args.task_passages is not None and args.task_passages < 1:
+        from .errors import TaskSetError
+
+        raise TaskSetError(f"--task-passages {args.task_passages}: use 1 or more (or --no-task)")
     bad = [f for f in opts.floats if f not in ("f16", "f32", "bf16")]
     if bad:
         from .errors import ConversionError

@@ -49,3 +49,11 @@ class TokenizerMismatchError(ConversionError):
 
 class OutputFolderError(ConversionError):
     """--out holds files convert did not write (a foreign folder); it is refused unless --force."""
+
+
+class EvalTextError(ConversionError, ValueError):
+    """The held-out text for the quality report (--eval-text) is too short for --eval-ctx, or empty."""
+
+
+class TaskSetError(ConversionError, ValueError):
+    """The finance task set (--task-set) is missing, too large or malformed."""

@@ -28,6 +28,7 @@ DATA_DIR = Path(__file__).resolve().parent / "data"
 DEFAULT_ADAPTER = Path(__file__).resolve().parent / "adapters" / "smollm2-finance-lora"
 DEFAULT_EVAL = DATA_DIR / "finance_eval.txt"   # held-out: 8,261 tokens, 16 chunks of 512
 DEFAULT_CALIB = DATA_DIR / "finance_train.txt"
+DEFAULT_TASKS = DATA_DIR / "finance_tasks.json"   # taskset.py, seed 16: 300 questions on 75 passages
 DEFAULT_QUANTS = ("q8_0", "q4_0", "q4_k_m")
 
 
@@ -61,6 +62,9 @@ class ConvertOptions:
     formats: list[str] = field(default_factory=lambda: ["gguf"])  # gguf, onnx (int4 MatMulNBits folder)
     force: bool = False                      # write into a non-empty folder convert did not make (replacing its files)
     pre_tokenizer: str | None = None         # force tokenizer.ggml.pre (still gated: must reproduce HF exactly)
+    task: bool = True                        # the finance task evaluation (task_eval.py) in the quality report
+    task_file: Path | None = None            # task set JSON; None = shipped convert/data/finance_tasks.json
+    task_passages: int | None = None         # score only the first N passages (tests, quick looks)
 
     def resolved(self) -> "ConvertOptions":
         from finllm_edge.models import default_model_path
@@ -71,6 +75,7 @@ class ConvertOptions:
         o.out = Path(o.out).expanduser().resolve()
         o.eval_file = Path(o.eval_file).expanduser() if o.eval_file else DEFAULT_EVAL
         o.calib_file = Path(o.calib_file).expanduser() if o.calib_file else DEFAULT_CALIB
+        o.task_file = Path(o.task_file).expanduser() if o.task_file else DEFAULT_TASKS
         o.floats = ["f16"] + [f for f in o.floats if f != "f16"]
         return o
 
@@ -157,7 +162,8 @@ def disk_estimate(o: ConvertOptions, n_params: int, base) -> dict:
         n_params, o.floats + o.quants, n_vocab=n_vocab, tokenizer_bytes=40 * n_vocab, awq_targets=awq_targets(o),
         awq_outputs=awq_quants, imatrix=o.imatrix, mixed=awq_quants if o.bpw_budget else (),
         onnx="onnx" in o.formats, eval_tokens=eval_tokens, cross_check=o.cross_check,
-        merged_bytes_per_param={"float32": 4.0}.get(o.merged_dtype, 2.0))
+        merged_bytes_per_param={"float32": 4.0}.get(o.merged_dtype, 2.0),
+        task_base=o.task and getattr(base, "kind", "hf") != "gguf")
 
 
 def stage_check(ctx: Context) -> None:
@@ -181,9 +187,23 @@ def stage_check(ctx: Context) -> None:
     tokenizer_gguf.gate(tok, spec, pre.arch, pre.base.config, extra, override=o.pre_tokenizer,
                         prefer=(str(getattr(pre.base.config, "model_type", "")),) + tokenizer_gguf.PREFER)
     ctx.tokenizer, ctx.hf_tokenizer = spec, tok
+    _check_eval_inputs(o, tok, extra["--eval text"])
     ctx.notes += spec.notes
     if pre.out_inspection.replace:
         ctx.notes.append(f"--force: will replace {', '.join(pre.out_inspection.replace)}")
+
+
+def _check_eval_inputs(o: ConvertOptions, tok, eval_text: str) -> None:
+    """Before any work: the --eval-text is long enough for --eval-ctx (the tokenizer gate has just shown that
+    llama.cpp makes the same ids as this tokenizer) and the task set is readable."""
+    from .quality import check_eval_length
+
+    n = len(tok(eval_text, add_special_tokens=True)["input_ids"])
+    check_eval_length(n, o.eval_ctx, f"--eval-text {o.eval_file}")
+    if o.task:
+        from .task_eval import load_taskset
+
+        load_taskset(o.task_file)
 
 
 def stage_claim(ctx: Context) -> None:
@@ -410,6 +430,12 @@ def stage_quality(ctx: Context) -> None:
     quality.gate(rows, o.max_kld, o.min_top1)
 
 
+def stage_report(ctx: Context) -> None:
+    from .quality_report import finish_report
+
+    finish_report(ctx)
+
+
 def stage_manifest(ctx: Context) -> None:
     from finllm_edge.native.fetch import llama_identity
 
@@ -417,8 +443,11 @@ def stage_manifest(ctx: Context) -> None:
 
     o, pre = ctx.opts, ctx.pre
     inputs = {"base": pre.base.files, "adapter": pre.adapter.files, "eval": [o.eval_file], "calib": [o.calib_file]}
+    if o.task:
+        inputs["task"] = [o.task_file]
     outputs = [dict(a) for a in ctx.artifacts.values()]
-    outputs += [{"path": str(o.out / n)} for n in ("parity.json", "quality.json", "quality.md")
+    outputs += [{"path": str(o.out / n)} for n in ("parity.json", "quality.json", "quality.md", "quality.png",
+                                                   "task_answers.json")
                 if (o.out / n).exists()]
     merged = sorted(p for p in ctx.merged_dir.iterdir() if p.is_file())
     options = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(o).items()}
@@ -452,6 +481,7 @@ def build_stages(opts: ConvertOptions) -> list[Stage]:
     if opts.parity:
         stages.append(Stage("parity", stage_parity, "parity.json"))
     stages.append(Stage("quality", stage_quality, "quality.json, quality.md"))
+    stages.append(Stage("report", stage_report, "finance task in quality.json/.md, task_answers.json, quality.png"))
     stages.append(Stage("manifest", stage_manifest, "manifest.json"))
     return stages
 
@@ -525,6 +555,11 @@ def summary_table(res: ConversionResult) -> str:
     if res.quality_meta.get("base_model_ppl"):
         lines.append(f"held-out PPL: base {res.quality_meta['base_model_ppl']:.3f} -> merged F16 "
                      f"{res.quality_meta['merged_f16_ppl']:.3f}")
+    task = res.quality_meta.get("task")
+    if task:
+        lines.append("finance task exact match (accuracy kept vs F16): " + ", ".join(
+            f"{r['name']} {r['exact_match']:.1%}" + (f" ({r['accuracy_kept']:.1%})" if r["accuracy_kept"] else "")
+            for r in task["artifacts"] if r["exact_match"] is not None) + " -- intervals in quality.md")
     lines.append("stages (s): " + ", ".join(f"{k} {v}" for k, v in res.stages_seconds.items()))
     for n in res.notes:
         lines.append(f"note: {n}")

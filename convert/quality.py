@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .errors import ConversionError, QualityGateError
+from .errors import ConversionError, EvalTextError, QualityGateError
 from .llama_eval import LlamaLogits
 from .tools import run_tool, upstream_tool
 
@@ -65,15 +66,23 @@ class ArtifactQuality:
     upstream: dict | None = None
     n_chunks: int = 0
     ci95: dict = field(default_factory=dict)   # statistic -> [low, high], bootstrap over chunks
+    seconds: float | None = None               # scoring time of this artifact (the F16 row: the reference pass)
+
+
+def check_eval_length(n_tokens: int, n_ctx: int, name: str = "the evaluation text") -> None:
+    """At least two chunks of n_ctx tokens (the same minimum llama-perplexity enforces)."""
+    if n_ctx < 16:
+        raise EvalTextError(f"--eval-ctx {n_ctx} is too small: use 16 or more (default 512)")
+    if n_tokens < 2 * n_ctx:
+        raise EvalTextError(
+            f"{name} has {n_tokens} tokens; at least {2 * n_ctx} are needed for n_ctx={n_ctx} (the default text has "
+            "8,261). Pass a longer --eval-text file or a smaller --eval-ctx"
+        )
 
 
 def make_chunks(tokens: list[int], n_ctx: int, bos: int | None, max_chunks: int | None = None) -> list[list[int]]:
     n = len(tokens) // n_ctx
-    if len(tokens) < 2 * n_ctx:            # the same minimum llama-perplexity enforces
-        raise ConversionError(
-            f"the evaluation text has {len(tokens)} tokens; at least {2 * n_ctx} are needed for n_ctx={n_ctx}. "
-            "Pass a longer --eval file or a smaller --eval-ctx"
-        )
+    check_eval_length(len(tokens), n_ctx)
     if max_chunks:
         n = min(n, max_chunks)
     chunks = []
@@ -170,13 +179,16 @@ def evaluate(artifacts: dict[str, dict], f16_name: str, text: str, n_ctx: int, m
     """`artifacts`: name -> {"path", "quant", "bits_per_weight", "file_bytes", "tensor_types"}; f16 first."""
     f16 = artifacts[f16_name]
     bar = progress_factory(None, "quality: F16 reference") if progress_factory else None
+    t0 = time.perf_counter()
     ref, ppl_ref = reference_pass(Path(f16["path"]), text, n_ctx, max_chunks, threads, bar)
+    ref_seconds = time.perf_counter() - t0
     if bar is not None:
         bar.close()
     rows = []
     for name, a in artifacts.items():
         bar = progress_factory(len(ref.chunks), f"quality: {name}") if progress_factory else None
         fmt = a.get("format", "gguf")
+        t0 = time.perf_counter()
         if name == f16_name:            # the reference itself: its pass already gave everything
             count = [len(t) for t in ref.targets]
             per = {"nll": list(ref.nll), "kld": [0.0] * len(count), "agree": count, "count": count}
@@ -193,6 +205,7 @@ def evaluate(artifacts: dict[str, dict], f16_name: str, text: str, n_ctx: int, m
             file_bytes=a["file_bytes"], size_ratio_vs_f16=a["file_bytes"] / f16["file_bytes"],
             tensor_types=a.get("tensor_types", {}), n_chunks=len(ref.chunks),
             ci95=chunk_intervals(s["per_chunk"], ref.nll),
+            seconds=round(ref_seconds if name == f16_name else time.perf_counter() - t0, 1),
         ))
     return rows
 

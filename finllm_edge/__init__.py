@@ -30,6 +30,10 @@ def __getattr__(name):
         from .engine import Engine
 
         return Engine
+    if name == "Scheduler":
+        from .scheduler import Scheduler
+
+        return Scheduler
     if name == "LatencyProfile":
         from . import profile
 

@@ -132,6 +132,12 @@ class AdapterInfo(C.Structure):
                 ("rank_max", C.c_int32), ("alpha", C.c_float), ("size_bytes", C.c_uint64), ("load_ms", C.c_double)]
 
 
+class SchedulerParams(C.Structure):
+    _fields_ = [("n_slots", C.c_int32), ("n_ctx", C.c_uint32), ("n_batch", C.c_uint32), ("n_batch_busy", C.c_uint32),
+                ("n_threads", C.c_int32), ("n_threads_batch", C.c_int32), ("max_queued", C.c_int32),
+                ("p99_token_ms", C.c_double)]
+
+
 class BenchParams(C.Structure):
     _fields_ = [("n_prompt", C.c_int32), ("n_gen", C.c_int32), ("repetitions", C.c_int32), ("warmup", C.c_int32),
                 ("prompt_text", C.c_char_p), ("random_tokens", C.c_bool)]
@@ -210,6 +216,22 @@ _SIGNATURES: dict[str, tuple] = {
     "fe_device_json": (_P, []),
     "fe_profile_default_meta": (ProfileMeta, []),
     "fe_profile_json": (_P, [C.POINTER(RunTiming), C.c_size_t, C.POINTER(ProfileMeta)]),
+    "fe_scheduler_default_params": (SchedulerParams, []),
+    "fe_scheduler_create": (C.c_int, [_P, C.POINTER(SchedulerParams), C.POINTER(_P)]),
+    "fe_scheduler_free": (None, [_P]),
+    "fe_sched_submit": (C.c_int, [_P, C.c_char_p, C.POINTER(GenerateParams), C.POINTER(_P)]),
+    "fe_sched_submit_tokens": (C.c_int, [_P, C.POINTER(C.c_int32), C.c_int32, C.POINTER(GenerateParams),
+                                         C.POINTER(_P)]),
+    "fe_sched_submit_chat": (C.c_int, [_P, C.POINTER(ChatMessage), C.c_size_t, C.POINTER(GenerateParams),
+                                       C.POINTER(_P)]),
+    "fe_chat_tokenize": (C.c_int, [_P, C.POINTER(ChatMessage), C.c_size_t, C.POINTER(C.c_int32), C.c_int32,
+                                   C.POINTER(C.c_int32)]),
+    "fe_sched_next": (C.c_int, [_P, C.POINTER(TokenEvent)]),
+    "fe_sched_next_timeout": (C.c_int, [_P, C.POINTER(TokenEvent), C.c_int32]),
+    "fe_sched_cancel": (None, [_P]),
+    "fe_sched_request_get_profile": (C.c_int, [_P, C.POINTER(Profile)]),
+    "fe_sched_request_free": (None, [_P]),
+    "fe_scheduler_stats_json": (_P, [_P]),
     "fe_bench_default_params": (BenchParams, []),
     "fe_bench_text": (C.c_char_p, []),
     "fe_benchmark": (C.c_int, [_P, C.POINTER(BenchParams), C.POINTER(BenchResult)]),

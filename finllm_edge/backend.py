@@ -158,6 +158,18 @@ class TokenStream:
         """End the generation now (finish_reason 'cancelled' if it was still running)."""
         self._end("cancelled")
 
+    cancel = close
+
+    @property
+    def completion(self) -> "Completion":
+        """The whole generation (after it ended; iterate or close() first): text, tokens,
+        finish_reason and the usage counts (prompt_tokens, completion_tokens)."""
+        if self._times is None:
+            raise FinLLMEdgeError("the generation has not finished; iterate it to the end (or close it) first")
+        return Completion(text=self.text, tokens=list(self.tokens), finish_reason=self.finish_reason or "cancelled",
+                          profile=None, prompt_tokens=int(self._times.n_prompt),
+                          completion_tokens=int(self._times.n_gen))
+
     def __del__(self) -> None:
         try:
             self.close()
@@ -180,6 +192,8 @@ class Completion:
     tokens: list[int]
     finish_reason: str
     profile: dict | None = None
+    prompt_tokens: int = 0      # usage: prompt tokens evaluated or reused
+    completion_tokens: int = 0  # usage: tokens generated (an end-of-turn token not counted)
 
 
 class Backend:
@@ -273,6 +287,7 @@ class Backend:
                 pass
         finally:
             stream.close()
-        return Completion(text=stream.text, tokens=list(stream.tokens),
-                          finish_reason=stream.finish_reason or "cancelled", profile=stream.profile)
+        c = stream.completion
+        return Completion(text=c.text, tokens=c.tokens, finish_reason=c.finish_reason, profile=stream.profile,
+                          prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens)
 

@@ -23,7 +23,7 @@ def awq_run(tmp_path_factory):
     make_adapter(model, root / "lora")
     opts = ConvertOptions(base=root / "base", lora=root / "lora", out=root / "out", progress=False,
                           quants=["q4_0", "q4_k_m"], awq=True, awq_grid=4, imatrix=True, bpw_budget=7.0,
-                          parity=False, cross_check=False, require_greedy=False, eval_chunks=2,
+                          parity=False, cross_check=False, require_greedy=False, eval_chunks=2, task_passages=2,
                           formats=["gguf", "onnx"])
     return convert(opts)
 

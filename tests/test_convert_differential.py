@@ -84,7 +84,8 @@ def runs(request, tmp_path_factory):
     model = make_tiny_base(root / "base", arch, smollm2_tokenizer_dir(), seed=11)
     make_adapter(model, root / "lora", seed=5, **FOREIGN)
     res = convert(ConvertOptions(base=root / "base", lora=root / "lora", out=root / "out", quants=["q8_0", "q4_0"],
-                                 progress=False, cross_check=False, eval_chunks=1, eval_ctx=128))
+                                 progress=False, cross_check=False, eval_chunks=1, eval_ctx=128,
+                                 task_passages=1))
     # the reference: PEFT's merge, saved as a HF folder (float16, as merged/), converted by upstream
     merged = peft_model(model, root / "lora").merge_and_unload()
     merged.to(torch.float16).save_pretrained(root / "peft-merged", safe_serialization=True)

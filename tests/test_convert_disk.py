@@ -48,7 +48,7 @@ def test_awq_estimate_covers_the_measured_peak(tmp_path, capsys):
     try:
         res = convert(ConvertOptions(base=tmp_path / "base", lora=tmp_path / "lora", out=out, progress=False,
                                      quants=["q8_0", "q4_0"], awq=True, awq_grid=2, parity=False, eval_chunks=2,
-                                     eval_ctx=128))
+                                     eval_ctx=128, task_passages=1))
     finally:
         watch.stop.set()
         watch.join()

@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.convert, pytest.mark.slow]
 def opts(base, lora, out, **kw):
     kw.setdefault("quants", ["q8_0"])
     return ConvertOptions(base=base, lora=lora, out=out, progress=False, parity=False, cross_check=False,
-                          eval_chunks=1, eval_ctx=128, **kw)
+                          eval_chunks=1, eval_ctx=128, task_passages=1, **kw)
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,7 @@ def tiny_inputs(root: Path, arch: str):
 
 def opts(base, lora, out, **kw):
     kw.setdefault("require_greedy", False)     # random tiny models: logits tolerance only
+    kw.setdefault("task_passages", 2)          # the task's fields are tested in test_task_eval_models.py
     return ConvertOptions(base=base, lora=lora, out=out, progress=False, **kw)
 
 
@@ -210,7 +211,7 @@ def write(self, name, t):
     return real(self, name, t)
 safetensors_stream.StreamingSafetensorsWriter.write = write
 convert(ConvertOptions(base=sys.argv[1], lora=sys.argv[2], out=sys.argv[3], quants=[], parity=False,
-                       cross_check=False, progress=False))
+                       cross_check=False, progress=False, task_passages=1))
 """
 
 

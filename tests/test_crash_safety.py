@@ -29,7 +29,7 @@ def inputs(tmp_path_factory):
 def convert_cmd(base, lora, out):
     return [sys.executable, "-m", "finllm_edge.lab.cli", "convert", "--base", str(base), "--lora", str(lora),
             "--out", str(out), "--quant", "q8_0", "--no-parity", "--no-cross-check", "--no-progress",
-            "--eval-chunks", "1"]
+            "--eval-chunks", "1", "--task-passages", "1"]
 
 
 def looks_finished(out: Path) -> list[str]:

@@ -26,7 +26,7 @@ from finllm_edge.paths import cache_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 JAVA_PKG = ROOT / "android_demo" / "app" / "src" / "main" / "java" / "io" / "finllm" / "edge"
-JAVA_SOURCES = [JAVA_PKG / "FinLlm.java", JAVA_PKG / "FinLlmException.java"]
+JAVA_SOURCES = [JAVA_PKG / "FinLlm.java", JAVA_PKG / "FinLlmException.java", JAVA_PKG / "FinLlmScheduler.java"]
 JVM_TEST = ROOT / "tests" / "jvm" / "FinLlmTest.java"
 SMOKE_C = ROOT / "tests" / "jvm" / "jni_smoke.c"
 SUPERBUILD = ROOT / "android_demo" / "app" / "src" / "main" / "cpp"
@@ -90,10 +90,13 @@ def _find_lib(build_dir: Path, name: str) -> Path:
 
 
 def _declared_native_methods() -> set[str]:
-    text = (JAVA_PKG / "FinLlm.java").read_text()
-    names = set(re.findall(r"\bnative\s+[\w\[\]]+\s+(\w+)\s*\(", text))
-    assert len(names) >= 10, names
-    return {f"Java_io_finllm_edge_FinLlm_{n}" for n in names}
+    out = set()
+    for cls in ("FinLlm", "FinLlmScheduler"):
+        text = (JAVA_PKG / f"{cls}.java").read_text()
+        names = set(re.findall(r"\bnative\s+[\w\[\]]+\s+(\w+)\s*\(", text))
+        assert len(names) >= 8, names
+        out |= {f"Java_io_finllm_edge_{cls}_{n}" for n in names}
+    return out
 
 
 def _exported(nm: str, lib: Path) -> set[str]:

@@ -498,6 +498,117 @@ FE_API bool fe_request_active(const fe_session *session);
 FE_API fe_status fe_request_prompt_tokens(const fe_session *session, int32_t *tokens, int32_t max_tokens,
                                           int32_t *n_out);
 
+/* ------------------------------------------------ concurrent requests (the scheduler)
+ *
+ * Several requests on one model at once: one copy of the weights, one llama.cpp context
+ * whose sequences (one per slot) hold each request's KV cache, and one decode thread inside
+ * the library that evaluates the next token of every running request together in one batch.
+ * Requests are submitted from any thread and read from any thread:
+ *
+ *     fe_scheduler_params sp = fe_scheduler_default_params();   // 4 slots of 2048 tokens
+ *     fe_scheduler *sch = NULL;
+ *     if (fe_scheduler_create(model, &sp, &sch) != FE_OK) { ... fe_last_error() ... }
+ *     fe_sched_request *rq = NULL;
+ *     fe_generate_params gp = fe_generate_default_params();
+ *     if (fe_sched_submit(sch, prompt, &gp, &rq) != FE_OK) { ... FE_ERR_BUSY: queue full ... }
+ *     fe_token_event ev;
+ *     while (fe_sched_next(rq, &ev) == FE_OK) {                 // blocks until the next step
+ *         fwrite(ev.text, 1, ev.text_len, stdout);
+ *         if (ev.done) break;
+ *     }
+ *     fe_sched_request_free(rq);
+ *     fe_scheduler_free(sch);   // before fe_model_free
+ *
+ * Each request behaves like fe_request_* on a session of n_ctx tokens: the same sampling
+ * (fe_sampling_params, the same sampler chain), stop strings and UTF-8 rule (fe_text_stream),
+ * max_tokens, ignore_eos, finish reasons and events. Scheduling, in the decode thread:
+ *   - Admission: submitted requests wait in a FIFO queue of at most max_queued (beyond:
+ *     FE_ERR_BUSY, nothing queued) and take a free slot while fewer than `batch size` requests
+ *     run. Every step decodes one token of every running request (none waits for another to
+ *     finish) and evaluates one prefill chunk of one new request, round-robin among them
+ *     (at most n_batch tokens, n_batch_busy while others are decoding, so that a long prompt
+ *     does not stall their tokens).
+ *   - Adaptive batch size: it starts at 1 and doubles (up to n_slots) at most every two steps
+ *     while requests are waiting and the p99 of the last 64 inter-token latencies of all
+ *     requests is measured and below 0.8 x p99_token_ms; when that p99 passes p99_token_ms it
+ *     shrinks by one and the window restarts (running requests are never stopped: fewer are
+ *     admitted until the p99 holds).
+ *   - Cancel (fe_sched_cancel, or freeing the handle) ends one request at the next step, in the
+ *     queue or running; the others are untouched. Freeing the scheduler ends every request:
+ *     their handles stay valid and deliver a last event (done, FE_STOP_CANCELLED).
+ * Tokens: a request gives the same tokens as on a session of its own with the same settings
+ * (greedy and seeded), whatever else runs: its prompt is evaluated alone, in the session's chunks
+ * (>= 2 tokens, see prefix reuse), in its own KV stream (cells from 0, as in a session), and
+ * llama.cpp's CPU kernels evaluate a decode row of one sequence with the same bits alone or next
+ * to rows of other sequences (measured on the pinned build: bit-identical logits for 1 vs 2, 4 and
+ * 8 rows, SmolLM2 Q4_0 and Q4_1; test_sched checks 8 concurrent requests against sessions).
+ * Prefix reuse is not done here: every request evaluates its whole prompt.
+ * Thread safety: every fe_sched_* / fe_scheduler_* call may come from any thread; one
+ * request's events are read by one thread at a time. The model must outlive the scheduler.
+ */
+typedef struct fe_scheduler fe_scheduler;
+typedef struct fe_sched_request fe_sched_request;
+struct fe_profile;  /* defined under "profile" below */
+
+typedef struct fe_scheduler_params {
+    int32_t  n_slots;         /* requests decoded together at most (default 4); 1..64 */
+    uint32_t n_ctx;           /* context of each request in tokens (prompt + answer; default 2048) */
+    uint32_t n_batch;         /* prompt tokens per prefill chunk when nothing else decodes (default 512); 2..512 */
+    uint32_t n_batch_busy;    /* prompt tokens per prefill chunk while others decode (default 64); 2..n_batch */
+    int32_t  n_threads;       /* decode threads, 1..CPUs online (default: the performance cores) */
+    int32_t  n_threads_batch; /* prefill threads, 1..CPUs online (default: same as n_threads) */
+    int32_t  max_queued;      /* requests waiting for a slot at most (default 64); 1..65536 */
+    double   p99_token_ms;    /* bound on the p99 inter-token latency the batch size keeps (default 150); > 0 */
+} fe_scheduler_params;
+
+FE_API fe_scheduler_params fe_scheduler_default_params(void);
+
+/* Create a scheduler over `model` and start its decode thread. Out-of-range parameters are
+ * FE_ERR_INVALID_ARG naming the field, before anything is allocated. */
+FE_API fe_status fe_scheduler_create(fe_model *model, const fe_scheduler_params *params, fe_scheduler **out);
+/* End every request (done, FE_STOP_CANCELLED), stop the thread and free the context. NULL is a no-op. */
+FE_API void fe_scheduler_free(fe_scheduler *sched);
+
+/* Queue a request (checks and tokenization happen here, on the caller's thread: bad options,
+ * a prompt that does not fit in n_ctx and a full queue are refused now, with *out NULL).
+ * params: as fe_request_start (on_token unused); NULL = the defaults. */
+FE_API fe_status fe_sched_submit(fe_scheduler *sched, const char *prompt, const fe_generate_params *params,
+                                 fe_sched_request **out);
+FE_API fe_status fe_sched_submit_tokens(fe_scheduler *sched, const int32_t *tokens, int32_t n_tokens,
+                                        const fe_generate_params *params, fe_sched_request **out);
+/* The prompt fe_request_start_chat would evaluate for `messages`. */
+FE_API fe_status fe_sched_submit_chat(fe_scheduler *sched, const fe_chat_message *messages, size_t n_messages,
+                                      const fe_generate_params *params, fe_sched_request **out);
+
+/* The prompt tokens fe_sched_submit_chat and fe_request_start_chat evaluate for `messages`
+ * (chat template + generation prompt, BOS added when the template did not write it).
+ * On FE_ERR_BUFFER_TOO_SMALL, *n_out is the number of tokens needed. */
+FE_API fe_status fe_chat_tokenize(const fe_model *model, const fe_chat_message *messages, size_t n_messages,
+                                  int32_t *tokens, int32_t max_tokens, int32_t *n_out);
+
+/* Next event of a request, waiting for it. FE_OK with an event (ev->done on the last one;
+ * ev->text is owned by the request, valid until the next call on it); an error status ends
+ * the request (e.g. FE_ERR_DECODE). After the last event: FE_ERR_INVALID_ARG. */
+FE_API fe_status fe_sched_next(fe_sched_request *req, fe_token_event *ev);
+/* The same, waiting at most timeout_ms (>= 0): FE_ERR_BUSY when no event came in time. */
+FE_API fe_status fe_sched_next_timeout(fe_sched_request *req, fe_token_event *ev, int32_t timeout_ms);
+/* Stop the request at the next step (queued or running); safe from any thread. */
+FE_API void fe_sched_cancel(fe_sched_request *req);
+/* Profile of a finished request (after its done event; FE_ERR_BUSY before): ttft_ms counts
+ * from submit (queue wait included), prefill_ms is its chunks' evaluation time, token_ms its
+ * inter-token latencies (owned by the request). n_prompt and n_gen are the usage counts. */
+FE_API fe_status fe_sched_request_get_profile(const fe_sched_request *req, struct fe_profile *out);
+/* Cancel the request if it still runs and free the handle. NULL is a no-op. */
+FE_API void fe_sched_request_free(fe_sched_request *req);
+
+/* The scheduler now, as a JSON object (malloc'd; fe_free): n_slots, queued, active,
+ * batch_size (the adaptive limit), p99_bound_ms, tokens_per_s (generated tokens per second
+ * over the last 10 s), token_ms_p50 / token_ms_p99 (of the last 64 inter-token latencies),
+ * steps, generated, submitted, completed, cancelled, rejected (queue full), failed, peak_active
+ * (most requests running at once) and peak_batch_size.
+ * NULL + fe_last_error() on a NULL scheduler or when out of memory. */
+FE_API char *fe_scheduler_stats_json(fe_scheduler *sched);
+
 /* ------------------------------------------------ text streams (stop strings, UTF-8)
  *
  * The rule every backend uses to turn token bytes into streamed text: text that may be the

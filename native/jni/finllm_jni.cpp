@@ -720,3 +720,202 @@ JNIEXPORT void JNICALL Java_io_finllm_edge_FinLlm_nativeSetAdapters(JNIEnv *env,
 }
 
 }  // extern "C"
+
+// ====================================================================== the scheduler
+//
+// io.finllm.edge.FinLlmScheduler over fe_scheduler / fe_sched_* ("concurrent requests" in
+// finllm_edge.h): a scheduler handle (JniScheduler*) and request handles (fe_sched_request*)
+// cross as jlong. Every call may come from any thread (the core's scheduler is thread-safe); the
+// Java class keeps a handle alive while a call on it runs. Event texts are valid UTF-8 already
+// (the core's text stream never splits a character).
+
+namespace {
+
+constexpr uint32_t kSchedAlive = 0x46455343u;  // "FESC"
+
+struct JniScheduler {
+    uint32_t magic = kSchedAlive;
+    fe_model *model = nullptr;
+    fe_scheduler *sched = nullptr;
+};
+
+JniScheduler *sched_from(JNIEnv *env, jlong handle, const char *where) {
+    auto *s = reinterpret_cast<JniScheduler *>(static_cast<intptr_t>(handle));
+    if (!s || s->magic != kSchedAlive) {
+        throw_fe(env, FE_ERR_INVALID_ARG, std::string(where) + ": the scheduler was closed (or never opened)");
+        return nullptr;
+    }
+    return s;
+}
+
+fe_sched_request *request_from(JNIEnv *env, jlong handle, const char *where) {
+    auto *r = reinterpret_cast<fe_sched_request *>(static_cast<intptr_t>(handle));
+    if (!r) throw_fe(env, FE_ERR_INVALID_ARG, std::string(where) + ": the request was closed");
+    return r;
+}
+
+}  // namespace
+
+extern "C" {
+
+JNIEXPORT jlong JNICALL Java_io_finllm_edge_FinLlmScheduler_nativeOpen(JNIEnv *env, jclass, jstring jpath,
+                                                                      jint n_slots, jint n_ctx, jint n_threads,
+                                                                      jdouble p99_token_ms, jint max_queued) {
+    return guarded<jlong>(env, "FinLlmScheduler.open", 0, [&]() -> jlong {
+        bool ok = false;
+        std::string path = copy_jstring(env, jpath, "FinLlmScheduler.open: modelPath", &ok);
+        if (!ok) return 0;
+        fe_scheduler_params sp = fe_scheduler_default_params();
+        sp.n_slots = n_slots;
+        if (n_ctx < 0) {
+            throw_fe(env, FE_ERR_INVALID_ARG, "FinLlmScheduler.open: nCtx must be > 0, got " + std::to_string(n_ctx));
+            return 0;
+        }
+        sp.n_ctx = static_cast<uint32_t>(n_ctx);
+        if (n_threads > 0) sp.n_threads = sp.n_threads_batch = n_threads;  // <= 0: the core's default
+        sp.p99_token_ms = p99_token_ms;
+        sp.max_queued = max_queued;
+        fe_model *model = nullptr;
+        fe_status st = fe_model_load(path.c_str(), nullptr, &model);
+        if (st != FE_OK || !model) {
+            throw_status(env, st != FE_OK ? st : FE_ERR_INTERNAL, ("FinLlmScheduler.open(" + path + ")").c_str());
+            return 0;
+        }
+        fe_scheduler *sched = nullptr;
+        st = fe_scheduler_create(model, &sp, &sched);
+        if (st != FE_OK || !sched) {
+            throw_status(env, st != FE_OK ? st : FE_ERR_INTERNAL, "FinLlmScheduler.open");
+            fe_model_free(model);
+            return 0;
+        }
+        auto *s = new (std::nothrow) JniScheduler;
+        if (!s) {
+            fe_scheduler_free(sched);
+            fe_model_free(model);
+            throw_oom(env, "FinLlmScheduler.open");
+            return 0;
+        }
+        s->model = model;
+        s->sched = sched;
+        return static_cast<jlong>(reinterpret_cast<intptr_t>(s));
+    });
+}
+
+// Ends every request (their handles stay valid), frees the scheduler and the model.
+JNIEXPORT void JNICALL Java_io_finllm_edge_FinLlmScheduler_nativeFree(JNIEnv *, jclass, jlong handle) {
+    auto *s = reinterpret_cast<JniScheduler *>(static_cast<intptr_t>(handle));
+    if (!s || s->magic != kSchedAlive) return;
+    s->magic = kMagicDead;
+    fe_scheduler_free(s->sched);
+    fe_model_free(s->model);
+    delete s;
+}
+
+// Queues a request; returns its handle. temperature < 0: the core's default (greedy); seed -1: random.
+JNIEXPORT jlong JNICALL Java_io_finllm_edge_FinLlmScheduler_nativeSubmit(JNIEnv *env, jclass, jlong handle,
+                                                                        jstring jprompt, jint max_tokens,
+                                                                        jfloat temperature, jint seed,
+                                                                        jobjectArray jstop) {
+    return guarded<jlong>(env, "FinLlmScheduler.submit", 0, [&]() -> jlong {
+        JniScheduler *s = sched_from(env, handle, "FinLlmScheduler.submit");
+        if (!s) return 0;
+        bool ok = false;
+        std::string prompt = copy_jstring(env, jprompt, "FinLlmScheduler.submit: prompt", &ok);
+        if (!ok) return 0;
+        std::vector<std::string> stops;
+        if (jstop) {
+            jsize n = env->GetArrayLength(jstop);
+            for (jsize i = 0; i < n; ++i) {
+                auto js = static_cast<jstring>(env->GetObjectArrayElement(jstop, i));
+                stops.push_back(copy_jstring(env, js, "FinLlmScheduler.submit: stop[i]", &ok));
+                env->DeleteLocalRef(js);
+                if (!ok) return 0;
+            }
+        }
+        std::vector<const char *> stop_ptrs;
+        for (const auto &x : stops) stop_ptrs.push_back(x.c_str());
+        fe_generate_params gp = fe_generate_default_params();
+        gp.max_tokens = max_tokens;
+        if (temperature >= 0) gp.sampling.temperature = temperature;
+        gp.sampling.seed = static_cast<uint32_t>(seed);  // -1 = FE_SEED_RANDOM
+        gp.stop = stop_ptrs.empty() ? nullptr : stop_ptrs.data();
+        gp.n_stop = stop_ptrs.size();
+        fe_sched_request *rq = nullptr;
+        fe_status st = fe_sched_submit(s->sched, prompt.c_str(), &gp, &rq);
+        if (st != FE_OK || !rq) {
+            throw_status(env, st != FE_OK ? st : FE_ERR_INTERNAL, "FinLlmScheduler.submit");
+            return 0;
+        }
+        return static_cast<jlong>(reinterpret_cast<intptr_t>(rq));
+    });
+}
+
+// Waits for the next event: Object[]{String text, int[]{token, done, stopReason}, String finishReason or null}.
+JNIEXPORT jobjectArray JNICALL Java_io_finllm_edge_FinLlmScheduler_nativeNext(JNIEnv *env, jclass, jlong rh) {
+    return guarded<jobjectArray>(env, "FinLlmScheduler.Request.next", nullptr, [&]() -> jobjectArray {
+        fe_sched_request *rq = request_from(env, rh, "FinLlmScheduler.Request.next");
+        if (!rq) return nullptr;
+        fe_token_event ev{};
+        fe_status st = fe_sched_next(rq, &ev);
+        if (st != FE_OK) {
+            throw_status(env, st, "FinLlmScheduler.Request.next");
+            return nullptr;
+        }
+        jclass obj_cls = env->FindClass("java/lang/Object");
+        if (!obj_cls) return nullptr;
+        jobjectArray out = env->NewObjectArray(3, obj_cls, nullptr);
+        jstring jtext = utf8_jstring(env, std::string(ev.text, ev.text_len));
+        int32_t info[3] = {ev.token, ev.done ? 1 : 0, static_cast<int32_t>(ev.stop_reason)};
+        jintArray jinfo = new_int_array(env, info, 3);
+        if (!out || !jtext || !jinfo) return nullptr;  // OutOfMemoryError pending
+        env->SetObjectArrayElement(out, 0, jtext);
+        env->SetObjectArrayElement(out, 1, jinfo);
+        if (ev.done) {
+            jstring reason = env->NewStringUTF(fe_finish_reason(ev.stop_reason));
+            if (!reason) return nullptr;
+            env->SetObjectArrayElement(out, 2, reason);
+        }
+        return out;
+    });
+}
+
+JNIEXPORT void JNICALL Java_io_finllm_edge_FinLlmScheduler_nativeCancel(JNIEnv *, jclass, jlong rh) {
+    fe_sched_cancel(reinterpret_cast<fe_sched_request *>(static_cast<intptr_t>(rh)));
+}
+
+JNIEXPORT void JNICALL Java_io_finllm_edge_FinLlmScheduler_nativeRequestFree(JNIEnv *, jclass, jlong rh) {
+    fe_sched_request_free(reinterpret_cast<fe_sched_request *>(static_cast<intptr_t>(rh)));
+}
+
+// int[]{nPrompt, nGenerated} of a finished request (usage counts).
+JNIEXPORT jintArray JNICALL Java_io_finllm_edge_FinLlmScheduler_nativeUsage(JNIEnv *env, jclass, jlong rh) {
+    return guarded<jintArray>(env, "FinLlmScheduler.Request.usage", nullptr, [&]() -> jintArray {
+        fe_sched_request *rq = request_from(env, rh, "FinLlmScheduler.Request.usage");
+        if (!rq) return nullptr;
+        fe_profile p{};
+        fe_status st = fe_sched_request_get_profile(rq, &p);
+        if (st != FE_OK) {
+            throw_status(env, st, "FinLlmScheduler.Request.usage");
+            return nullptr;
+        }
+        int32_t v[2] = {p.n_prompt, p.n_gen};
+        return new_int_array(env, v, 2);
+    });
+}
+
+JNIEXPORT jstring JNICALL Java_io_finllm_edge_FinLlmScheduler_nativeStats(JNIEnv *env, jclass, jlong handle) {
+    return guarded<jstring>(env, "FinLlmScheduler.stats", nullptr, [&]() -> jstring {
+        JniScheduler *s = sched_from(env, handle, "FinLlmScheduler.stats");
+        if (!s) return nullptr;
+        char *json = fe_scheduler_stats_json(s->sched);
+        if (!json) {
+            throw_status(env, FE_ERR_OUT_OF_MEMORY, "FinLlmScheduler.stats");
+            return nullptr;
+        }
+        jstring out = env->NewStringUTF(json);
+        fe_free(json);
+        return out;
+    });
+}
+
+}  // extern "C"

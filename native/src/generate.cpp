@@ -10,56 +10,11 @@
 
 namespace {
 
-// Index of the largest value, the lowest index on ties (as llama.cpp's greedy sampler). Eight
-// independent running maxima let the compiler vectorise the scan: 49k logits take ~8 us here
-// instead of ~145 us for a one-lane loop, whose every step waits on the previous compare.
-int32_t argmax(const float *row, int32_t n) {
-    if (n < 8) return (int32_t)(std::max_element(row, row + n) - row);
-    float m[8];
-    for (int k = 0; k < 8; k++) m[k] = row[k];
-    int32_t i = 8;
-    for (; i + 8 <= n; i += 8)
-        for (int k = 0; k < 8; k++) m[k] = row[i + k] > m[k] ? row[i + k] : m[k];
-    float best = m[0];
-    for (int k = 1; k < 8; k++) best = m[k] > best ? m[k] : best;
-    for (; i < n; i++) best = row[i] > best ? row[i] : best;
-    for (int32_t j = 0; j < n; j++)
-        if (row[j] == best) return j;
-    return (int32_t)(std::max_element(row, row + n) - row);  // NaN logits: fall back to the one-lane scan
-}
-
-bool uses_penalty(const fe_sampling_params &s) { return s.repeat_penalty != 1.0f && s.repeat_last_n != 0; }
-
-// The sampler chain of one request; NULL for plain greedy (argmax of the logits row: the same
-// token without building llama.cpp's n_vocab candidate array every step).
-llama_sampler *make_sampler(const fe_session *s, const fe_sampling_params &p) {
-    if (p.temperature <= 0.0f && !uses_penalty(p)) return nullptr;
-    llama_sampler_chain_params cp = llama_sampler_chain_default_params();
-    cp.no_perf = true;
-    llama_sampler *chain = llama_sampler_chain_init(cp);
-    if (!chain) throw std::bad_alloc();
-    if (uses_penalty(p)) {
-        int32_t last_n = p.repeat_last_n < 0 ? (int32_t)s->params.n_ctx : p.repeat_last_n;
-        llama_sampler_chain_add(chain, llama_sampler_init_penalties(llama_vocab_n_tokens(s->model->vocab), last_n,
-                                                                    p.repeat_penalty, 0.0f, 0.0f));
-    }
-    if (p.temperature <= 0.0f) {
-        llama_sampler_chain_add(chain, llama_sampler_init_greedy());
-        return chain;
-    }
-    if (p.top_k > 0) llama_sampler_chain_add(chain, llama_sampler_init_top_k(p.top_k));
-    if (p.top_p < 1.0f) llama_sampler_chain_add(chain, llama_sampler_init_top_p(p.top_p, 1));
-    if (p.min_p > 0.0f) llama_sampler_chain_add(chain, llama_sampler_init_min_p(p.min_p, 1));
-    llama_sampler_chain_add(chain, llama_sampler_init_temp(p.temperature));
-    llama_sampler_chain_add(chain, llama_sampler_init_dist(p.seed));
-    return chain;
-}
-
 llama_token next_token(fe_session *s, int32_t n_vocab) {
     if (s->req.sampler) return llama_sampler_sample(s->req.sampler, s->ctx, -1);
     const float *row = llama_get_logits_ith(s->ctx, -1);
     if (!row) throw std::runtime_error("llama.cpp returned no logits");
-    return argmax(row, n_vocab);
+    return fe::argmax(row, n_vocab);
 }
 
 fe_status decode_status(fe_session *s, int32_t rc, const char *what) {
@@ -184,7 +139,7 @@ fe_status activate(fe_session *s) {
         if (r.prompt[i] < 0 || r.prompt[i] >= n_vocab)
             return fe::set_error(FE_ERR_INVALID_ARG, "prompt token %d at index %d is outside the vocabulary (0..%d)",
                                  r.prompt[i], i, n_vocab - 1);
-    r.sampler = make_sampler(s, r.gp.sampling);
+    r.sampler = fe::make_sampler(s->model->vocab, s->params.n_ctx, r.gp.sampling);
     r.text = std::make_unique<fe::TextStream>(r.stops);
     r.t_tokenized = fe::elapsed_ms(r.t_start);
     s->cancel.store(false, std::memory_order_relaxed);

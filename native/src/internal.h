@@ -98,6 +98,14 @@ std::shared_ptr<const ChatTemplate> parse_chat_template(const std::string &sourc
 // chat.cpp: renders messages; FE_OK or FE_ERR_TEMPLATE / FE_ERR_INVALID_ARG (error set).
 fe_status render_chat(const fe_model *model, const fe_chat_message *messages, size_t n, bool add_assistant,
                       std::string &out);
+// sampling.cpp: the sampler chain of one request's fe_sampling_params (repeat_last_n -1 = n_ctx);
+// NULL for plain greedy, whose token is argmax(logits row): the lowest index on ties, as
+// llama.cpp's greedy sampler. One implementation for sessions and the scheduler.
+llama_sampler *make_sampler(const llama_vocab *vocab, uint32_t n_ctx, const fe_sampling_params &p);
+int32_t argmax(const float *row, int32_t n);
+// sampling.cpp: bytes of RAM, and of the f16 K and V caches for n_ctx tokens (the budget rule).
+double total_ram_bytes();
+double kv_cache_bytes(const llama_model *m, uint32_t n_ctx);
 // tokens.cpp: text of one token (special tokens rendered when `special`).
 std::string token_piece(const llama_vocab *vocab, llama_token tok, bool special);
 

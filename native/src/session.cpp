@@ -15,18 +15,6 @@ bool abort_requested(void *data) {
     return s->cancel.load(std::memory_order_relaxed);
 }
 
-double total_ram_bytes() {
-    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
-    return pages > 0 && page > 0 ? (double)pages * (double)page : 0.0;
-}
-
-// Bytes of the f16 K and V caches for n_ctx tokens.
-double kv_bytes(const llama_model *m, uint32_t n_ctx) {
-    double n_head = llama_model_n_head(m), n_head_kv = llama_model_n_head_kv(m);
-    double per_head = n_head > 0 ? (double)llama_model_n_embd(m) / n_head : 0.0;
-    return 2.0 * 2.0 * (double)llama_model_n_layer(m) * (double)n_ctx * per_head * n_head_kv;
-}
-
 fe_status check_params(const fe_model *model, const fe_session_params &p) {
     const int32_t cpus = fe_cpu_count();
     if (p.n_ctx == 0)
@@ -39,7 +27,7 @@ fe_status check_params(const fe_model *model, const fe_session_params &p) {
         return fe::set_error(FE_ERR_INVALID_ARG,
                              "n_threads_batch = %d is out of range: use 1..%d (the CPUs online)", p.n_threads_batch,
                              cpus);
-    double need = kv_bytes(model->model, p.n_ctx), ram = total_ram_bytes();
+    double need = fe::kv_cache_bytes(model->model, p.n_ctx), ram = fe::total_ram_bytes();
     if (p.n_ctx > (1u << 24) || (ram > 0 && need > ram))
         return fe::set_error(FE_ERR_INVALID_ARG,
                              "n_ctx = %u needs %.0f MiB of KV cache, more than this machine's %.0f MiB of RAM; "

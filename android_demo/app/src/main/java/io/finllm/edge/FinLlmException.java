@@ -23,6 +23,7 @@ public class FinLlmException extends RuntimeException {
     public static final int FE_ERR_TEMPLATE = -8;
     public static final int FE_ERR_BUFFER_TOO_SMALL = -9;
     public static final int FE_ERR_INTERNAL = -10;
+    public static final int FE_ERR_BUSY = -11;
 
     private final int status;
     private final String statusName;

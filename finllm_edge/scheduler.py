@@ -1,0 +1,302 @@
+"""finllm_edge.Scheduler: many requests at once on one model, batched by the core's scheduler.
+
+    from finllm_edge import Scheduler
+
+    with Scheduler(n_slots=4, n_ctx=2048) as sched:              # one copy of the weights
+        streams = [sched.chat([{"role": "user", "content": q}], max_tokens=64) for q in questions]
+        for s in streams:                                       # or read each one on its own thread
+            print("".join(s), s.completion.finish_reason, s.completion.completion_tokens)
+        print(sched.stats())     # queued, active, batch_size, tokens_per_s, token_ms_p50/p99, ...
+
+A binding of the core's fe_scheduler (native/src/scheduler.cpp; "concurrent requests" in
+finllm_edge.h): one llama.cpp context with a KV sequence per slot and a decode thread that
+evaluates the next token of every running request in one batch, admits queued requests while the
+measured p99 inter-token latency stays under `p99_token_ms`, and refuses submissions when its
+queue is full (EngineBusyError). Each request gives the same tokens as when it runs alone
+(greedy and seeded). Streams are the Engine's TokenStream: iterate text pieces; `.completion`
+(finish_reason, usage counts), `.cancel()` (the others are untouched), `.profile`. Every method
+may be called from any thread; close() ends the running requests ('cancelled').
+"""
+
+from __future__ import annotations
+
+import ctypes as C
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from . import _native
+from .backend import (
+    Backend,
+    GenerationOptions,
+    RunTimes,
+    SamplingOptions,
+    Step,
+    TokenStream,
+    check_max_tokens,
+    normalize_stop,
+)
+from .errors import FinLLMEdgeError, InvalidArgumentError
+from .models import default_model_path
+
+__all__ = ["Scheduler"]
+
+
+def _int(name: str, value: Any, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise InvalidArgumentError(f"{name} = {value!r} is out of range: use an integer {lo}..{hi}")
+    return value
+
+
+class _SchedSteps:
+    """The events of one request of the core's scheduler (fe_sched_next)."""
+
+    def __init__(self, handle: C.c_void_p) -> None:
+        self._h: C.c_void_p | None = handle
+        self._ev = _native.TokenEvent()
+        self._done = False
+        self._lock = threading.Lock()
+
+    def next(self) -> Step:
+        L, ev = _native.lib(), self._ev
+        with self._lock:
+            if self._h is None or self._done:
+                return Step("", -1, True, "cancelled")
+            st = L.fe_sched_next(self._h, C.byref(ev))  # waits for the decode thread (GIL released)
+            if st != _native.FE_OK:
+                self._done = True
+                raise L.error(st, "generation failed")
+            text = C.string_at(ev.text, ev.text_len).decode("utf-8") if ev.text_len else ""
+            if ev.done:
+                self._done = True
+            reason = L.fe_finish_reason(ev.stop_reason).decode() if ev.done else None
+        return Step(text, ev.token, bool(ev.done), reason)
+
+    def cancel(self) -> None:
+        h = self._h
+        if h is not None:
+            _native.lib().fe_sched_cancel(h)
+
+    def close(self) -> None:
+        """Cancel if still running and wait for the end (the next step of the decode thread)."""
+        if self._h is None or self._done:
+            return
+        self.cancel()
+        try:
+            while not self.next().done:
+                pass
+        except FinLLMEdgeError:
+            pass
+
+    def times(self) -> RunTimes:
+        L = _native.lib()
+        p = _native.Profile()
+        with self._lock:
+            if self._h is None:
+                return RunTimes()
+            st = L.fe_sched_request_get_profile(self._h, C.byref(p))
+            if st != _native.FE_OK:
+                return RunTimes()
+            times = RunTimes(ttft_ms=p.ttft_ms, prefill_ms=p.prefill_ms, e2e_ms=p.e2e_ms, n_prompt=p.n_prompt,
+                             n_gen=p.n_gen, token_ms=[p.token_ms[i] for i in range(p.n_token_ms)])
+            L.fe_sched_request_free(self._h)
+            self._h = None
+        return times
+
+    def __del__(self) -> None:
+        h, self._h = self._h, None
+        if h is not None:
+            try:
+                _native.lib().fe_sched_request_free(h)
+            except Exception:  # noqa: BLE001 - interpreter shutdown
+                pass
+
+
+class Scheduler(Backend):
+    """One model, up to `n_slots` requests decoded together. See the module docstring.
+
+    n_ctx is per request (prompt + answer). p99_token_ms bounds the p99 inter-token latency the
+    adaptive batch size keeps; max_queued bounds the requests waiting for a slot; n_batch and
+    n_batch_busy are the prompt tokens per prefill chunk when nothing else decodes / while other
+    requests decode; seed is the default seed of sampled requests (None: random each time)."""
+
+    TOOL = "finllm_edge.Scheduler"
+
+    def __init__(self, model_path: str | os.PathLike | None = None, n_slots: int = 4, n_ctx: int = 2048,
+                 n_threads: int | None = None, p99_token_ms: float = 150.0, *, max_queued: int = 64,
+                 n_batch: int = 512, n_batch_busy: int = 64, seed: int | None = None,
+                 chat_template: str | None = None, use_mmap: bool = True) -> None:
+        super().__init__()
+        self._model = self._sched = None
+        self._closed = True
+        self._lock = threading.RLock()  # the model and the scheduler handle: close() vs. the other calls
+        L = _native.lib()
+        sp = L.fe_scheduler_default_params()
+        sp.n_slots = _int("n_slots", n_slots, 1, 64)
+        sp.n_ctx = _int("n_ctx", n_ctx, 8, 1 << 20)
+        sp.n_batch = _int("n_batch", n_batch, 2, 512)
+        sp.n_batch_busy = _int("n_batch_busy", n_batch_busy, 2, 512)
+        sp.max_queued = _int("max_queued", max_queued, 1, 65536)
+        if n_threads is not None:
+            sp.n_threads = sp.n_threads_batch = _int("n_threads", n_threads, 1, L.fe_cpu_count())
+        if isinstance(p99_token_ms, bool) or not isinstance(p99_token_ms, (int, float)):
+            raise InvalidArgumentError(f"p99_token_ms = {p99_token_ms!r} must be a number of milliseconds > 0")
+        sp.p99_token_ms = float(p99_token_ms)  # the core checks the range
+        if seed is not None:
+            SamplingOptions(seed=seed).to_c()
+        self.seed = seed
+        self.model_path = Path(model_path) if model_path is not None else default_model_path()
+        mp = L.fe_model_default_params()
+        mp.use_mmap = bool(use_mmap)
+        model = C.c_void_p()
+        t0 = time.perf_counter()
+        L.check(L.fe_model_load(os.fsencode(self.model_path), C.byref(mp), C.byref(model)),
+                f"cannot load {self.model_path}")
+        self._model = model
+        self._closed = False
+        try:
+            if chat_template is not None:
+                L.check(L.fe_model_set_chat_template(model, chat_template.encode("utf-8")), "chat_template")
+            sched = C.c_void_p()
+            L.check(L.fe_scheduler_create(model, C.byref(sp), C.byref(sched)), "cannot create the scheduler")
+            self._sched = sched
+        except BaseException:
+            self.close()
+            raise
+        self.load_ms = (time.perf_counter() - t0) * 1e3
+        self.n_slots = int(sp.n_slots)
+        self.n_ctx = int(sp.n_ctx)
+        self.n_threads = int(sp.n_threads)
+        self.p99_token_ms = float(sp.p99_token_ms)
+
+    # lifecycle ---------------------------------------------------------------------------
+    def close(self) -> None:
+        """End every request ('cancelled'), stop the decode thread, free the model. Idempotent; open
+        streams stay readable and end."""
+        with self._lock:
+            L = _native.lib()
+            if self._sched is not None:
+                L.fe_scheduler_free(self._sched)
+                self._sched = None
+            if self._model is not None:
+                L.fe_model_free(self._model)
+                self._model = None
+            self._closed = True
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+    def _require(self) -> None:
+        if self._closed:
+            raise FinLLMEdgeError("this Scheduler is closed")
+
+    def stats(self) -> dict:
+        """The scheduler now: queued, active, batch_size (the adaptive limit), tokens_per_s,
+        token_ms_p50/p99 (recent inter-token latencies), counts of submitted/completed/cancelled/
+        rejected/failed requests (fe_scheduler_stats_json)."""
+        with self._lock:
+            self._require()
+            L = _native.lib()
+            return json.loads(L.take_string(L.fe_scheduler_stats_json(self._sched), "stats"))
+
+    # tokens ------------------------------------------------------------------------------
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = False) -> list[int]:
+        L = _native.lib()
+        data = text.encode("utf-8")
+        cap = len(data) + 8
+        with self._lock:
+            self._require()
+            for _ in range(2):
+                buf = (C.c_int32 * cap)()
+                n = C.c_int32(0)
+                st = L.fe_tokenize(self._model, data, add_special, parse_special, buf, cap, C.byref(n))
+                if st == _native.FE_OK:
+                    return list(buf[: n.value])
+                if st != _native.FE_ERR_BUFFER_TOO_SMALL:
+                    raise L.error(st, "tokenize")
+                cap = n.value
+        raise FinLLMEdgeError("tokenize: the token count kept growing")
+
+    def count_chat_tokens(self, messages: Iterable[Mapping[str, Any]]) -> int:
+        """Prompt tokens `chat(messages)` would evaluate (template + generation prompt)."""
+        L = _native.lib()
+        arr, n, _keep = _native.chat_array(list(messages))
+        count = C.c_int32(0)
+        with self._lock:
+            self._require()
+            st = L.fe_chat_tokenize(self._model, arr, n, None, 0, C.byref(count))
+        if st not in (_native.FE_OK, _native.FE_ERR_BUFFER_TOO_SMALL):
+            raise L.error(st, "count_chat_tokens")
+        return int(count.value)
+
+    # generation --------------------------------------------------------------------------
+    def generate(self, prompt: str, max_tokens: int = 256, *, add_special: bool = True,
+                 parse_special: bool = False, **kwargs: Any) -> TokenStream:
+        """Queue a request and stream its text pieces, as Engine.generate (same options:
+        temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, seed, sampling=, stop=,
+        ignore_eos). Raises EngineBusyError when the queue is full, ContextOverflowError when the
+        prompt does not fit in n_ctx, InvalidArgumentError for an option out of range."""
+        if not isinstance(prompt, str):
+            raise InvalidArgumentError(f"prompt must be str, got {type(prompt).__name__}")
+        L = _native.lib()
+        data = prompt.encode("utf-8")
+
+        def submit(gp, out):
+            gp.add_special, gp.parse_special = bool(add_special), bool(parse_special)
+            return L.fe_sched_submit(self._sched, data, C.byref(gp), out)
+
+        return self._stream(submit, max_tokens, **kwargs)
+
+    def generate_tokens(self, tokens: Sequence[int], max_tokens: int = 256, **kwargs: Any) -> TokenStream:
+        """Like generate(), from prompt token ids."""
+        L = _native.lib()
+        toks = [int(t) for t in tokens] if all(isinstance(t, int) and not isinstance(t, bool) for t in tokens) \
+            else None
+        if toks is None or any(not -(2**31) <= t < 2**31 for t in toks):
+            raise InvalidArgumentError("token ids must be 32-bit integers")
+        arr, n = _native.token_array(toks)
+        return self._stream(lambda gp, out: L.fe_sched_submit_tokens(self._sched, arr, n, C.byref(gp), out),
+                            max_tokens, **kwargs)
+
+    def chat(self, messages: Iterable[Mapping[str, Any]], max_tokens: int = 256, **kwargs: Any) -> TokenStream:
+        """Like generate(), on the prompt the model's chat template makes of `messages`."""
+        L = _native.lib()
+        arr, n, keep = _native.chat_array(list(messages))
+        return self._stream(lambda gp, out: L.fe_sched_submit_chat(self._sched, arr, n, C.byref(gp), out),
+                            max_tokens, keep=keep, **kwargs)
+
+    def _stream(self, submit, max_tokens: int, *, stop: Sequence[str] | str | None = None,
+                sampling: SamplingOptions | None = None, ignore_eos: bool = False, keep: Any = None,
+                temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+                min_p: float | None = None, repeat_penalty: float | None = None, repeat_last_n: int | None = None,
+                seed: int | None = None) -> TokenStream:
+        gen = GenerationOptions(max_tokens=check_max_tokens(max_tokens), stop=normalize_stop(stop),
+                                ignore_eos=bool(ignore_eos))
+        s = (sampling or SamplingOptions()).merged(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                                                   repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n,
+                                                   seed=seed)
+        L = _native.lib()
+        gp = L.fe_generate_default_params()
+        gp.max_tokens = gen.max_tokens
+        stops, n_stop, _keep_stops = _native.stop_array(gen.stop)
+        gp.stop = C.cast(stops, C.POINTER(C.c_char_p)) if stops is not None else None
+        gp.n_stop = n_stop
+        gp.ignore_eos = gen.ignore_eos
+        gp.sampling = s.to_c(self.seed)
+        handle = C.c_void_p()
+        with self._lock:
+            self._require()
+            L.check(submit(gp, C.byref(handle)))  # the core copies the prompt and the stop strings
+        return TokenStream(self, _SchedSteps(handle))
+
+    # profiles ----------------------------------------------------------------------------
+    def _profile_meta(self, meta: _native.ProfileMeta) -> None:
+        meta.model_path = os.fsencode(self.model_path)
+        with self._lock:
+            meta.model = self._model

@@ -1,0 +1,710 @@
+// The scheduler: concurrent requests on one model (see "concurrent requests" in finllm_edge.h).
+// One llama context with one KV stream per slot (kv_unified off, so each request's cells start at
+// 0 as in a session of its own), one decode thread that runs steps: cancel/finish checks, one
+// prefill chunk of one new request (round-robin), then one decode batch with the next token of
+// every running request. Requests are shared between the caller (events, cancel) and the thread.
+#include "internal.h"
+#include "sched_window.h"
+
+#include <algorithm>
+#include <climits>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <stdexcept>
+#include <thread>
+
+namespace {
+
+struct Event {
+    std::string text;
+    int32_t token = -1;
+    bool done = false;
+    fe_stop_reason reason = FE_STOP_NONE;
+    fe_status status = FE_OK;  // != FE_OK: the request failed with `text` as the message
+};
+
+// What the caller and the decode thread share (the caller's handle and the thread each hold it).
+struct Shared;
+
+struct Request {
+    // ---- caller side, under mu
+    std::mutex mu;
+    std::condition_variable cv;
+    std::deque<Event> events;
+    bool ended = false;       // the last event was pushed
+    bool consumed = false;    // the caller read the last event
+    std::string cur_text;     // text of the event returned last (fe_token_event.text)
+    fe_profile profile{};     // set when ended
+    std::vector<double> token_ms;
+    std::atomic<bool> cancel{false};
+    std::shared_ptr<Shared> shared;
+
+    // ---- decode thread only
+    fe_generate_params gp{};
+    std::vector<std::string> stops;
+    std::vector<llama_token> prompt;
+    llama_sampler *sampler = nullptr;
+    std::unique_ptr<fe::TextStream> text;
+    int32_t seq = -1;
+    int32_t n_prefilled = 0;
+    int32_t n_past = 0;
+    int32_t n_gen = 0;
+    llama_token last = -1;
+    bool need_decode = false;
+    double t_submit = 0, t_prev = 0, ttft = 0, prefill_ms = 0;
+    std::vector<double> lat;  // inter-token latencies
+
+    ~Request() {
+        if (sampler) llama_sampler_free(sampler);
+    }
+};
+using RequestPtr = std::shared_ptr<Request>;
+
+struct Shared {
+    std::mutex mu;
+    std::condition_variable cv;  // wakes the decode thread: a submit, a cancel, closing
+    std::deque<RequestPtr> queue;
+    bool closing = false;
+    std::atomic<bool> closing_flag{false};  // the same, for the compute-loop abort check
+    // stats, under mu
+    int32_t n_active = 0, batch_size = 1, peak_active = 0, peak_batch_size = 1;
+    int64_t steps = 0, generated = 0, submitted = 0, completed = 0, cancelled = 0, rejected = 0, failed = 0;
+    fe::LatencyWindow latency{64};
+    fe::RateWindow rate{10000.0};
+};
+
+void push_event(Request &r, Event ev) {
+    std::lock_guard<std::mutex> lk(r.mu);
+    if (r.ended) return;
+    if (ev.done || ev.status != FE_OK) r.ended = true;
+    r.events.push_back(std::move(ev));
+    r.cv.notify_all();
+}
+
+}  // namespace
+
+struct fe_scheduler {
+    fe_model *model = nullptr;
+    llama_context *ctx = nullptr;
+    fe_scheduler_params params{};
+    int32_t n_seq = 0;  // sequences in the context (= n_slots)
+    std::shared_ptr<Shared> shared;
+    std::thread thread;
+    // ---- decode thread only
+    std::vector<RequestPtr> slots;      // by sequence id; NULL = free
+    std::vector<int32_t> cells;         // positions each sequence holds in the KV cache (stats, checks)
+    size_t rr = 0;                      // round-robin position among prefilling requests
+    int64_t steps_since_change = 0;
+    std::atomic<const std::atomic<bool> *> abort_flag{nullptr};  // the prefilling request's cancel
+};
+
+struct fe_sched_request {
+    RequestPtr r;
+};
+
+namespace {
+
+bool abort_requested(void *data) {
+    auto *s = static_cast<fe_scheduler *>(data);
+    const std::atomic<bool> *f = s->abort_flag.load(std::memory_order_acquire);
+    if (f && f->load(std::memory_order_relaxed)) return true;
+    return s->shared->closing_flag.load(std::memory_order_relaxed);
+}
+
+// ------------------------------------------------------------------ ending requests (decode thread)
+
+void fill_profile(fe_scheduler *s, Request &r) {
+    fe_profile &p = r.profile;
+    p = fe_profile{};
+    p.load_ms = s->model->load_ms;
+    p.prefill_ms = r.prefill_ms;
+    p.ttft_ms = r.ttft;
+    p.prefill_tok_s = r.prefill_ms > 0 ? 1000.0 * (double)r.n_prefilled / r.prefill_ms : 0.0;
+    double sum = 0;
+    for (double v : r.lat) sum += v;
+    p.decode_tok_s = sum > 0 ? 1000.0 * (double)r.lat.size() / sum : 0.0;
+    p.token_ms_p50 = fe_percentile(r.lat.data(), r.lat.size(), 50);
+    p.token_ms_p90 = fe_percentile(r.lat.data(), r.lat.size(), 90);
+    p.token_ms_p99 = fe_percentile(r.lat.data(), r.lat.size(), 99);
+    p.e2e_ms = fe::elapsed_ms(r.t_submit);
+    p.peak_rss_mb = fe_peak_rss_mb();
+    p.n_prompt = (int32_t)r.prompt.size();
+    p.n_gen = r.n_gen;
+}
+
+void release_slot(fe_scheduler *s, Request &r) {
+    if (r.seq < 0) return;
+    llama_memory_seq_rm(llama_get_memory(s->ctx), r.seq, -1, -1);
+    s->cells[(size_t)r.seq] = 0;
+    s->slots[(size_t)r.seq].reset();
+    r.seq = -1;
+}
+
+// Ends a request: its last event (done with `reason`, or the error `st` with `msg`), its profile,
+// its slot. Held-back text is released as a session does (not after a stop string or a cancel).
+void end(fe_scheduler *s, RequestPtr rp, fe_stop_reason reason, fe_status st = FE_OK,
+         const std::string &msg = "", std::string text = "") {
+    Request &r = *rp;
+    if (st == FE_OK && r.text && reason != FE_STOP_STRING && reason != FE_STOP_CANCELLED &&
+        reason != FE_STOP_CALLBACK)
+        text += r.text->finish();
+    fill_profile(s, r);
+    {
+        std::lock_guard<std::mutex> lk(r.mu);
+        r.token_ms = r.lat;
+    }
+    Event ev;
+    ev.done = st == FE_OK;
+    ev.reason = reason;
+    ev.status = st;
+    ev.text = st == FE_OK ? std::move(text) : msg;
+    release_slot(s, r);
+    if (r.sampler) llama_sampler_free(r.sampler);
+    r.sampler = nullptr;
+    {
+        std::lock_guard<std::mutex> lk(s->shared->mu);  // counted before the caller can see the end
+        if (st != FE_OK) s->shared->failed++;
+        else if (reason == FE_STOP_CANCELLED) s->shared->cancelled++;
+        else s->shared->completed++;
+    }
+    push_event(r, std::move(ev));
+}
+
+// A sampled token: the event (or the end), as fe_request_next's step does.
+void on_token(fe_scheduler *s, const RequestPtr &rp, llama_token tok, double t) {
+    Request &r = *rp;
+    if (r.n_gen == 0) r.ttft = t - r.t_submit;
+    else r.lat.push_back(t - r.t_prev);
+    if (r.n_gen > 0) {
+        std::lock_guard<std::mutex> lk(s->shared->mu);
+        s->shared->latency.add(t - r.t_prev);
+    }
+    r.t_prev = t;
+    if (!r.gp.ignore_eos && llama_vocab_is_eog(s->model->vocab, tok)) return end(s, rp, FE_STOP_EOS);
+    r.n_gen++;
+    r.last = tok;
+    r.need_decode = true;
+    {
+        std::lock_guard<std::mutex> lk(s->shared->mu);
+        s->shared->generated++;
+        s->shared->rate.add(t, 1);
+    }
+    std::string piece = fe::token_piece(s->model->vocab, tok, false);
+    std::string out = r.text->push(piece.data(), piece.size());
+    if (r.text->stopped()) return end(s, rp, FE_STOP_STRING, FE_OK, "", std::move(out));
+    Event ev;
+    ev.token = tok;
+    ev.text = std::move(out);
+    push_event(r, std::move(ev));
+}
+
+llama_token sample(fe_scheduler *s, Request &r, int32_t idx) {
+    if (r.sampler) return llama_sampler_sample(r.sampler, s->ctx, idx);
+    const float *row = llama_get_logits_ith(s->ctx, idx);
+    if (!row) throw std::runtime_error("llama.cpp returned no logits");
+    return fe::argmax(row, llama_vocab_n_tokens(s->model->vocab));
+}
+
+std::string decode_error(int32_t rc, const char *what) {
+    std::string why = fe::take_llama_errors();
+    char buf[160];
+    snprintf(buf, sizeof buf, "llama_decode failed (%d) during %s%s", rc, what, why.empty() ? "" : ": ");
+    return buf + why;
+}
+
+// ------------------------------------------------------------------ one step (decode thread)
+
+// One prefill chunk of the next prefilling request (round-robin). The chunk rule is the
+// session's: as large as allowed, never leaving a last chunk of one token.
+void prefill_one(fe_scheduler *s, bool others_decoding) {
+    std::vector<RequestPtr> pre;
+    for (auto &r : s->slots)
+        if (r && r->n_prefilled < (int32_t)r->prompt.size()) pre.push_back(r);
+    if (pre.empty()) return;
+    RequestPtr rp = pre[s->rr++ % pre.size()];
+    Request &r = *rp;
+    const int32_t n_prompt = (int32_t)r.prompt.size();
+    const int32_t limit = (int32_t)(others_decoding ? s->params.n_batch_busy : s->params.n_batch);
+    int32_t left = n_prompt - r.n_prefilled, n = std::min(limit, left);
+    if (left - n == 1 && n > 2) n--;
+    llama_batch b = llama_batch_init(n, 0, 1);
+    for (int32_t i = 0; i < n; i++) {
+        b.token[i] = r.prompt[(size_t)(r.n_prefilled + i)];
+        b.pos[i] = r.n_prefilled + i;
+        b.n_seq_id[i] = 1;
+        b.seq_id[i][0] = r.seq;
+        b.logits[i] = i == n - 1 && r.n_prefilled + n == n_prompt;
+    }
+    b.n_tokens = n;
+    fe::clear_llama_errors();
+    double t0 = fe::now_ms();
+    s->abort_flag.store(&r.cancel, std::memory_order_release);
+    int32_t rc = llama_decode(s->ctx, b);
+    s->abort_flag.store(nullptr, std::memory_order_release);
+    llama_batch_free(b);
+    if (rc != 0) {
+        if (rc == 2 || r.cancel.load()) return end(s, rp, FE_STOP_CANCELLED);
+        return end(s, rp, FE_STOP_NONE, FE_ERR_DECODE, decode_error(rc, "prefill"));
+    }
+    r.prefill_ms += fe::elapsed_ms(t0);
+    r.n_prefilled += n;
+    s->cells[(size_t)r.seq] = r.n_prefilled;
+    if (r.n_prefilled < n_prompt) return;
+    r.n_past = n_prompt;
+    if (r.gp.max_tokens == 0) return end(s, rp, FE_STOP_MAX_TOKENS);
+    llama_token tok = sample(s, r, -1);
+    on_token(s, rp, tok, fe::now_ms());
+}
+
+// One decode batch: the next token of every running request, one row each (its own sequence and
+// KV stream). llama.cpp evaluates a row of one sequence with the same bits alone or next to rows
+// of other sequences (measured on the pinned build; test_sched compares with sessions), so the
+// batch changes throughput, not tokens. Rows go by ascending sequence id (llama.cpp groups
+// consecutive ids into one graph evaluation and splits at a gap).
+void decode_all(fe_scheduler *s) {
+    std::vector<RequestPtr> run;
+    for (auto &r : s->slots) {
+        if (!r || !r->need_decode) continue;
+        if (r->n_gen >= r->gp.max_tokens) { end(s, r, FE_STOP_MAX_TOKENS); continue; }
+        if (r->n_past >= (int32_t)s->params.n_ctx) { end(s, r, FE_STOP_CONTEXT_FULL); continue; }
+        run.push_back(r);
+    }
+    if (run.empty()) return;
+    const int32_t n = (int32_t)run.size();
+    llama_batch b = llama_batch_init(n, 0, 1);
+    for (int32_t i = 0; i < n; i++) {
+        const Request &r = *run[(size_t)i];
+        b.token[i] = r.last;
+        b.pos[i] = r.n_past;
+        b.n_seq_id[i] = 1;
+        b.seq_id[i][0] = r.seq;
+        b.logits[i] = true;
+    }
+    b.n_tokens = n;
+    fe::clear_llama_errors();
+    int32_t rc = llama_decode(s->ctx, b);
+    llama_batch_free(b);
+    if (rc != 0) {
+        std::string msg = decode_error(rc, "generation");
+        bool closing = s->shared->closing_flag.load();
+        for (auto &r : run) {
+            if (rc == 2 && closing) end(s, r, FE_STOP_CANCELLED);
+            else end(s, r, FE_STOP_NONE, FE_ERR_DECODE, msg);
+        }
+        return;
+    }
+    double t = fe::now_ms();
+    for (int32_t i = 0; i < n; i++) {
+        const RequestPtr &rp = run[(size_t)i];
+        rp->n_past++;
+        s->cells[(size_t)rp->seq] = rp->n_past;
+        rp->need_decode = false;
+        llama_token tok = sample(s, *rp, i);
+        on_token(s, rp, tok, t);
+    }
+}
+
+// The adaptive batch size (see the header): grow while requests wait and the p99 holds, shrink
+// when it passes the bound.
+void adapt(fe_scheduler *s) {
+    Shared &sh = *s->shared;
+    std::lock_guard<std::mutex> lk(sh.mu);
+    sh.steps++;
+    s->steps_since_change++;
+    double p99 = sh.latency.percentile(99);
+    if (sh.latency.size() >= 8 && p99 > s->params.p99_token_ms && sh.batch_size > 1) {
+        sh.batch_size--;
+        sh.latency.clear();
+        s->steps_since_change = 0;
+    } else if (s->steps_since_change >= 2 && !sh.queue.empty() && sh.n_active >= sh.batch_size &&
+               sh.batch_size < s->params.n_slots && sh.latency.size() > 0 && p99 < 0.8 * s->params.p99_token_ms) {
+        sh.batch_size = std::min(s->params.n_slots, 2 * sh.batch_size);
+        sh.peak_batch_size = std::max(sh.peak_batch_size, sh.batch_size);
+        s->steps_since_change = 0;
+    }
+}
+
+void step(fe_scheduler *s) {
+    for (auto &r : s->slots)
+        if (r && r->cancel.load(std::memory_order_relaxed)) end(s, RequestPtr(r), FE_STOP_CANCELLED);
+    bool decoding = false;
+    for (auto &r : s->slots) decoding = decoding || (r && r->need_decode);
+    prefill_one(s, decoding);
+    decode_all(s);
+    adapt(s);
+}
+
+void run(fe_scheduler *s) {
+    Shared &sh = *s->shared;
+    for (;;) {
+        std::vector<RequestPtr> dropped;
+        bool closing;
+        {
+            std::unique_lock<std::mutex> lk(sh.mu);
+            int32_t active = 0;
+            for (auto &r : s->slots) active += r ? 1 : 0;
+            if (active == 0 && sh.queue.empty() && !sh.closing) sh.cv.wait(lk, [&] {
+                return sh.closing || !sh.queue.empty();
+            });
+            closing = sh.closing;
+            // queued requests that were cancelled (or all of them when closing) end without a slot
+            for (auto it = sh.queue.begin(); it != sh.queue.end();) {
+                if (closing || (*it)->cancel.load()) {
+                    dropped.push_back(*it);
+                    it = sh.queue.erase(it);
+                } else {
+                    ++it;
+                }
+            }
+            while (!closing && !sh.queue.empty() && active < sh.batch_size) {
+                int32_t seq = 0;
+                while (seq < s->params.n_slots && s->slots[(size_t)seq]) seq++;
+                if (seq >= s->params.n_slots) break;
+                RequestPtr r = sh.queue.front();
+                sh.queue.pop_front();
+                r->seq = seq;
+                s->slots[(size_t)seq] = r;
+                active++;
+            }
+            sh.n_active = active;
+            sh.peak_active = std::max(sh.peak_active, active);
+        }
+        for (auto &r : dropped) end(s, r, FE_STOP_CANCELLED);
+        if (closing) {
+            for (auto &r : s->slots)
+                if (r) end(s, RequestPtr(r), FE_STOP_CANCELLED);
+            return;
+        }
+        try {
+            step(s);
+        } catch (const std::exception &e) {
+            for (auto &r : s->slots)
+                if (r) end(s, RequestPtr(r), FE_STOP_NONE, FE_ERR_INTERNAL, std::string("scheduler: ") + e.what());
+        }
+    }
+}
+
+// ------------------------------------------------------------------ submit (caller's thread)
+
+fe_status check_params(const fe_model *model, const fe_scheduler_params &p) {
+    const int32_t cpus = fe_cpu_count();
+    if (p.n_slots < 1 || p.n_slots > 64)
+        return fe::set_error(FE_ERR_INVALID_ARG, "n_slots = %d is out of range: use 1..64", p.n_slots);
+    if (p.n_ctx < 8 || p.n_ctx > (1u << 20))
+        return fe::set_error(FE_ERR_INVALID_ARG, "n_ctx = %u is out of range: use 8..%u tokens per request",
+                             p.n_ctx, 1u << 20);
+    if (p.n_batch < 2 || p.n_batch > 512)
+        return fe::set_error(FE_ERR_INVALID_ARG, "n_batch = %u is out of range: use 2..512", p.n_batch);
+    if (p.n_batch_busy < 2 || p.n_batch_busy > p.n_batch)
+        return fe::set_error(FE_ERR_INVALID_ARG, "n_batch_busy = %u is out of range: use 2..n_batch (%u)",
+                             p.n_batch_busy, p.n_batch);
+    if (p.n_threads < 1 || p.n_threads > cpus)
+        return fe::set_error(FE_ERR_INVALID_ARG, "n_threads = %d is out of range: use 1..%d (the CPUs online)",
+                             p.n_threads, cpus);
+    if (p.n_threads_batch < 1 || p.n_threads_batch > cpus)
+        return fe::set_error(FE_ERR_INVALID_ARG, "n_threads_batch = %d is out of range: use 1..%d (the CPUs online)",
+                             p.n_threads_batch, cpus);
+    if (p.max_queued < 1 || p.max_queued > 65536)
+        return fe::set_error(FE_ERR_INVALID_ARG, "max_queued = %d is out of range: use 1..65536", p.max_queued);
+    if (!(p.p99_token_ms > 0) || p.p99_token_ms > 1e7)
+        return fe::set_error(FE_ERR_INVALID_ARG, "p99_token_ms = %g is out of range: use a bound > 0 ms",
+                             p.p99_token_ms);
+    // the KV cache of every sequence must fit in RAM (the session's rule, on the total)
+    uint32_t total = p.n_ctx * (uint32_t)p.n_slots;
+    double need = fe::kv_cache_bytes(model->model, total), ram = fe::total_ram_bytes();
+    if (total > (1u << 24) || (ram > 0 && need > ram))
+        return fe::set_error(FE_ERR_INVALID_ARG,
+                             "n_slots x n_ctx = %u tokens need %.0f MiB of KV cache, more than this machine's %.0f "
+                             "MiB of RAM; use fewer slots or a smaller n_ctx",
+                             total, need / 1048576.0, ram / 1048576.0);
+    return FE_OK;
+}
+
+// Checks + tokenization as fe_request_start does, then the queue (bounded).
+template <typename Tokenize>
+fe_status submit(fe_scheduler *s, const fe_generate_params *params, fe_sched_request **out, Tokenize &&tokenize) {
+    if (!out) return fe::set_error(FE_ERR_INVALID_ARG, "out is NULL");
+    *out = nullptr;
+    if (!s) return fe::set_error(FE_ERR_INVALID_ARG, "scheduler is NULL");
+    double t_submit = fe::now_ms();
+    fe_generate_params gp = params ? *params : fe_generate_default_params();
+    if (gp.max_tokens < 0)
+        return fe::set_error(FE_ERR_INVALID_ARG, "max_tokens = %d is out of range: use 0 or more", gp.max_tokens);
+    if (gp.n_stop > 0 && !gp.stop) return fe::set_error(FE_ERR_INVALID_ARG, "n_stop > 0 but stop is NULL");
+    fe_status st = fe_sampling_check(&gp.sampling);
+    if (st != FE_OK) return st;
+    auto r = std::make_shared<Request>();
+    for (size_t i = 0; i < gp.n_stop; i++)
+        if (gp.stop[i] && *gp.stop[i]) r->stops.emplace_back(gp.stop[i]);
+    gp.stop = nullptr;
+    gp.n_stop = 0;
+    gp.on_token = nullptr;
+    r->gp = gp;
+    r->t_submit = t_submit;
+    st = tokenize(r->prompt);
+    if (st != FE_OK) return st;
+    const int32_t n_prompt = (int32_t)r->prompt.size(), n_ctx = (int32_t)s->params.n_ctx;
+    if (n_prompt <= 0) return fe::set_error(FE_ERR_INVALID_ARG, "the prompt has no tokens");
+    if (n_prompt >= n_ctx)
+        return fe::set_error(FE_ERR_CONTEXT_OVERFLOW,
+                             "the prompt has %d tokens but each scheduler request holds n_ctx = %d (and the answer "
+                             "needs room too); shorten the prompt or create the scheduler with a larger n_ctx",
+                             n_prompt, n_ctx);
+    const int32_t n_vocab = llama_vocab_n_tokens(s->model->vocab);
+    for (int32_t i = 0; i < n_prompt; i++)
+        if (r->prompt[(size_t)i] < 0 || r->prompt[(size_t)i] >= n_vocab)
+            return fe::set_error(FE_ERR_INVALID_ARG, "prompt token %d at index %d is outside the vocabulary (0..%d)",
+                                 r->prompt[(size_t)i], i, n_vocab - 1);
+    r->sampler = fe::make_sampler(s->model->vocab, s->params.n_ctx, r->gp.sampling);
+    r->text = std::make_unique<fe::TextStream>(r->stops);
+    r->shared = s->shared;
+    auto h = std::make_unique<fe_sched_request>();
+    h->r = r;
+    {
+        std::lock_guard<std::mutex> lk(s->shared->mu);
+        if (s->shared->closing) return fe::set_error(FE_ERR_INVALID_ARG, "the scheduler is closing");
+        if ((int32_t)s->shared->queue.size() >= s->params.max_queued) {
+            s->shared->rejected++;
+            return fe::set_error(FE_ERR_BUSY,
+                                 "the scheduler's queue is full (%d requests waiting for a slot); retry later or "
+                                 "create it with a larger max_queued",
+                                 s->params.max_queued);
+        }
+        s->shared->queue.push_back(r);
+        s->shared->submitted++;
+        s->shared->cv.notify_all();
+    }
+    *out = h.release();
+    return FE_OK;
+}
+
+fe_status next_event(fe_sched_request *req, fe_token_event *ev, int32_t timeout_ms) {
+    if (!req || !ev) return fe::set_error(FE_ERR_INVALID_ARG, "fe_sched_next: req or ev is NULL");
+    memset(ev, 0, sizeof *ev);
+    ev->token = -1;
+    ev->text = "";
+    Request &r = *req->r;
+    std::unique_lock<std::mutex> lk(r.mu);
+    if (r.consumed) return fe::set_error(FE_ERR_INVALID_ARG, "fe_sched_next: this request has ended");
+    auto ready = [&] { return !r.events.empty(); };
+    if (timeout_ms < 0) {
+        r.cv.wait(lk, ready);
+    } else if (!r.cv.wait_for(lk, std::chrono::milliseconds(timeout_ms), ready)) {
+        return fe::set_error(FE_ERR_BUSY, "fe_sched_next: no event within %d ms", timeout_ms);
+    }
+    Event e = std::move(r.events.front());
+    r.events.pop_front();
+    if (e.status != FE_OK) {
+        r.consumed = true;
+        return fe::set_error(e.status, "%s", e.text.c_str());
+    }
+    if (e.done) r.consumed = true;
+    r.cur_text = std::move(e.text);
+    ev->text = r.cur_text.c_str();
+    ev->text_len = r.cur_text.size();
+    ev->token = e.token;
+    ev->done = e.done;
+    ev->stop_reason = e.reason;
+    return FE_OK;
+}
+
+}  // namespace
+
+extern "C" {
+
+fe_scheduler_params fe_scheduler_default_params(void) {
+    fe_scheduler_params p;
+    memset(&p, 0, sizeof p);
+    p.n_slots = 4;
+    p.n_ctx = 2048;
+    p.n_batch = 512;
+    p.n_batch_busy = 64;
+    p.n_threads = fe_default_n_threads();
+    p.n_threads_batch = p.n_threads;
+    p.max_queued = 64;
+    p.p99_token_ms = 150.0;
+    return p;
+}
+
+fe_status fe_scheduler_create(fe_model *model, const fe_scheduler_params *params, fe_scheduler **out) {
+    return fe::guard("fe_scheduler_create", [&]() -> fe_status {
+        fe::clear_error();
+        if (!out) return fe::set_error(FE_ERR_INVALID_ARG, "fe_scheduler_create: out is NULL");
+        *out = nullptr;
+        if (!model) return fe::set_error(FE_ERR_INVALID_ARG, "fe_scheduler_create: model is NULL");
+        fe_scheduler_params p = params ? *params : fe_scheduler_default_params();
+        fe_status st = check_params(model, p);
+        if (st != FE_OK) return st;
+        auto s = std::make_unique<fe_scheduler>();
+        s->model = model;
+        s->params = p;
+        s->n_seq = p.n_slots;
+        s->shared = std::make_shared<Shared>();
+        s->slots.resize((size_t)s->n_seq);
+        s->cells.assign((size_t)s->n_seq, 0);
+        llama_context_params cp = llama_context_default_params();
+        cp.n_ctx = p.n_ctx * (uint32_t)s->n_seq;
+        cp.n_batch = std::max<uint32_t>(p.n_batch, (uint32_t)s->n_seq);
+        cp.n_ubatch = cp.n_batch;
+        cp.n_seq_max = (uint32_t)s->n_seq;
+        cp.kv_unified = false;  // one KV stream per sequence: its cells start at 0, as in a session
+        cp.n_threads = p.n_threads;
+        cp.n_threads_batch = p.n_threads_batch;
+        cp.abort_callback = abort_requested;
+        cp.abort_callback_data = s.get();
+        cp.no_perf = true;
+        cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;  // as sessions: the batch-invariant path
+        fe::clear_llama_errors();
+        s->ctx = llama_init_from_model(model->model, cp);
+        if (!s->ctx) {
+            std::string why = fe::take_llama_errors();
+            return fe::set_error(FE_ERR_OUT_OF_MEMORY,
+                                 "llama.cpp could not create a context of %d x %u tokens: %s", s->n_seq, p.n_ctx,
+                                 why.empty() ? "no details" : why.c_str());
+        }
+        fe_scheduler *raw = s.get();
+        s->thread = std::thread([raw] { run(raw); });
+        *out = s.release();
+        return FE_OK;
+    });
+}
+
+void fe_scheduler_free(fe_scheduler *sched) {
+    if (!sched) return;
+    {
+        std::lock_guard<std::mutex> lk(sched->shared->mu);
+        sched->shared->closing = true;
+        sched->shared->closing_flag.store(true);
+        sched->shared->cv.notify_all();
+    }
+    if (sched->thread.joinable()) sched->thread.join();
+    llama_free(sched->ctx);
+    delete sched;
+}
+
+fe_status fe_sched_submit(fe_scheduler *sched, const char *prompt, const fe_generate_params *params,
+                          fe_sched_request **out) {
+    return fe::guard("fe_sched_submit", [&]() -> fe_status {
+        fe::clear_error();
+        bool add = params ? params->add_special : true, parse = params ? params->parse_special : true;
+        return submit(sched, params, out, [&](std::vector<llama_token> &toks) {
+            return fe::tokenize_text(sched->model, prompt, add, parse, toks);
+        });
+    });
+}
+
+fe_status fe_sched_submit_tokens(fe_scheduler *sched, const int32_t *tokens, int32_t n_tokens,
+                                 const fe_generate_params *params, fe_sched_request **out) {
+    return fe::guard("fe_sched_submit_tokens", [&]() -> fe_status {
+        fe::clear_error();
+        return submit(sched, params, out, [&](std::vector<llama_token> &toks) {
+            if (!tokens || n_tokens <= 0)
+                return fe::set_error(FE_ERR_INVALID_ARG, "tokens is NULL or n_tokens <= 0");
+            toks.assign(tokens, tokens + n_tokens);
+            return FE_OK;
+        });
+    });
+}
+
+fe_status fe_sched_submit_chat(fe_scheduler *sched, const fe_chat_message *messages, size_t n_messages,
+                               const fe_generate_params *params, fe_sched_request **out) {
+    return fe::guard("fe_sched_submit_chat", [&]() -> fe_status {
+        fe::clear_error();
+        return submit(sched, params, out, [&](std::vector<llama_token> &toks) {
+            return fe::chat_tokens(sched->model, messages, n_messages, true, toks);
+        });
+    });
+}
+
+fe_status fe_chat_tokenize(const fe_model *model, const fe_chat_message *messages, size_t n_messages,
+                           int32_t *tokens, int32_t max_tokens, int32_t *n_out) {
+    return fe::guard("fe_chat_tokenize", [&]() -> fe_status {
+        fe::clear_error();
+        if (!model || !n_out || max_tokens < 0 || (max_tokens > 0 && !tokens))
+            return fe::set_error(FE_ERR_INVALID_ARG, "fe_chat_tokenize: NULL argument or max_tokens < 0");
+        std::vector<llama_token> toks;
+        fe_status st = fe::chat_tokens(model, messages, n_messages, true, toks);
+        if (st != FE_OK) return st;
+        *n_out = (int32_t)toks.size();
+        if ((size_t)max_tokens < toks.size())
+            return fe::set_error(FE_ERR_BUFFER_TOO_SMALL, "fe_chat_tokenize: %zu tokens, room for %d", toks.size(),
+                                 max_tokens);
+        std::copy(toks.begin(), toks.end(), tokens);
+        return FE_OK;
+    });
+}
+
+fe_status fe_sched_next(fe_sched_request *req, fe_token_event *ev) {
+    return fe::guard("fe_sched_next", [&]() -> fe_status {
+        fe::clear_error();
+        return next_event(req, ev, -1);
+    });
+}
+
+fe_status fe_sched_next_timeout(fe_sched_request *req, fe_token_event *ev, int32_t timeout_ms) {
+    return fe::guard("fe_sched_next_timeout", [&]() -> fe_status {
+        fe::clear_error();
+        if (timeout_ms < 0)
+            return fe::set_error(FE_ERR_INVALID_ARG, "timeout_ms = %d is out of range: use 0 or more", timeout_ms);
+        return next_event(req, ev, timeout_ms);
+    });
+}
+
+void fe_sched_cancel(fe_sched_request *req) {
+    if (!req) return;
+    req->r->cancel.store(true);
+    Shared &sh = *req->r->shared;
+    std::lock_guard<std::mutex> lk(sh.mu);
+    sh.cv.notify_all();
+}
+
+fe_status fe_sched_request_get_profile(const fe_sched_request *req, struct fe_profile *out) {
+    if (!req || !out) return fe::set_error(FE_ERR_INVALID_ARG, "fe_sched_request_get_profile: req or out is NULL");
+    Request &r = *req->r;
+    std::lock_guard<std::mutex> lk(r.mu);
+    if (!r.ended) return fe::set_error(FE_ERR_BUSY, "fe_sched_request_get_profile: the request has not ended yet");
+    *out = r.profile;
+    out->token_ms = r.token_ms.empty() ? nullptr : r.token_ms.data();
+    out->n_token_ms = r.token_ms.size();
+    return FE_OK;
+}
+
+void fe_sched_request_free(fe_sched_request *req) {
+    if (!req) return;
+    fe_sched_cancel(req);
+    delete req;
+}
+
+char *fe_scheduler_stats_json(fe_scheduler *sched) {
+    if (!sched) {
+        fe::set_error(FE_ERR_INVALID_ARG, "fe_scheduler_stats_json: scheduler is NULL");
+        return nullptr;
+    }
+    Shared &sh = *sched->shared;
+    char buf[1024];
+    {
+        std::lock_guard<std::mutex> lk(sh.mu);
+        double now = fe::now_ms();
+        snprintf(buf, sizeof buf,
+                 "{\"n_slots\": %d, \"queued\": %zu, \"active\": %d, \"batch_size\": %d, \"p99_bound_ms\": %.3f, "
+                 "\"tokens_per_s\": %.3f, \"token_ms_p50\": %.3f, \"token_ms_p99\": %.3f, \"steps\": %lld, "
+                 "\"generated\": %lld, \"submitted\": %lld, \"completed\": %lld, \"cancelled\": %lld, "
+                 "\"rejected\": %lld, \"failed\": %lld, \"peak_active\": %d, \"peak_batch_size\": %d}",
+                 sched->params.n_slots, sh.queue.size(), sh.n_active, sh.batch_size, sched->params.p99_token_ms,
+                 sh.rate.per_second(now), sh.latency.percentile(50), sh.latency.percentile(99), (long long)sh.steps,
+                 (long long)sh.generated, (long long)sh.submitted, (long long)sh.completed,
+                 (long long)sh.cancelled, (long long)sh.rejected, (long long)sh.failed, sh.peak_active,
+                 sh.peak_batch_size);
+    }
+    char *out = (char *)malloc(strlen(buf) + 1);
+    if (!out) {
+        fe::set_error(FE_ERR_OUT_OF_MEMORY, "fe_scheduler_stats_json: out of memory");
+        return nullptr;
+    }
+    memcpy(out, buf, strlen(buf) + 1);
+    return out;
+}
+
+}  // extern "C"

@@ -1,0 +1,150 @@
+"""finllm_edge.Scheduler: concurrent requests on one model through the Python binding of the core's
+scheduler (the rules are the core's: native/tests/test_sched.c tests them in C, with 8 requests).
+
+- requests read on several threads at once, with mixed prompt/answer lengths, greedy and seeded,
+  one cancelled midway, give exactly the tokens and text of the same request run alone, and of an
+  Engine with the same settings;
+- the TokenStream contract the server relies on: text pieces, .completion (finish_reason, usage),
+  .cancel(), .profile (a valid LatencyProfile);
+- a full queue is EngineBusyError, bad parameters are InvalidArgumentError naming the field,
+  close() while requests run ends them 'cancelled', stats() reports the scheduler.
+Marked slow (needs the model and the host build), runs in CI.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from finllm_edge import ContextOverflowError, Scheduler
+from finllm_edge.engine import Engine
+from finllm_edge.errors import EngineBusyError, FinLLMEdgeError, InvalidArgumentError
+from finllm_edge.profile import validate_profile
+
+PROMPTS = [
+    ("The bond's coupon is", 24, {}),
+    ("Explain what EBITDA measures and why analysts use it.", 10, {"temperature": 0.8, "seed": 7}),
+    ("List three risks of holding long-dated government bonds:", 40, {}),
+    ("Q: What is a stock split?\nA:", 16, {"temperature": 0.7, "seed": 3, "repeat_penalty": 1.2}),
+    ("Inflation", 6, {}),
+    ("Write a short note to a client about diversification across asset classes.", 32,
+     {"temperature": 0.9, "seed": 99}),
+]
+
+
+@pytest.fixture(scope="module")
+def sched():
+    # a latency bound no shared CI machine passes: the batch grows to n_slots
+    with Scheduler(n_slots=6, n_ctx=256, n_threads=1, p99_token_ms=1e6, n_batch_busy=16) as s:
+        yield s
+
+
+def _run(stream) -> tuple[list[int], str, str]:
+    text = "".join(stream)
+    return list(stream.tokens), text, stream.finish_reason
+
+
+@pytest.mark.slow
+def test_concurrent_requests_equal_solo_runs(sched):
+    solo = [_run(sched.generate(p, n, **kw)) for p, n, kw in PROMPTS]
+    results: dict[int, tuple] = {}
+    streams = [sched.generate(p, n, **kw) for p, n, kw in PROMPTS]
+
+    def read(i: int) -> None:
+        s = streams[i]
+        toks = []
+        for _ in s:
+            toks = list(s.tokens)
+            if i == 2 and len(toks) >= 4:
+                s.cancel()  # the others must not notice
+        results[i] = (list(s.tokens), s.text, s.finish_reason)
+
+    threads = [threading.Thread(target=read, args=(i,)) for i in range(len(PROMPTS))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    assert all(not t.is_alive() for t in threads)
+    for i, (want, got) in enumerate(zip(solo, [results[i] for i in range(len(PROMPTS))])):
+        if i == 2:
+            assert got[2] == "cancelled"
+            assert got[0] == want[0][: len(got[0])] and 4 <= len(got[0]) < len(want[0])
+        else:
+            assert got == want, f"request {i} differs when run with the others"
+    # ... and equal a session's (an Engine with the same settings)
+    with Engine(n_ctx=256, n_threads=1, prefix_reuse=False) as eng:
+        for (p, n, kw), want in zip(PROMPTS, solo):
+            assert _run(eng.generate(p, n, **kw)) == want
+    st = sched.stats()
+    assert st["peak_active"] >= 4  # they did run together (the batch doubles: 1, 2, 4, 6)
+    assert st["cancelled"] >= 1 and st["failed"] == 0
+
+
+@pytest.mark.slow
+def test_stream_contract_completion_usage_profile(sched):
+    prompt = "The price of a bond falls when"
+    s = sched.generate(prompt, 12, ignore_eos=True)
+    with pytest.raises(FinLLMEdgeError, match="not finished"):
+        _ = s.completion
+    pieces = list(s)
+    c = s.completion
+    assert c.text == "".join(pieces) and c.finish_reason == "length"
+    assert c.completion_tokens == 12 == len(c.tokens)
+    assert c.prompt_tokens == len(sched.tokenize(prompt))
+    prof = s.profile
+    validate_profile(prof)
+    assert prof["n_gen"] == 12 and prof["tool"] == "finllm_edge.Scheduler"
+    done = sched.complete(prompt, 12, ignore_eos=True)
+    assert done.text == c.text and done.prompt_tokens == c.prompt_tokens and done.completion_tokens == 12
+    # chat and its token count, as the Engine counts them
+    msgs = [{"role": "user", "content": "What is a dividend?"}]
+    with Engine(n_ctx=256, n_threads=1) as eng:
+        assert sched.count_chat_tokens(msgs) == eng.count_chat_tokens(msgs)
+        assert sched.tokenize("a coupon") == eng.tokenize("a coupon")
+    cs = sched.chat(msgs, 8)
+    "".join(cs)
+    assert cs.completion.prompt_tokens == sched.count_chat_tokens(msgs)
+    # stop strings: cut before the stop string, finish 'stop'
+    full = sched.complete("Count: 1, 2, 3,", 20).text
+    if ", 6" in full:
+        cut = sched.complete("Count: 1, 2, 3,", 20, stop=[", 6"])
+        assert cut.text == full[: full.index(", 6")] and cut.finish_reason == "stop"
+
+
+@pytest.mark.slow
+def test_queue_full_bad_params_and_close_while_running():
+    with pytest.raises(InvalidArgumentError, match="n_slots"):
+        Scheduler(n_slots=0)
+    with pytest.raises(InvalidArgumentError, match="p99_token_ms"):
+        Scheduler(n_slots=1, n_ctx=64, p99_token_ms=0.0)
+    with pytest.raises(InvalidArgumentError, match="n_batch_busy"):
+        Scheduler(n_slots=1, n_ctx=64, n_batch=8, n_batch_busy=16)
+    s = Scheduler(n_slots=1, n_ctx=128, n_threads=1, max_queued=2)
+    try:
+        with pytest.raises(InvalidArgumentError, match="temperature"):
+            s.generate("x", 4, temperature=-1.0)
+        with pytest.raises(ContextOverflowError, match="n_ctx = 128"):
+            s.generate("word " * 400, 4)
+        accepted, busy = [], 0
+        for _ in range(6):
+            try:
+                accepted.append(s.generate("Interest rates and", 200, ignore_eos=True))
+            except EngineBusyError as exc:
+                assert "queue is full" in str(exc)
+                busy += 1
+        assert 2 <= len(accepted) <= 3 and busy == 6 - len(accepted)
+        first = next(iter(accepted[0]))
+        assert isinstance(first, str)
+        assert s.stats()["rejected"] == busy
+    finally:
+        s.close()  # ends the running and the queued requests
+    for st in accepted:
+        list(st)
+        assert st.finish_reason == "cancelled"
+        assert st.completion.completion_tokens < 200
+    with pytest.raises(FinLLMEdgeError, match="closed"):
+        s.generate("x", 4)
+    with pytest.raises(FinLLMEdgeError, match="closed"):
+        s.stats()
+    s.close()  # idempotent
