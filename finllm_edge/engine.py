@@ -56,6 +56,9 @@ class EngineOptions:
     # Keep the KV cache between requests and evaluate only what follows the longest common token
     # prefix (system prompt, earlier chat turns); the output is the same as without it.
     prefix_reuse: bool = True
+    # Runtime LoRA adapters (GGUF) loaded and made active at start: [path, ...] (scale 1) or {path: scale};
+    # see Engine.load_adapter / set_adapters.
+    adapters: Any = None
 
 
 def _int_option(name: str, value: Any, lo: int, hi: int | None = None) -> int:
@@ -160,6 +163,16 @@ class Engine(AdapterMixin, Backend):
         self.n_threads = int(sp.n_threads)
         self.n_vocab = int(info.n_vocab)
         self._lock = threading.Lock()  # one call into the session at a time (cancel excepted)
+        if options.adapters:
+            try:
+                spec = options.adapters
+                if isinstance(spec, (str, os.PathLike)):
+                    spec = [spec]
+                pairs = spec.items() if isinstance(spec, Mapping) else [(p, 1.0) for p in spec]
+                self.set_adapters({self.load_adapter(p): s for p, s in pairs})
+            except BaseException:
+                self.close()
+                raise
 
     # lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:

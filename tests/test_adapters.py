@@ -181,6 +181,13 @@ def test_swap_between_requests_equals_fresh_engines(files):
             if path:
                 f.set_adapters(f.load_adapter(path))
             assert _run(f, PROMPT) == got[name], f"swapped-in {name} differs from a fresh Engine with it"
+    with Engine(n_ctx=512, n_threads=1, adapters=[files["b"]]) as g:   # EngineOptions.adapters
+        assert _run(g, PROMPT) == got["b"]
+    with Engine(n_ctx=512, n_threads=1, adapters={files["a"]: 0.0}) as g:
+        assert g.active_adapters == {} and _run(g, PROMPT) == got["none"]
+    (files["dir"] / "empty-opt.gguf").write_bytes(b"")
+    with pytest.raises(AdapterFileError):
+        Engine(n_ctx=512, n_threads=1, adapters=str(files["dir"] / "empty-opt.gguf"))
 
 
 def test_swap_mid_conversation_invalidates_the_prefix(files):
