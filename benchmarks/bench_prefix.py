@@ -56,10 +56,10 @@ def _messages(turns: int) -> list[dict]:
 # ---------------------------------------------------------------- workers (one process each)
 
 class Ours:
-    def __init__(self, model: str, threads: int, n_ctx: int) -> None:
+    def __init__(self, model: str, threads: int, n_ctx: int, flash_attn: bool = False) -> None:
         from finllm_edge.engine import Engine
 
-        self.engine = Engine(model, n_ctx=n_ctx, n_threads=threads)
+        self.engine = Engine(model, n_ctx=n_ctx, n_threads=threads, flash_attn=flash_attn)
 
     def render(self, msgs: list[dict], add_generation_prompt: bool = True) -> str:
         return self.engine.format_chat(msgs, add_generation_prompt)
@@ -83,11 +83,12 @@ class Ours:
 
 
 class Theirs:
-    def __init__(self, model: str, threads: int, n_ctx: int, cache_dir: str | None = None) -> None:
+    def __init__(self, model: str, threads: int, n_ctx: int, cache_dir: str | None = None,
+                 flash_attn: bool = False) -> None:
         from llama_cpp import Llama, LlamaDiskCache, LlamaRAMCache
 
         self.llm = Llama(model_path=model, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, n_batch=512,
-                         verbose=False)
+                         flash_attn=flash_attn, verbose=False)
         self.llm.set_cache(LlamaDiskCache(cache_dir) if cache_dir else LlamaRAMCache())
 
     def ttft(self, prompt: str) -> tuple[float, dict]:
@@ -102,10 +103,10 @@ class Theirs:
 def worker(a: argparse.Namespace) -> dict:
     ours_render = None
     if a.side == "ours":
-        side = Ours(a.model, a.threads, a.n_ctx)
+        side = Ours(a.model, a.threads, a.n_ctx, a.flash_attn)
         ours_render = side
     else:
-        side = Theirs(a.model, a.threads, a.n_ctx, a.cache_dir)
+        side = Theirs(a.model, a.threads, a.n_ctx, a.cache_dir, a.flash_attn)
     render = ours_render or Ours(a.model, a.threads, 512)  # the same template text for both sides
     out: dict = {}
     if a.scenario == "repeat":
@@ -151,6 +152,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--n-ctx", type=int, default=2048)
     ap.add_argument("--model", default=None, help="GGUF (default: the embedded SmolLM2-135M-Instruct)")
+    ap.add_argument("--flash-attn", action="store_true",
+                    help="flash attention on both sides (ours: exact reuse at 64-token granularity)")
     ap.add_argument("--out", type=Path, default=Path("out/bench/prefix"))
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--side", choices=["ours", "theirs"], help=argparse.SUPPRESS)
@@ -167,7 +170,8 @@ def main() -> int:
         return 0
 
     load_before = open("/proc/loadavg").read().split()[:3] if os.path.exists("/proc/loadavg") else None
-    common = ["--model", a.model, "--threads", str(a.threads), "--n-ctx", str(a.n_ctx)]
+    common = ["--model", a.model, "--threads", str(a.threads), "--n-ctx", str(a.n_ctx),
+              *(["--flash-attn"] if a.flash_attn else [])]
     res: dict = {k: {"ours": [], "theirs": []} for k in ("repeat", "chat", "cold_state", "cold_none")}
     with tempfile.TemporaryDirectory() as tmp:
         state = os.path.join(tmp, "system.festate")
@@ -187,6 +191,7 @@ def main() -> int:
 
     med = statistics.median
     summary: dict = {"model": a.model, "threads": a.threads, "n_ctx": a.n_ctx, "rounds": a.rounds,
+                     "flash_attn": a.flash_attn,
                      "loadavg_before": load_before,
                      "loadavg_after": open("/proc/loadavg").read().split()[:3] if load_before else None,
                      "max_tokens": MAX_TOKENS}
@@ -216,6 +221,7 @@ def main() -> int:
 
     o, t = summary["ours"], summary["theirs"]
     print(f"\nprefix reuse, {Path(a.model).name}, n_threads {a.threads}, n_ctx {a.n_ctx}, "
+          f"flash attention {'on' if a.flash_attn else 'off'}, "
           f"median of {a.rounds} interleaved rounds (TTFT = wall time to the first text)\n")
     print(f"| {'measure':44} | {'finllm-edge':>12} | {'llama-cpp-python':>16} |")
     print(f"|{'-' * 46}|{'-' * 14}|{'-' * 18}|")

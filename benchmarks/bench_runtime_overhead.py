@@ -90,7 +90,7 @@ def run_engine(model: Path, a) -> dict:
         out = Path(d) / "bench.json"
         subprocess.run([sys.executable, "-m", "finllm_edge.lab.cli", "bench", str(model), "-t", str(a.threads),
                         "--n-prompt", str(a.n_prompt), "--n-gen", str(a.n_gen), "-r", str(a.repetitions),
-                        "--warmup", "1", "-o", str(out)],
+                        "--warmup", "1", "-o", str(out), *(["--flash-attn"] if a.fa == "1" else [])],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
         p = json.loads(out.read_text())["profiles"][0]
     return _figures(p)
@@ -100,7 +100,7 @@ def run_fe_bench(exe: Path, model: Path, a) -> dict:
     with tempfile.TemporaryDirectory() as d:
         out = Path(d) / "p.json"
         subprocess.run([str(exe), "-m", str(model), "-t", str(a.threads), "-p", str(a.n_prompt), "-n", str(a.n_gen),
-                        "-r", str(a.repetitions), "--warmup", "1", "--json-only", "-o", str(out)],
+                        "-r", str(a.repetitions), "--warmup", "1", "--json-only", "-o", str(out), "-fa", a.fa],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         p = json.loads(out.read_text())
     return _figures(p)
@@ -139,9 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", type=Path, default=None, help="GGUF to use as is (default: SmolLM2 -> Q4_0)")
     ap.add_argument("-t", "--threads", type=int, default=2)
     ap.add_argument("--fa", choices=["0", "1"], default="0",
-                    help="llama-bench's flash attention: 0 (default) = the same attention path as the core's sessions, "
-                         "which run without flash attention so that prefix reuse stays bit-exact; 1 = llama-bench's "
-                         "own default on this CPU")
+                    help="flash attention on every side: 0 (default) = off, the core's session default (finest "
+                         "exact prefix reuse); 1 = on (llama-bench's own default on this CPU; the Engine and fe-bench "
+                         "with fe_session_params.flash_attn)")
     ap.add_argument("--target", choices=sorted(VARIANTS), default="host-avx512",
                     help="the build compared: its llama-bench, its fe-bench and the Engine on its variant "
                          "(default host-avx512, the variant the Engine picks on this CPU)")

@@ -5,7 +5,8 @@ inter-token and time-to-first-token latencies the server figures (bench_serve.py
 Each round runs every arm once, in a rotating order: `sequential` (one Engine, the requests in
 turn) and `concurrency C` (a Scheduler with C slots, C client threads each submitting and reading
 requests until the fixed set is done). Throughput = generated tokens / wall time of the arm;
-ratio = arm / sequential of the same round; the table quotes the median of the per-round ratios.
+ratio = arm / sequential of the same round (and / c1, the scheduler with one stream: the batching
+gain on the same code path); the table quotes the median of the per-round ratios.
 Greedy, ignore_eos (every request generates exactly --n-gen tokens), SmolLM2 Q4_0 by default.
 
     flock /tmp/fe-bench.lock python benchmarks/bench_scheduler.py --rounds 3 --requests 16
@@ -132,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     arms = ["sequential"] + [f"c{c}" for c in levels]
     samples: dict[str, list[dict]] = {k: [] for k in arms}
     ratios: dict[str, list[float]] = {k: [] for k in arms[1:]}
+    ratios_c1: dict[str, list[float]] = {k: [] for k in arms[1:]}  # batching gain alone (same code path)
     eng = Engine(model, n_ctx=512, n_threads=a.threads, prefix_reuse=False)
     scheds = {f"c{c}": Scheduler(model, n_slots=c, n_ctx=512, n_threads=a.threads, p99_token_ms=a.p99_token_ms)
               for c in levels}
@@ -149,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[sched] round {r + 1} {arm}: {got[arm]['tok_s']:.1f} tok/s", file=sys.stderr)
             for arm in arms[1:]:
                 ratios[arm].append(got[arm]["tok_s"] / got["sequential"]["tok_s"])
+                if "c1" in got:
+                    ratios_c1[arm].append(got[arm]["tok_s"] / got["c1"]["tok_s"])
     finally:
         eng.close()
         for s in scheds.values():
@@ -161,17 +165,20 @@ def main(argv: list[str] | None = None) -> int:
     for arm in arms:
         rows.append({"arm": arm, "tok_s": med(arm, "tok_s"),
                      "ratio_vs_sequential": statistics.median(ratios[arm]) if arm in ratios else 1.0,
+                     "ratio_vs_c1": statistics.median(ratios_c1[arm]) if ratios_c1.get(arm) else None,
                      "itl_p50_ms": med(arm, "itl_p50_ms"), "itl_p99_ms": med(arm, "itl_p99_ms"),
                      "ttft_p50_ms": med(arm, "ttft_p50_ms"), "ttft_p99_ms": med(arm, "ttft_p99_ms"),
                      "peak_batch_size": max((x.get("peak_batch_size", 1) for x in samples[arm]), default=1)})
     doc = {"model": str(model), "threads": a.threads, "requests": a.requests, "n_gen": a.n_gen, "rounds": a.rounds,
-           "p99_token_ms": a.p99_token_ms, "rows": rows, "samples": samples, "ratios": ratios}
+           "p99_token_ms": a.p99_token_ms, "rows": rows, "samples": samples, "ratios": ratios,
+           "ratios_vs_c1": ratios_c1}
     print(f"{a.requests} chat requests x {a.n_gen} tokens (greedy, ignore_eos), {a.threads} threads, "
           f"{a.rounds} rounds, median of per-round ratios; model {model.name}")
-    print(f"{'arm':<12} {'tok/s':>8} {'x seq':>7} {'ITL p50':>9} {'ITL p99':>9} {'TTFT p50':>9} {'TTFT p99':>9} "
-          f"{'batch':>6}")
+    print(f"{'arm':<12} {'tok/s':>8} {'x seq':>7} {'x c1':>6} {'ITL p50':>9} {'ITL p99':>9} {'TTFT p50':>9} "
+          f"{'TTFT p99':>9} {'batch':>6}")
     for r in rows:
-        print(f"{r['arm']:<12} {r['tok_s']:>8.1f} {r['ratio_vs_sequential']:>7.2f} {r['itl_p50_ms']:>9.1f} "
+        c1 = f"{r['ratio_vs_c1']:.2f}" if r["ratio_vs_c1"] is not None else "-"
+        print(f"{r['arm']:<12} {r['tok_s']:>8.1f} {r['ratio_vs_sequential']:>7.2f} {c1:>6} {r['itl_p50_ms']:>9.1f} "
               f"{r['itl_p99_ms']:>9.1f} {r['ttft_p50_ms']:>9.0f} {r['ttft_p99_ms']:>9.0f} {r['peak_batch_size']:>6}")
     print(json.dumps({"rows": rows}, indent=2))
     a.output.parent.mkdir(parents=True, exist_ok=True)

@@ -27,6 +27,8 @@ Stages (each leaves a checkable output in --out):
   gguf      -> OUT/model-f16.gguf (+ --float f32,bf16)
   quantize  -> OUT/model-<type>.gguf with llama.cpp's own llama-quantize (pinned build)
   parity    F16 GGUF in llama.cpp vs merged model in torch -> OUT/parity.json
+  drift     the adapter's tuning text (--drift-ref, or the shipped adapter's) -> token buckets,
+            thresholds calibrated on held-out windows -> OUT/drift-ref.fedrift (+ .json)
   quality   PPL, PPL ratio, mean KLD, top-1 agreement, bits/weight, size per artifact vs F16
             on held-out text (+ upstream llama-perplexity cross-check) -> OUT/quality.{json,md}
   report    the finance task (convert/data/finance_tasks.json) answered by every artifact through the
@@ -106,6 +108,16 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-parity", action="store_true", help="skip the F16-vs-torch parity stage")
     g.add_argument("--no-greedy-check", action="store_true",
                    help="do not require identical greedy text in parity (random/untrained models)")
+    g = p.add_argument_group("drift reference (what the device compares user prompts against)")
+    g.add_argument("--drift-ref", type=Path, metavar="TEXT", help="the adapter's tuning text (default: the shipped "
+                   "adapter's convert/data/finance_train.txt; without it and with your own --lora no reference is "
+                   "written)")
+    g.add_argument("--drift-window", type=int, default=2048, help="the monitor's sliding window of prompt tokens "
+                   "(default 2048)")
+    g.add_argument("--drift-watch-rate", type=float, default=0.05, help="false-alarm rate of the watch threshold on "
+                   "held-out in-domain windows (default 0.05)")
+    g.add_argument("--drift-rate", type=float, default=0.01, help="false-alarm rate of the drift threshold "
+                   "(default 0.01)")
     p.add_argument("--threads", type=int, default=2, help="threads for llama.cpp (default 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
@@ -139,7 +151,8 @@ def main(args: argparse.Namespace) -> int:
         imatrix=args.imatrix, bpw_budget=args.bpw_budget,
         formats=[f.strip().lower() for f in args.formats.split(",") if f.strip()],
         force=args.force, pre_tokenizer=args.pre_tokenizer, task=not args.no_task, task_file=args.task_file,
-        task_passages=args.task_passages,
+        task_passages=args.task_passages, drift_ref=args.drift_ref, drift_window=args.drift_window,
+        drift_watch_rate=args.drift_watch_rate, drift_rate=args.drift_rate,
     )
     unknown = [f for f in opts.formats if f not in ("gguf", "onnx")]
     if unknown:

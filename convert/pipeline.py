@@ -65,6 +65,10 @@ class ConvertOptions:
     task: bool = True                        # the finance task evaluation (task_eval.py) in the quality report
     task_file: Path | None = None            # task set JSON; None = shipped convert/data/finance_tasks.json
     task_passages: int | None = None         # score only the first N passages (tests, quick looks)
+    drift_ref: Path | None = None            # tuning text for the drift reference (default: the shipped adapter's)
+    drift_window: int = 2048                 # the monitor's window of prompt tokens
+    drift_watch_rate: float = 0.05           # false-alarm rates the watch / drift thresholds are calibrated at
+    drift_rate: float = 0.01
 
     def resolved(self) -> "ConvertOptions":
         from finllm_edge.models import default_model_path
@@ -112,6 +116,7 @@ class Context:
     hf_tokenizer: object = None                  # the HF tokenizer the gate checked (saved into merged/)
     plan: object = None                          # outdir.Plan: what this run writes in --out
     claimed: bool = False
+    drift: dict = field(default_factory=dict)    # drift-ref.json (drift_stage.py)
 
     def bar(self, total, desc):
         from tqdm import tqdm
@@ -172,6 +177,8 @@ def stage_check(ctx: Context) -> None:
 
     o = ctx.opts
     texts = {"--eval": o.eval_file, "--calib": o.calib_file}
+    if o.drift_ref:
+        texts["--drift-ref"] = Path(o.drift_ref)
     ctx.plan = outdir.plan_for(o, awq_targets(o), artifact_names(o))
     ctx.pre = preflight(o.base, o.lora, o.out, o.floats + o.quants, texts, o.scan_finite, ctx.bar, plan=ctx.plan,
                         force=o.force, disk_estimate=lambda n, base: disk_estimate(o, n, base))
@@ -449,6 +456,10 @@ def stage_manifest(ctx: Context) -> None:
     outputs += [{"path": str(o.out / n)} for n in ("parity.json", "quality.json", "quality.md", "quality.png",
                                                    "task_answers.json")
                 if (o.out / n).exists()]
+    if ctx.drift:
+        outputs += [{"path": str(o.out / n), "kind": "drift_reference"}
+                    for n in ("drift-ref.fedrift", "drift-ref.json")]
+        inputs["drift_ref_text"] = [Path(ctx.drift["text"])]
     merged = sorted(p for p in ctx.merged_dir.iterdir() if p.is_file())
     options = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(o).items()}
     options["tokenizer"] = ctx.tokenizer.summary() if ctx.tokenizer else None
@@ -459,6 +470,7 @@ def stage_manifest(ctx: Context) -> None:
     m["n_params"] = pre.n_params
     m["disk_estimate_bytes"] = pre.disk_breakdown   # peak estimate checked against free space before the run
     m["architecture"] = pre.arch.name
+    m["drift"] = ctx.drift or None
     ctx.manifest = o.out / "manifest.json"
     atomic.write_json(ctx.manifest, m)
 
@@ -478,6 +490,9 @@ def build_stages(opts: ConvertOptions) -> list[Stage]:
         stages.append(Stage("quantize", stage_quantize, "model-<quant>.gguf (+ awq-/imatrix- variants)"))
     if "onnx" in opts.formats:
         stages.append(Stage("onnx", stage_onnx, "onnx-int4/ (model.onnx + data, genai_config.json, tokenizer)"))
+    from .drift_stage import stage_drift
+
+    stages.append(Stage("drift", stage_drift, "drift-ref.fedrift, drift-ref.json (drift reference, calibrated)"))
     if opts.parity:
         stages.append(Stage("parity", stage_parity, "parity.json"))
     stages.append(Stage("quality", stage_quality, "quality.json, quality.md"))

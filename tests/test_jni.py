@@ -26,7 +26,8 @@ from finllm_edge.paths import cache_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 JAVA_PKG = ROOT / "android_demo" / "app" / "src" / "main" / "java" / "io" / "finllm" / "edge"
-JAVA_SOURCES = [JAVA_PKG / "FinLlm.java", JAVA_PKG / "FinLlmException.java", JAVA_PKG / "FinLlmScheduler.java"]
+JAVA_SOURCES = [JAVA_PKG / "FinLlm.java", JAVA_PKG / "FinLlmException.java", JAVA_PKG / "FinLlmScheduler.java",
+                JAVA_PKG / "DriftMonitor.java", JAVA_PKG / "DriftStatus.java"]
 JVM_TEST = ROOT / "tests" / "jvm" / "FinLlmTest.java"
 SMOKE_C = ROOT / "tests" / "jvm" / "jni_smoke.c"
 SUPERBUILD = ROOT / "android_demo" / "app" / "src" / "main" / "cpp"
@@ -91,10 +92,10 @@ def _find_lib(build_dir: Path, name: str) -> Path:
 
 def _declared_native_methods() -> set[str]:
     out = set()
-    for cls in ("FinLlm", "FinLlmScheduler"):
+    for cls in ("FinLlm", "FinLlmScheduler", "DriftMonitor"):
         text = (JAVA_PKG / f"{cls}.java").read_text()
         names = set(re.findall(r"\bnative\s+[\w\[\]]+\s+(\w+)\s*\(", text))
-        assert len(names) >= 8, names
+        assert len(names) >= 5, names
         out |= {f"Java_io_finllm_edge_{cls}_{n}" for n in names}
     return out
 

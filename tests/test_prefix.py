@@ -25,7 +25,7 @@ import pytest
 
 from finllm_edge import ContextOverflowError, ModelNotFoundError, default_model_path
 from finllm_edge.engine import Engine
-from finllm_edge.errors import CorruptModelError, StateFileError
+from finllm_edge.errors import CorruptModelError, InvalidArgumentError, StateFileError
 from finllm_edge.profile import validate_profile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -213,3 +213,27 @@ def test_state_of_another_model_is_refused(tmp_path, engines):
     with pytest.raises(StateFileError, match="another model"):
         reuse.load_state(path)
     assert default_model_path().exists()
+
+
+@pytest.mark.slow
+def test_flash_attention_reuse_is_exact_and_coarser(tmp_path):
+    """flash_attn=True: reuse still gives the same tokens as no reuse (long prompts on the tiled
+    kernel keep their last 64 tokens for evaluation), and a state file remembers the setting."""
+    with pytest.raises(InvalidArgumentError, match="flash_attn"):
+        Engine(n_ctx=256, flash_attn="yes")
+    with Engine(n_ctx=1024, n_threads=1, flash_attn=True) as reuse, \
+            Engine(n_ctx=1024, n_threads=1, flash_attn=True, prefix_reuse=False) as fresh:
+        q1 = _chat(LONG_SYSTEM, "What is a covenant?")
+        q2 = _chat(LONG_SYSTEM, "What is net interest margin?")
+        _same(reuse, fresh, "chat", q1, max_tokens=10)
+        _, r = _same(reuse, fresh, "chat", q2, max_tokens=10, temperature=0.8, seed=5)
+        n2 = reuse.count_chat_tokens(q2)
+        assert 0 < r <= n2 - 64
+        _, r = _same(reuse, fresh, "chat", q2, max_tokens=10)
+        assert r == n2 - 64  # all cached: the last 64 are evaluated again
+        state = tmp_path / "fa.festate"
+        reuse.save_state(state, prompt=LONG_SYSTEM)
+        assert reuse.load_state(state) == len(reuse.tokenize(LONG_SYSTEM))
+    with Engine(n_ctx=1024, n_threads=1) as plain:
+        with pytest.raises(StateFileError, match="flash attention on"):
+            plain.load_state(state)

@@ -210,3 +210,22 @@ def test_report_carries_the_fields(tmp_path):
     png = tmp_path / "quality.png"
     plot(quality_rows, task, png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_evaluate_scores_cached_answers_without_a_model():
+    ts = taskset.generate(2, 6, 3)
+    qs = [(p, q) for p in ts["passages"] for q in p["questions"]]
+    gold = [{"id": q["id"], "answer": q["answer"]} for _p, q in qs]
+    half = [dict(g, answer="no idea") if i % 2 else g for i, g in enumerate(gold)]
+    arts = {"f16": {"path": "model-f16.gguf", "file_bytes": 2}, "q4_0": {"path": "model-q4_0.gguf", "file_bytes": 1},
+            "onnx-int4": {"path": "model.onnx", "format": "onnx"}}
+    out = task_eval.evaluate(arts, "f16", ts, base={"path": "base.gguf"},
+                             cached={"f16": (gold, 1.0), "q4_0": (half, 2.0), "base (no adapter)": (half, 3.0)})
+    rows = {r["name"]: r for r in out["artifacts"]}
+    assert rows["f16"]["exact_match"] == 1.0 and rows["f16"]["numeric_equal_gold"] == 1.0
+    assert rows["q4_0"]["exact_match"] == pytest.approx(9 / 18) and rows["q4_0"]["accuracy_kept"] == pytest.approx(0.5)
+    assert rows["q4_0"]["numeric_in_source"] == 1.0 and rows["q4_0"]["seconds"] == 2.0
+    assert out["lora_gain"]["difference"] == pytest.approx(0.5) and out["lora_gain"]["relative"] == pytest.approx(1.0)
+    assert "onnx-int4: not scored" in out["notes"][0] and "onnx-int4" not in rows
+    with pytest.raises(TaskSetError, match="do not match"):
+        task_eval.evaluate(arts, "f16", ts, cached={"f16": (gold[:-1], 1.0), "q4_0": (half, 1.0)})

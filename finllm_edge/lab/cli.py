@@ -27,6 +27,10 @@ VERBS: dict[str, tuple[str, str]] = {
     "emulate": ("finllm_edge.lab.emulate",
                 "run fe-bench for aarch64 under qemu with a chosen CPU model (profiles flagged emulated)"),
     "device": ("finllm_edge.lab.device", "list phones over adb, read their CPU/thermal info, benchmark on them"),
+    "serve": ("finllm_edge.lab.cli_serve",
+              "a local OpenAI-compatible HTTP server (chat, completions, SSE streaming) on 127.0.0.1"),
+    "drift": ("finllm_edge.lab.cli_drift",
+              "drift of what users ask vs the tuning text: make a reference, report what moved, export for re-tuning"),
     "native": ("finllm_edge.native.cli",
                "fetch the pinned llama.cpp and build native/ (host, linux-aarch64, sanitizers)"),
 }

@@ -25,6 +25,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-prompt", "-pp", type=positive_int, default=64, help="prompt tokens (default 64)")
     parser.add_argument("--n-gen", "-tg", type=positive_int, default=64, help="generated tokens (default 64)")
     parser.add_argument("-t", "--threads", type=positive_int, default=None, help="threads (default: performance cores)")
+    parser.add_argument("-fa", "--flash-attn", action="store_true",
+                        help="llama.cpp's flash attention (GGUF only; off by default like the Engine's sessions; "
+                             "llama-bench's default is on): faster prefill, coarser prefix reuse")
     parser.add_argument("-o", "--output", type=Path, default=Path("out/bench/bench.json"),
                         help="JSON output (default out/bench/bench.json)")
     parser.add_argument("--estimate", action="append", default=[], metavar="DEVICE",
@@ -110,7 +113,8 @@ def main(args: argparse.Namespace) -> int:
               f"{args.repetitions} repetitions", file=sys.stderr, flush=True)
         onnx = is_onnx_model_dir(model)
         engine_cls = OnnxEngine if onnx else Engine
-        with engine_cls(model, options=EngineOptions(n_threads=args.threads, n_ctx=n_ctx)) as engine:
+        opts = EngineOptions(n_threads=args.threads, n_ctx=n_ctx, flash_attn=args.flash_attn and not onnx)
+        with engine_cls(model, options=opts) as engine:
             profiles.append(engine.benchmark(args.n_prompt, args.n_gen, args.repetitions, args.warmup))
         if devices and not onnx:  # the estimate reads GGUF tensor types
             from .estimate import estimate, model_stats

@@ -9,15 +9,18 @@ import sys
 from .targets import HOST_VARIANT_TARGETS, TARGETS
 
 HOST_VARIANTS = "host-variants"  # pseudo-target of `build`: all of HOST_VARIANT_TARGETS
+LLAMA_SERVER = "llama-server"    # pseudo-target of `build`: upstream llama-server (bench_serve's baseline)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="native_cmd", metavar="CMD")
     sub.add_parser("fetch", help="download + verify the pinned llama-cpp-python sdist, extract vendor/llama.cpp")
     b = sub.add_parser("build", help="build llama.cpp (once, cached) and native/ (incremental) for a target")
-    b.add_argument("--target", default="host", choices=[*TARGETS, HOST_VARIANTS],
+    b.add_argument("--target", default="host", choices=[*TARGETS, HOST_VARIANTS, LLAMA_SERVER],
                    help=f"build target (default: host); {HOST_VARIANTS}: every x86-64 CPU variant of the "
-                        f"library ({', '.join(HOST_VARIANT_TARGETS)}), each copied into finllm_edge/_lib/<variant>/")
+                        f"library ({', '.join(HOST_VARIANT_TARGETS)}), each copied into finllm_edge/_lib/<variant>/; "
+                        f"{LLAMA_SERVER}: upstream llama-server from the same pin and CPU flags (the baseline of "
+                        f"benchmarks/bench_serve.py; its own cached build tree)")
     b.add_argument("--force-llama", action="store_true", help="rebuild the cached llama.cpp prefix")
     b.add_argument("--test", action="store_true", help="run the C tests (ctest) after building")
     i = sub.add_parser("info", help="print paths of the built libs, fe-bench and upstream tools as JSON")
@@ -33,6 +36,11 @@ def main(args: argparse.Namespace) -> int:
 
         path = llama_src_dir()
         print(f"llama.cpp {llama_version_string()} at {path}")
+        return 0
+    if cmd == "build" and args.target == LLAMA_SERVER:
+        from .llama_server import ensure_llama_server
+
+        print(f"built llama-server: {ensure_llama_server(force=args.force_llama)}", file=sys.stderr)
         return 0
     if cmd == "build":
         from .build import ensure_built, run_ctest

@@ -236,6 +236,10 @@ typedef struct fe_session_params {
     int32_t  n_threads_batch;/* prefill threads, 1..CPUs online (default: same as n_threads) */
     bool     prefix_reuse;   /* keep the KV cache between requests and reuse the longest common token
                                 prefix (default true); false: every request starts from an empty cache */
+    bool     flash_attn;     /* llama.cpp's flash attention (default false). true: prefill of prompts of
+                                >= 64 tokens is faster (x1.2-1.3 on x86 here), but a reused prefix must
+                                have been evaluated in batches of >= 64 tokens and the last 64 prompt
+                                tokens are always evaluated again (see "prefix reuse" below) */
 } fe_session_params;
 
 FE_API fe_session_params fe_session_default_params(void);
@@ -260,14 +264,22 @@ FE_API fe_status fe_session_reset(fe_session *session);
  * prefix of its prompt with the cached tokens that came from prompt evaluation, and evaluates
  * only the rest. The output is token-identical to a session without reuse (greedy and seeded
  * sampling; penalties look back over generated tokens only, as without reuse). That rests on
- * a property of llama.cpp's CPU kernels measured on the pinned build: with flash attention off
- * (sessions turn it off), a token evaluated in any batch of >= 2 tokens gets the same K/V bits,
- * but a token decoded alone takes another path (logits differ by up to ~1). Hence:
- *   - prompts are evaluated in chunks of >= 2 tokens (a 1-token prompt excepted), with or
- *     without reuse, and at least the last 2 prompt tokens are always evaluated again;
+ * a property of llama.cpp's CPU kernels measured on the pinned build: a token's K/V bits depend
+ * on the tokens before it and on the kernel path of the batch it was evaluated in, nothing else.
+ * With flash attention off (the default) every batch of >= 2 tokens takes one path and a token
+ * decoded alone another (logits differ by up to ~1). With flash_attn on, batches of >= 64 tokens
+ * take a tiled kernel, batches of 2..63 a row kernel, and a lone token a third. Hence:
+ *   - prompts are evaluated in chunks on one path (>= 2 tokens with flash attention off; with it
+ *     on, >= 64 tokens for prompts of >= 64 tokens when n_batch >= 128, else 2..63), with or
+ *     without reuse, and at least the last 2 (flash attention on, long prompts: 64) prompt
+ *     tokens are always evaluated again;
+ *   - cached tokens are reused only when they came from the path this prompt's prefill takes
+ *     (with flash attention on, a cached prompt of < 64 tokens is not reused by a longer one);
  *   - generated tokens (decoded one at a time) are never reused: a chat's next turn reuses the
  *     system prompt and earlier prompts, and evaluates the previous answer again;
  *   - with n_batch < 3 reuse is off.
+ * So flash attention trades a faster cold prefill for a coarser reuse: a short follow-up
+ * question after a long cached prompt costs a 64-token prefill instead of a few tokens.
  * After a cancel or an error during prefill only the fully evaluated chunks stay cached; after
  * an error while generating the cache is cleared. fe_profile.n_prompt_reused says how many
  * prompt tokens were reused. */
@@ -293,15 +305,17 @@ FE_API fe_status fe_session_cached_tokens(const fe_session *session, int32_t *to
  * everything before it. It is written atomically (temporary file, fsync, rename). A state
  * file is untrusted input: sizes and counts are checked against the file size before anything
  * is allocated, then the checksum, then the model hash, the llama.cpp version and the
- * vocabulary; a file made for another model, llama.cpp build or CPU variant, truncated, altered or
+ * vocabulary and the flash-attention setting; a file made for another model, llama.cpp build, CPU
+ * variant or flash-attention setting, truncated, altered or
  * hand-made is refused with FE_ERR_BAD_MODEL and a message naming what is wrong ("state
  * file ...: checksum mismatch", "...: made for another model ..."), and the session's cache
  * is then empty. A missing file is FE_ERR_FILE_NOT_FOUND. The prefix must be shorter than the
  * loading session's n_ctx. These calls are FE_ERR_BUSY while a request is active; saving
  * runs a prefill (max_tokens 0) when the prefix is not cached, which replaces the session's
  * profile. Loading works with prefix_reuse off too, but only a session with it on reuses.
- * Verifying the model hashes the model file once per process (fe_file_sha256, ~0.4 s for
- * 100 MB here); it is cached for later loads and profiles. */
+ * Verifying the model hashes the model file once per process (fe_file_sha256: 98 MB in ~0.2 s
+ * with the CPU's SHA instructions on a loaded 2-core host, 3.7x faster than without); it is
+ * cached for later loads and profiles. */
 
 /* Save the state of `tokens` (1..n_ctx-1 tokens). */
 FE_API fe_status fe_session_save_prefix(fe_session *session, const int32_t *tokens, int32_t n_tokens,
@@ -660,6 +674,147 @@ FE_API double fe_percentile(const double *values, size_t n, double q);
 /* Peak resident set size of this process in MiB (0 if unknown). */
 FE_API double fe_peak_rss_mb(void);
 
+/* ------------------------------------------------ drift monitoring (what users ask vs the tuning text)
+ *
+ * A drift reference (made at convert time from the LoRA's tuning text, see `finllm-edge convert
+ * --drift-ref`) holds the token distribution of that text folded into buckets, and alarm
+ * thresholds calibrated on held-out in-domain windows at a chosen false-alarm rate. A monitor keeps
+ * the bucket counts of the last `window_tokens` prompt tokens and computes
+ * KL(window || reference) in nats after each request; the state is NONE below the watch threshold,
+ * WATCH at or above it, DRIFT at or above the drift threshold (never before the window is full).
+ * Counts only: no text and no token order is kept, unless sampling is switched on explicitly
+ * (fe_drift_monitor_set_sampling).
+ *
+ *     fe_session_enable_drift(s, "out/convert/drift-ref.fedrift");   // checks the tokenizer
+ *     ... requests ...
+ *     fe_drift_monitor *m = fe_session_drift_monitor(s);
+ *     fe_drift_status ds;
+ *     fe_drift_get_status(m, &ds);                // ds.state, ds.kl, ds.drift_threshold, ...
+ *     char *json = fe_drift_monitor_json(m);      // the state file `finllm-edge drift report` reads
+ *     fe_free(json);
+ *
+ * Buckets: the reference's n_named most frequent tokens have a bucket each (bucket i = named[i]);
+ * every other token id t falls in bucket n_named + (t * 2654435761 mod 2^32) mod (n_buckets - n_named).
+ * Smoothing a (> 0) is added to every bucket count of the reference and of the window:
+ * p_b = (c_b + a) / (n + a * n_buckets). Attached to a session, a request counts what the user
+ * asked: for fe_request_start_chat the tokens of the last "user" message; for a prompt
+ * (fe_generate, fe_request_start[_tokens]) its tokens without control tokens (BOS, <|im_start|>, ...)
+ * and without the prefix it shares with the previous request's prompt when that prefix is 16 tokens
+ * or longer (a repeated system prompt or chat history counts once). A prompt the app rendered with
+ * a chat template itself also counts the template's plain-text tokens ("user", "assistant"): start
+ * chat requests with fe_request_start_chat for exact counts. Prefill-only requests (max_tokens 0:
+ * saving a state, counting tokens) are not counted.
+ *
+ * Reference file (little-endian, untrusted input: magic, version, sizes and counts are checked
+ * against the file size before anything is allocated, then a sha256 over the file, then every
+ * value): header "FEDRIFT\0", version, header size, tokenizer sha256 (fe_model_tokenizer_sha256),
+ * n_vocab, n_buckets, n_named, window_tokens, smoothing, watch/drift thresholds and the false-alarm
+ * rates they were calibrated at, reference and calibration sizes, seed; int32 named[n_named];
+ * double probs[n_buckets]; sha256. A truncated, altered or foreign file is FE_ERR_BAD_MODEL naming
+ * what is wrong; a reference made for another tokenizer is FE_ERR_BAD_MODEL ("another tokenizer"). */
+
+typedef enum fe_drift_state {
+    FE_DRIFT_NONE  = 0,   /* below the watch threshold, or the window is not full yet */
+    FE_DRIFT_WATCH = 1,   /* KL >= watch threshold */
+    FE_DRIFT_DRIFT = 2    /* KL >= drift threshold */
+} fe_drift_state;
+
+/* "none", "watch", "drift". */
+FE_API const char *fe_drift_state_str(fe_drift_state state);
+
+typedef struct fe_drift_ref fe_drift_ref;
+typedef struct fe_drift_monitor fe_drift_monitor;
+
+typedef struct fe_drift_params {
+    int32_t n_buckets;      /* 2..65536 (default 1024) */
+    int32_t n_named;        /* tokens with a bucket of their own, 0..n_buckets-1 (default 768) */
+    int32_t window_tokens;  /* sliding window of prompt tokens, 16..1048576 (default 2048) */
+    double  smoothing;      /* added to every bucket count, > 0 (default 0.5) */
+} fe_drift_params;
+
+FE_API fe_drift_params fe_drift_default_params(void);
+
+/* sha256 (64 hex + NUL) identifying the model's tokenizer: tokenizer.ggml.model and .pre, n_vocab,
+ * every token's text and attributes. A drift reference records it. */
+FE_API fe_status fe_model_tokenizer_sha256(const fe_model *model, char hex_out[65]);
+
+/* A reference from the tokens of the tuning text (ids in 0..n_vocab-1). Uncalibrated until
+ * fe_drift_ref_calibrate. */
+FE_API fe_status fe_drift_ref_build(const char *tokenizer_sha256, int32_t n_vocab, const int32_t *tokens,
+                                    size_t n_tokens, const fe_drift_params *params, fe_drift_ref **out);
+
+/* KL(window || ref) after each request of a seeded stream of held-out requests (requests drawn
+ * with replacement from request_lens/tokens, which hold n_requests requests back to back), once the
+ * window is full: n_windows values into kl_out. Deterministic for the same inputs and seed. */
+FE_API fe_status fe_drift_ref_window_kls(const fe_drift_ref *ref, const int32_t *tokens, const int32_t *request_lens,
+                                         size_t n_requests, uint64_t seed, double *kl_out, size_t n_windows);
+
+/* Thresholds from in-domain window KLs: the watch (drift) threshold is the order statistic
+ * ceil((n + 1) * (1 - rate)) of the sorted kls (the largest when that is past n), so at most
+ * `rate` of in-domain windows reach it. 0 < drift_rate <= watch_rate < 1; n >= 1. */
+FE_API fe_status fe_drift_ref_calibrate(fe_drift_ref *ref, const double *kls, size_t n, double watch_rate,
+                                        double drift_rate, uint64_t seed);
+
+typedef struct fe_drift_ref_info {
+    char tokenizer_sha256[65];
+    int32_t n_vocab;
+    fe_drift_params params;
+    double watch_threshold, drift_threshold;   /* nats; +inf while uncalibrated */
+    double watch_rate, drift_rate;             /* false-alarm rates they were set at */
+    uint64_t n_ref_tokens;
+    uint64_t n_calibration_windows;            /* 0: uncalibrated */
+    uint64_t calibration_seed;
+} fe_drift_ref_info;
+
+FE_API fe_status fe_drift_ref_get_info(const fe_drift_ref *ref, fe_drift_ref_info *out);
+/* Bucket of a token id (see above); -1 for an id outside 0..n_vocab-1 or a NULL ref. */
+FE_API int32_t fe_drift_ref_bucket(const fe_drift_ref *ref, int32_t token);
+/* Written atomically (temporary file, fsync, rename); an uncalibrated reference is refused. */
+FE_API fe_status fe_drift_ref_save(const fe_drift_ref *ref, const char *path);
+FE_API fe_status fe_drift_ref_load(const char *path, fe_drift_ref **out);
+FE_API void fe_drift_ref_free(fe_drift_ref *ref);
+
+/* A stand-alone monitor (the same one a session runs), on a copy of `ref`. */
+FE_API fe_status fe_drift_monitor_new(const fe_drift_ref *ref, fe_drift_monitor **out);
+FE_API void fe_drift_monitor_free(fe_drift_monitor *monitor);
+/* Empty window, counters and history. */
+FE_API void fe_drift_monitor_reset(fe_drift_monitor *monitor);
+/* One request's tokens, counted as given (ids outside the vocabulary are FE_ERR_INVALID_ARG and
+ * nothing is counted); then the KL and the state are evaluated. n == 0 counts as a request. */
+FE_API fe_status fe_drift_observe(fe_drift_monitor *monitor, const int32_t *tokens, size_t n);
+/* Opt-in: keep the tokens of every `every_n`-th request (at most 512 each) for the last
+ * `max_samples` of them, exported in the state JSON for re-tuning. 0, 0 (the default) keeps none. */
+FE_API fe_status fe_drift_monitor_set_sampling(fe_drift_monitor *monitor, int32_t max_samples, int32_t every_n);
+
+typedef struct fe_drift_status {
+    fe_drift_state state;
+    double kl;                  /* KL(window || reference) in nats after the last request; 0 before any */
+    double watch_threshold, drift_threshold;
+    int32_t window_tokens;      /* the window's size */
+    int32_t n_window;           /* tokens in it now (== window_tokens once full) */
+    int64_t n_requests;         /* requests observed */
+    int64_t n_tokens;           /* tokens observed */
+    int64_t n_evaluations;      /* requests that ended with a full window */
+    int64_t n_watch;            /* of those, at WATCH or DRIFT */
+    int64_t n_drift;            /* of those, at DRIFT */
+    int64_t first_drift_request;/* n_requests when DRIFT was first reached; -1 never */
+    int64_t first_drift_tokens; /* n_tokens then; -1 never */
+} fe_drift_status;
+
+FE_API fe_status fe_drift_get_status(const fe_drift_monitor *monitor, fe_drift_status *out);
+/* The monitor's state as JSON (malloc'd; fe_free): status, thresholds, the reference buckets and
+ * probabilities, the window's bucket counts, the KL history of the last 4096 evaluations and, only
+ * when sampling is on, the sampled requests' tokens. `finllm-edge drift report` reads it. */
+FE_API char *fe_drift_monitor_json(const fe_drift_monitor *monitor);
+
+/* Attach a monitor on the reference at `path` to the session (replacing any); FE_ERR_BAD_MODEL when
+ * the file is refused or was made for another tokenizer, FE_ERR_FILE_NOT_FOUND when missing.
+ * NULL path detaches. FE_ERR_BUSY while a request is active. */
+FE_API fe_status fe_session_enable_drift(fe_session *session, const char *path);
+/* The session's monitor (NULL when none is attached): for status, JSON, sampling and reset. Owned
+ * by the session; valid until it is detached or the session is freed. */
+FE_API fe_drift_monitor *fe_session_drift_monitor(fe_session *session);
+
 /* ================================================================ profiles, device, benchmark
  *
  * One LatencyProfile writer for every binding (Python, JNI, fe-bench): the JSON follows
@@ -735,6 +890,9 @@ FE_API char *fe_thermal_json(void);
 /* SHA-256 of a file as 64 lowercase hex digits + NUL in hex_out. Cached per (path, size,
  * mtime) for the life of the process. FE_ERR_FILE_NOT_FOUND if it cannot be read. */
 FE_API fe_status fe_file_sha256(const char *path, char hex_out[65]);
+/* The SHA-256 code in use: "x86-sha-ni" or "armv8-sha2" (the CPU's SHA instructions, 3.7-5.5x
+ * faster here) or "portable" (forced by the environment variable FE_SHA256_PORTABLE=1). */
+FE_API const char *fe_sha256_impl(void);
 
 /* ------------------------------------------------ the LatencyProfile writer */
 

@@ -302,7 +302,8 @@ JNIEXPORT jlong JNICALL Java_io_finllm_edge_FinLlm_nativeOpen(JNIEnv *env, jclas
                                                              jint n_ctx, jint n_batch, jint n_threads,
                                                              jint seed, jfloat temperature, jint top_k,
                                                              jfloat top_p, jfloat repeat_penalty,
-                                                             jboolean use_mmap, jboolean prefix_reuse) {
+                                                             jboolean use_mmap, jboolean prefix_reuse,
+                                                             jboolean flash_attn) {
     return guarded<jlong>(env, "FinLlm.open", 0, [&]() -> jlong {
         bool ok = false;
         std::string path = copy_jstring(env, jpath, "FinLlm.open: modelPath", &ok);
@@ -324,6 +325,7 @@ JNIEXPORT jlong JNICALL Java_io_finllm_edge_FinLlm_nativeOpen(JNIEnv *env, jclas
         if (n_batch > 0) sp.n_batch = static_cast<uint32_t>(n_batch);
         if (n_threads > 0) sp.n_threads = sp.n_threads_batch = n_threads;  // <= 0: the core's default
         sp.prefix_reuse = prefix_reuse == JNI_TRUE;
+        sp.flash_attn = flash_attn == JNI_TRUE;
         fe_sampling_params sampling = fe_sampling_default_params();
         sampling.seed = static_cast<uint32_t>(seed);  // -1 = FE_SEED_RANDOM
         sampling.temperature = temperature;
@@ -665,57 +667,174 @@ JNIEXPORT jobjectArray JNICALL Java_io_finllm_edge_FinLlm_nativeModelInfo(JNIEnv
     });
 }
 
-// ------------------------------------------------------------------ runtime LoRA adapters
+// ------------------------------------------------------------------ drift monitoring
+// (finllm_edge.h "drift monitoring"; Java: FinLlm.enableDrift/driftStatus/driftStateJson/driftSampling and
+// io.finllm.edge.DriftMonitor, a stand-alone monitor on a token stream). A status crosses as
+// double[]{state, kl, watch_threshold, drift_threshold, window_tokens, n_window, n_requests, n_tokens,
+// n_evaluations, n_watch, n_drift, first_drift_request, first_drift_tokens} (DriftStatus parses it).
 
-// Loads a GGUF LoRA adapter for this model; returns its id (0, 1, ...) for nativeSetAdapters.
-JNIEXPORT jint JNICALL Java_io_finllm_edge_FinLlm_nativeLoadAdapter(JNIEnv *env, jclass, jlong handle, jstring jpath) {
-    return guarded<jint>(env, "FinLlm.loadAdapter", -1, [&]() -> jint {
-        JniSession *s = from_handle(env, handle, "FinLlm.loadAdapter");
-        if (!s) return -1;
-        bool ok = false;
-        std::string path = copy_jstring(env, jpath, "FinLlm.loadAdapter: path", &ok);
-        if (!ok) return -1;
-        s->adapters.reserve(s->adapters.size() + 1);  // no throw after the adapter exists
-        fe_adapter *a = nullptr;
-        fe_status st = fe_adapter_load(s->model, path.c_str(), &a);
-        if (st != FE_OK || !a) {
-            throw_status(env, st != FE_OK ? st : FE_ERR_INTERNAL, ("FinLlm.loadAdapter(" + path + ")").c_str());
-            return -1;
-        }
-        s->adapters.push_back(a);
-        return static_cast<jint>(s->adapters.size() - 1);
+static jdoubleArray drift_status_array(JNIEnv *env, const fe_drift_monitor *m, const char *what) {
+    fe_drift_status ds{};
+    fe_status st = fe_drift_get_status(m, &ds);
+    if (st != FE_OK) {
+        throw_status(env, st, what);
+        return nullptr;
+    }
+    double v[13] = {double(ds.state), ds.kl, ds.watch_threshold, ds.drift_threshold, double(ds.window_tokens),
+                    double(ds.n_window), double(ds.n_requests), double(ds.n_tokens), double(ds.n_evaluations),
+                    double(ds.n_watch), double(ds.n_drift), double(ds.first_drift_request),
+                    double(ds.first_drift_tokens)};
+    jdoubleArray arr = env->NewDoubleArray(13);
+    if (arr) env->SetDoubleArrayRegion(arr, 0, 13, v);
+    return arr;
+}
+
+static jstring drift_json(JNIEnv *env, const fe_drift_monitor *m, const char *what) {
+    char *json = fe_drift_monitor_json(m);
+    if (!json) {
+        throw_status(env, FE_ERR_OUT_OF_MEMORY, what);
+        return nullptr;
+    }
+    jstring out = utf8_jstring(env, json);
+    fe_free(json);
+    return out;
+}
+
+// The session's monitor, or NULL with a FinLlmException pending.
+static fe_drift_monitor *session_drift(JNIEnv *env, jlong handle, const char *what) {
+    JniSession *s = from_handle(env, handle, what);
+    if (!s) return nullptr;
+    fe_drift_monitor *m = fe_session_drift_monitor(s->session);
+    if (!m) throw_fe(env, FE_ERR_INVALID_ARG, std::string(what) + ": no drift monitor (call enableDrift first)");
+    return m;
+}
+
+JNIEXPORT void JNICALL Java_io_finllm_edge_FinLlm_nativeEnableDrift(JNIEnv *env, jclass, jlong handle, jstring jpath) {
+    guarded<int>(env, "FinLlm.enableDrift", 0, [&]() -> int {
+        JniSession *s = from_handle(env, handle, "FinLlm.enableDrift");
+        if (!s) return 0;
+        std::string path;
+        bool ok = true;
+        if (jpath) path = copy_jstring(env, jpath, "FinLlm.enableDrift: referencePath", &ok);
+        if (!ok) return 0;
+        fe_status st = fe_session_enable_drift(s->session, jpath ? path.c_str() : nullptr);
+        if (st != FE_OK) throw_status(env, st, "FinLlm.enableDrift");
+        return 0;
     });
 }
 
-// Makes adapters ids[i] with scales[i] the active set (empty arrays: none).
-JNIEXPORT void JNICALL Java_io_finllm_edge_FinLlm_nativeSetAdapters(JNIEnv *env, jclass, jlong handle, jintArray jids,
-                                                                   jfloatArray jscales) {
-    guarded<int>(env, "FinLlm.setAdapters", 0, [&]() -> int {
-        JniSession *s = from_handle(env, handle, "FinLlm.setAdapters");
-        if (!s) return 0;
-        if (!jids || !jscales || env->GetArrayLength(jids) != env->GetArrayLength(jscales)) {
-            throw_fe(env, FE_ERR_INVALID_ARG, "FinLlm.setAdapters: ids and scales must be arrays of the same length");
+JNIEXPORT jdoubleArray JNICALL Java_io_finllm_edge_FinLlm_nativeDriftStatus(JNIEnv *env, jclass, jlong handle) {
+    return guarded<jdoubleArray>(env, "FinLlm.driftStatus", nullptr, [&]() -> jdoubleArray {
+        fe_drift_monitor *m = session_drift(env, handle, "FinLlm.driftStatus");
+        return m ? drift_status_array(env, m, "FinLlm.driftStatus") : nullptr;
+    });
+}
+
+JNIEXPORT jstring JNICALL Java_io_finllm_edge_FinLlm_nativeDriftStateJson(JNIEnv *env, jclass, jlong handle) {
+    return guarded<jstring>(env, "FinLlm.driftStateJson", nullptr, [&]() -> jstring {
+        fe_drift_monitor *m = session_drift(env, handle, "FinLlm.driftStateJson");
+        return m ? drift_json(env, m, "FinLlm.driftStateJson") : nullptr;
+    });
+}
+
+JNIEXPORT void JNICALL Java_io_finllm_edge_FinLlm_nativeDriftSampling(JNIEnv *env, jclass, jlong handle,
+                                                                     jint max_samples, jint every_n) {
+    guarded<int>(env, "FinLlm.driftSampling", 0, [&]() -> int {
+        fe_drift_monitor *m = session_drift(env, handle, "FinLlm.driftSampling");
+        if (!m) return 0;
+        fe_status st = fe_drift_monitor_set_sampling(m, max_samples, every_n);
+        if (st != FE_OK) throw_status(env, st, "FinLlm.driftSampling");
+        return 0;
+    });
+}
+
+namespace {
+constexpr uint32_t kDriftAlive = 0x4645444du;  // "FEDM"
+
+struct JniDrift {
+    uint32_t magic = kDriftAlive;
+    fe_drift_monitor *monitor = nullptr;
+};
+
+fe_drift_monitor *drift_from_handle(JNIEnv *env, jlong handle, const char *what) {
+    auto *d = reinterpret_cast<JniDrift *>(static_cast<intptr_t>(handle));
+    if (!d || d->magic != kDriftAlive) {
+        throw_fe(env, FE_ERR_INVALID_ARG, std::string(what) + ": the DriftMonitor was closed (or never opened)");
+        return nullptr;
+    }
+    return d->monitor;
+}
+}  // namespace
+
+JNIEXPORT jlong JNICALL Java_io_finllm_edge_DriftMonitor_nativeOpen(JNIEnv *env, jclass, jstring jpath) {
+    return guarded<jlong>(env, "DriftMonitor.open", 0, [&]() -> jlong {
+        bool ok = false;
+        std::string path = copy_jstring(env, jpath, "DriftMonitor.open: referencePath", &ok);
+        if (!ok) return 0;
+        fe_drift_ref *ref = nullptr;
+        fe_status st = fe_drift_ref_load(path.c_str(), &ref);
+        if (st != FE_OK) {
+            throw_status(env, st, "DriftMonitor.open");
             return 0;
         }
-        const jsize n = env->GetArrayLength(jids);
-        std::vector<jint> ids(static_cast<size_t>(n));
-        std::vector<float> scales(static_cast<size_t>(n));
-        if (n) {
-            env->GetIntArrayRegion(jids, 0, n, ids.data());
-            env->GetFloatArrayRegion(jscales, 0, n, scales.data());
+        fe_drift_monitor *m = nullptr;
+        st = fe_drift_monitor_new(ref, &m);
+        fe_drift_ref_free(ref);
+        if (st != FE_OK) {
+            throw_status(env, st, "DriftMonitor.open");
+            return 0;
         }
-        std::vector<fe_adapter *> handles;
-        for (jsize i = 0; i < n; i++) {
-            if (ids[i] < 0 || static_cast<size_t>(ids[i]) >= s->adapters.size()) {
-                throw_fe(env, FE_ERR_INVALID_ARG, "FinLlm.setAdapters: adapter id " + std::to_string(ids[i]) +
-                                                      " was not returned by loadAdapter on this FinLlm");
-                return 0;
-            }
-            handles.push_back(s->adapters[static_cast<size_t>(ids[i])]);
+        auto *d = new (std::nothrow) JniDrift;
+        if (!d) {
+            fe_drift_monitor_free(m);
+            throw_oom(env, "DriftMonitor.open");
+            return 0;
         }
-        fe_status st = fe_session_set_adapters(s->session, handles.data(), scales.data(), handles.size());
-        if (st != FE_OK) throw_status(env, st, "FinLlm.setAdapters");
-        return 0;
+        d->monitor = m;
+        return static_cast<jlong>(reinterpret_cast<intptr_t>(d));
+    });
+}
+
+JNIEXPORT void JNICALL Java_io_finllm_edge_DriftMonitor_nativeFree(JNIEnv *, jclass, jlong handle) {
+    auto *d = reinterpret_cast<JniDrift *>(static_cast<intptr_t>(handle));
+    if (!d || d->magic != kDriftAlive) return;
+    d->magic = 0;
+    fe_drift_monitor_free(d->monitor);
+    delete d;
+}
+
+JNIEXPORT jdoubleArray JNICALL Java_io_finllm_edge_DriftMonitor_nativeObserve(JNIEnv *env, jclass, jlong handle,
+                                                                             jintArray jtokens) {
+    return guarded<jdoubleArray>(env, "DriftMonitor.observe", nullptr, [&]() -> jdoubleArray {
+        fe_drift_monitor *m = drift_from_handle(env, handle, "DriftMonitor.observe");
+        if (!m) return nullptr;
+        if (!jtokens) {
+            throw_fe(env, FE_ERR_INVALID_ARG, "DriftMonitor.observe: tokens is null");
+            return nullptr;
+        }
+        jsize n = env->GetArrayLength(jtokens);
+        std::vector<int32_t> toks(static_cast<size_t>(n));
+        if (n) env->GetIntArrayRegion(jtokens, 0, n, reinterpret_cast<jint *>(toks.data()));
+        fe_status st = fe_drift_observe(m, toks.data(), toks.size());
+        if (st != FE_OK) {
+            throw_status(env, st, "DriftMonitor.observe");
+            return nullptr;
+        }
+        return drift_status_array(env, m, "DriftMonitor.observe");
+    });
+}
+
+JNIEXPORT jdoubleArray JNICALL Java_io_finllm_edge_DriftMonitor_nativeStatus(JNIEnv *env, jclass, jlong handle) {
+    return guarded<jdoubleArray>(env, "DriftMonitor.status", nullptr, [&]() -> jdoubleArray {
+        fe_drift_monitor *m = drift_from_handle(env, handle, "DriftMonitor.status");
+        return m ? drift_status_array(env, m, "DriftMonitor.status") : nullptr;
+    });
+}
+
+JNIEXPORT jstring JNICALL Java_io_finllm_edge_DriftMonitor_nativeStateJson(JNIEnv *env, jclass, jlong handle) {
+    return guarded<jstring>(env, "DriftMonitor.stateJson", nullptr, [&]() -> jstring {
+        fe_drift_monitor *m = drift_from_handle(env, handle, "DriftMonitor.stateJson");
+        return m ? drift_json(env, m, "DriftMonitor.stateJson") : nullptr;
     });
 }
 
@@ -915,6 +1034,60 @@ JNIEXPORT jstring JNICALL Java_io_finllm_edge_FinLlmScheduler_nativeStats(JNIEnv
         jstring out = env->NewStringUTF(json);
         fe_free(json);
         return out;
+    });
+}
+
+// ------------------------------------------------------------------ runtime LoRA adapters
+
+// Loads a GGUF LoRA adapter for this model; returns its id (0, 1, ...) for nativeSetAdapters.
+JNIEXPORT jint JNICALL Java_io_finllm_edge_FinLlm_nativeLoadAdapter(JNIEnv *env, jclass, jlong handle, jstring jpath) {
+    return guarded<jint>(env, "FinLlm.loadAdapter", -1, [&]() -> jint {
+        JniSession *s = from_handle(env, handle, "FinLlm.loadAdapter");
+        if (!s) return -1;
+        bool ok = false;
+        std::string path = copy_jstring(env, jpath, "FinLlm.loadAdapter: path", &ok);
+        if (!ok) return -1;
+        s->adapters.reserve(s->adapters.size() + 1);  // no throw after the adapter exists
+        fe_adapter *a = nullptr;
+        fe_status st = fe_adapter_load(s->model, path.c_str(), &a);
+        if (st != FE_OK || !a) {
+            throw_status(env, st != FE_OK ? st : FE_ERR_INTERNAL, ("FinLlm.loadAdapter(" + path + ")").c_str());
+            return -1;
+        }
+        s->adapters.push_back(a);
+        return static_cast<jint>(s->adapters.size() - 1);
+    });
+}
+
+// Makes adapters ids[i] with scales[i] the active set (empty arrays: none).
+JNIEXPORT void JNICALL Java_io_finllm_edge_FinLlm_nativeSetAdapters(JNIEnv *env, jclass, jlong handle, jintArray jids,
+                                                                   jfloatArray jscales) {
+    guarded<int>(env, "FinLlm.setAdapters", 0, [&]() -> int {
+        JniSession *s = from_handle(env, handle, "FinLlm.setAdapters");
+        if (!s) return 0;
+        if (!jids || !jscales || env->GetArrayLength(jids) != env->GetArrayLength(jscales)) {
+            throw_fe(env, FE_ERR_INVALID_ARG, "FinLlm.setAdapters: ids and scales must be arrays of the same length");
+            return 0;
+        }
+        const jsize n = env->GetArrayLength(jids);
+        std::vector<jint> ids(static_cast<size_t>(n));
+        std::vector<float> scales(static_cast<size_t>(n));
+        if (n) {
+            env->GetIntArrayRegion(jids, 0, n, ids.data());
+            env->GetFloatArrayRegion(jscales, 0, n, scales.data());
+        }
+        std::vector<fe_adapter *> handles;
+        for (jsize i = 0; i < n; i++) {
+            if (ids[i] < 0 || static_cast<size_t>(ids[i]) >= s->adapters.size()) {
+                throw_fe(env, FE_ERR_INVALID_ARG, "FinLlm.setAdapters: adapter id " + std::to_string(ids[i]) +
+                                                      " was not returned by loadAdapter on this FinLlm");
+                return 0;
+            }
+            handles.push_back(s->adapters[static_cast<size_t>(ids[i])]);
+        }
+        fe_status st = fe_session_set_adapters(s->session, handles.data(), scales.data(), handles.size());
+        if (st != FE_OK) throw_status(env, st, "FinLlm.setAdapters");
+        return 0;
     });
 }
 

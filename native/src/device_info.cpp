@@ -336,6 +336,8 @@ char *fe_thermal_json(void) {
     }
 }
 
+const char *fe_sha256_impl(void) { return fe_sha256_backend(); }
+
 fe_status fe_file_sha256(const char *path, char hex_out[65]) {
     return fe::guard("fe_file_sha256", [&]() -> fe_status {
         if (!path || !hex_out) return fe::set_error(FE_ERR_INVALID_ARG, "fe_file_sha256: path or hex_out is NULL");

@@ -32,30 +32,61 @@ fe_status decode_status(fe_session *s, int32_t rc, const char *what) {
 // not split a call itself.
 int32_t chunk_limit(const fe_session *s) { return (int32_t)std::min<uint32_t>(s->params.n_batch, 512u); }
 
-// Size of the next prefill chunk with `left` tokens to go: as large as allowed, but never
-// leaving a last chunk of one token. llama.cpp evaluates a lone token by another kernel path
-// than a batch of two or more (its logits differ by ~1 here), and every batch of >= 2 gives the
-// same bits (flash attention off, see session.cpp). So a prompt evaluated in any split of
-// chunks >= 2 gives the same K/V and logits: the basis of exact prefix reuse.
-int32_t next_chunk(int32_t limit, int32_t left) {
-    int32_t n = std::min(limit, left);
-    if (left - n == 1 && n > 2) n--;
+}  // namespace
+
+fe::RowPath fe::prompt_path(const fe_session *s, int32_t n_prompt) {
+    if (!s->params.flash_attn) return fe::ROWS_PLAIN;
+    return n_prompt >= fe::kFaTileRows && chunk_limit(s) >= 2 * fe::kFaTileRows ? fe::ROWS_FA_TILED : fe::ROWS_FA_VEC;
+}
+
+namespace {
+
+// Fewest and most rows of a prefill chunk on `path`.
+int32_t min_rows(fe::RowPath path) { return path == fe::ROWS_FA_TILED ? fe::kFaTileRows : 2; }
+int32_t max_rows(const fe_session *s, fe::RowPath path) {
+    return path == fe::ROWS_FA_VEC ? std::min(chunk_limit(s), fe::kFaTileRows - 1) : chunk_limit(s);
+}
+
+// The path of the rows of one prefill chunk of n tokens (-1: a lone token, never reusable).
+int row_path(const fe_session *s, int32_t n) {
+    if (n < 2) return -1;
+    if (!s->params.flash_attn) return fe::ROWS_PLAIN;
+    return n >= fe::kFaTileRows ? fe::ROWS_FA_TILED : fe::ROWS_FA_VEC;
+}
+
+// Size of the next prefill chunk with `left` tokens to go on `path`: as large as allowed, but
+// never leaving a last chunk below the path's minimum. Measured on the pinned build: a token's
+// K/V bits depend only on the kernel path its batch takes (and on the tokens before it):
+//   flash attention off: any batch of >= 2 tokens gives the same bits; a lone token differs
+//     (logits by ~1 here);
+//   flash attention on: the tiled kernel (>= 64 rows) and the row kernel (2..63 rows) round
+//     differently, and a lone token takes a third (split-KV) kernel over >= 512 cells.
+// So a prompt evaluated in any split of chunks on one path gives the same K/V and logits: the
+// basis of exact prefix reuse.
+int32_t next_chunk(const fe_session *s, fe::RowPath path, int32_t left) {
+    const int32_t lo = min_rows(path);
+    int32_t n = std::min(max_rows(s, path), left);
+    if (left - n > 0 && left - n < lo && n - (lo - (left - n)) >= lo) n -= lo - (left - n);
     return n;
 }
 
 // The prefix of the prompt kept from the KV cache (0 = start from an empty cache). Only tokens
-// whose K/V came from batches of >= 2 are reusable (s->n_exact: not generated tokens, which are
-// decoded one at a time), and at least the last two prompt tokens are evaluated again (the
-// last one's logits give the first answer token; a lone token would take the other kernel
-// path). Any disagreement between the cache and s->cached clears both.
+// that a fresh prefill of this prompt would give the same bits are reusable: the leading
+// s->n_exact cached tokens, when they came from the path this prompt's prefill takes (not
+// generated tokens, which are decoded one at a time). At least the last min_rows(path) prompt
+// tokens are evaluated again (the last one's logits give the first answer token, and the
+// chunk must stay on the path). Any disagreement between the cache and s->cached clears both.
 int32_t keep_prefix(fe_session *s) {
     llama_memory_t mem = llama_get_memory(s->ctx);
     const std::vector<llama_token> &prompt = s->req.prompt;
     std::vector<llama_token> &cached = s->cached;
+    const fe::RowPath path = fe::prompt_path(s, (int32_t)prompt.size());
+    const size_t lo = (size_t)min_rows(path);
     int32_t n_keep = 0;
-    if (s->params.prefix_reuse && chunk_limit(s) >= 3 && prompt.size() >= 3 && !cached.empty() &&
-        llama_memory_seq_pos_min(mem, 0) == 0 && llama_memory_seq_pos_max(mem, 0) + 1 == (llama_pos)cached.size()) {
-        size_t n = std::min({cached.size(), (size_t)s->n_exact, prompt.size() - 2});
+    if (s->params.prefix_reuse && chunk_limit(s) >= 3 && prompt.size() > lo && !cached.empty() &&
+        s->exact_path == path && llama_memory_seq_pos_min(mem, 0) == 0 &&
+        llama_memory_seq_pos_max(mem, 0) + 1 == (llama_pos)cached.size()) {
+        size_t n = std::min({cached.size(), (size_t)s->n_exact, prompt.size() - lo});
         size_t k = 0;
         while (k < n && cached[k] == prompt[k]) k++;
         n_keep = (int32_t)k;
@@ -146,6 +177,7 @@ fe_status activate(fe_session *s) {
     s->token_ms.clear();
     s->token_ms.reserve((size_t)std::min(r.gp.max_tokens, 1 << 16));
     s->profile = fe_profile{};
+    fe::drift_on_request(s);  // counts the prompt when a drift monitor is attached
     r.active = true;
     return FE_OK;
 }
@@ -185,11 +217,12 @@ fe_status step(fe_session *s, fe_token_event *ev) {
     if (!r.prefilled) {
         fe::clear_llama_errors();
         double t0 = fe::now_ms();
-        const int32_t n_prompt = (int32_t)r.prompt.size(), limit = chunk_limit(s);
+        const int32_t n_prompt = (int32_t)r.prompt.size();
+        const fe::RowPath path = fe::prompt_path(s, n_prompt);
         int32_t n_keep = keep_prefix(s);
         r.n_reused = n_keep;
         for (int32_t i = n_keep, n = 0; i < n_prompt; i += n) {
-            n = next_chunk(limit, n_prompt - i);
+            n = next_chunk(s, path, n_prompt - i);
             int32_t rc = llama_decode(s->ctx, llama_batch_get_one(r.prompt.data() + i, n));
             if (rc != 0) {
                 fe_status st = decode_status(s, rc, "prefill");
@@ -201,9 +234,13 @@ fe_status step(fe_session *s, fe_token_event *ev) {
                 fe::end_request(s, FE_STOP_NONE);
                 return st;
             }
-            bool exact = n >= 2 && s->n_exact == (int32_t)s->cached.size();
+            const int rp = row_path(s, n);
+            bool exact = rp >= 0 && s->n_exact == (int32_t)s->cached.size() && (s->n_exact == 0 || s->exact_path == rp);
             s->cached.insert(s->cached.end(), r.prompt.begin() + i, r.prompt.begin() + i + n);
-            if (exact) s->n_exact = (int32_t)s->cached.size();
+            if (exact) {
+                s->n_exact = (int32_t)s->cached.size();
+                s->exact_path = (uint8_t)rp;
+            }
         }
         llama_synchronize(s->ctx);
         r.prefill_ms = fe::elapsed_ms(t0);
@@ -399,7 +436,10 @@ fe_status fe_request_start_chat(fe_session *session, const fe_chat_message *mess
         fe_status st = begin(session, params, fe::now_ms());
         if (st != FE_OK) return st;
         st = fe::chat_tokens(session->model, messages, n_messages, true, session->req.prompt);
+        session->req.chat = messages;  // the drift monitor counts the last user message (drift_monitor.cpp)
+        session->req.n_chat = n_messages;
         if (st == FE_OK) st = activate(session);
+        session->req.chat = nullptr;
         return st == FE_OK ? st : start_failed(session, st);
     });
 }

@@ -50,6 +50,8 @@ struct fe_request {
     std::unique_ptr<fe::TextStream> text;
     std::string event_text;
     fe_stop_reason reason = FE_STOP_NONE;
+    const fe_chat_message *chat = nullptr;  // fe_request_start_chat's messages, during the start only (drift)
+    size_t n_chat = 0;
 };
 
 struct fe_session {
@@ -61,12 +63,14 @@ struct fe_session {
     // Exactly the tokens whose K/V are in the cache (sequence 0, positions 0..n-1): prompt
     // tokens and decoded generated tokens. Whenever in doubt it is truncated or cleared.
     std::vector<llama_token> cached;
-    // Leading cached tokens whose K/V came from batches of >= 2 tokens: the reusable ones
-    // (a token decoded alone, and every token after it, has slightly different K/V than a
-    // batched prefill of the same tokens would give).
+    // Leading cached tokens whose K/V a fresh prefill would reproduce bit for bit: the reusable
+    // ones. They all came from prompt batches on one kernel path, `exact_path` (fe::RowPath);
+    // a token decoded alone, and every token after it, is not among them.
     int32_t n_exact = 0;
+    uint8_t exact_path = 0;
     std::vector<double> token_ms;         // per-token latencies of the last request
     fe_profile profile{};
+    fe_drift_monitor *drift = nullptr;    // fe_session_enable_drift (drift_monitor.cpp); owned
     std::vector<fe::ActiveAdapter> adapters;  // the active LoRA set (adapter.cpp), scale != 0
 };
 
@@ -83,10 +87,25 @@ void clear_llama_errors();
 void ensure_backend();
 void log(fe_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+// drift_monitor.cpp: counts the prompt of a request that is starting (no-op without a monitor),
+// and frees a session's monitor.
+void drift_on_request(fe_session *s);
+void drift_detach(fe_session *s);
 // generate.cpp: ends the active request of a session (frees its sampler, keeps its profile).
 void end_request(fe_session *s, fe_stop_reason reason);
 // generate.cpp: empties the KV cache and s->cached.
 void forget_cache(fe_session *s);
+
+// generate.cpp: the kernel path a prompt row takes, which decides its K/V bits (see "prefix
+// reuse" in finllm_edge.h). Rows are reused only on the path a fresh prefill would take.
+enum RowPath : uint8_t {
+    ROWS_PLAIN = 0,     // flash attention off, batches of >= 2 tokens
+    ROWS_FA_VEC = 1,    // flash attention on, batches of 2..63 tokens (the row-by-row kernel)
+    ROWS_FA_TILED = 2,  // flash attention on, batches of >= 64 tokens (ggml's tiled kernel)
+};
+constexpr int32_t kFaTileRows = 64;  // GGML_FA_TILE_Q of the pinned ggml
+// The path a fresh prefill of an n_prompt-token prompt gives every row (a 1-token prompt aside).
+RowPath prompt_path(const fe_session *s, int32_t n_prompt);
 // generate.cpp: tokenizes `text` into `out` (llama_tokenize with a growing buffer).
 fe_status tokenize_text(const fe_model *model, const char *text, bool add_special, bool parse_special,
                         std::vector<llama_token> &out);

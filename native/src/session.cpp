@@ -93,6 +93,7 @@ fe_session_params fe_session_default_params(void) {
     p.n_threads = fe_default_n_threads();
     p.n_threads_batch = p.n_threads;
     p.prefix_reuse = true;
+    p.flash_attn = false;
     return p;
 }
 
@@ -120,12 +121,11 @@ fe_status fe_session_create(fe_model *model, const fe_session_params *params, fe
         cp.abort_callback = abort_requested;
         cp.abort_callback_data = s.get();
         cp.no_perf = true;
-        // Flash attention off: llama.cpp's CPU flash attention is not batch-invariant (a tiled kernel
-        // for >= 64 query rows, a split-KV kernel for one row over >= 512 cells), so a token's K/V
-        // would depend on how many tokens were evaluated with it, and a reused prefix would give
-        // other numbers than a fresh prefill. Without it every row is computed the same way in any
-        // batch: prefix reuse is exact (test_prefix checks it).
-        cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
+        // Flash attention is a choice (fe_session_params.flash_attn): llama.cpp's CPU flash
+        // attention is faster at prefill but not batch-invariant (a tiled kernel for >= 64 query
+        // rows, a row kernel below, a split-KV kernel for one row over >= 512 cells); generate.cpp
+        // keeps prefix reuse exact on either setting by the kernel path of each row (fe::RowPath).
+        cp.flash_attn_type = p.flash_attn ? LLAMA_FLASH_ATTN_TYPE_ENABLED : LLAMA_FLASH_ATTN_TYPE_DISABLED;
         fe::clear_llama_errors();
         s->ctx = llama_init_from_model(model->model, cp);
         if (!s->ctx) {
@@ -141,6 +141,7 @@ fe_status fe_session_create(fe_model *model, const fe_session_params *params, fe
 void fe_session_free(fe_session *session) {
     if (!session) return;
     fe::end_request(session, FE_STOP_CALLBACK);
+    fe::drift_detach(session);
     llama_free(session->ctx);
     fe::session_drop_adapters(session);
     delete session;

@@ -17,6 +17,9 @@ typedef struct fe_sha256 {
 void fe_sha256_init(fe_sha256 *h);
 void fe_sha256_update(fe_sha256 *h, const void *data, size_t n);
 void fe_sha256_final(fe_sha256 *h, unsigned char out[32]);
+/* Which compression runs: "portable", "x86-sha-ni" or "armv8-sha2" (FE_SHA256_PORTABLE=1 forces
+ * the portable one). */
+const char *fe_sha256_backend(void);
 /* Hex digest of a file into hex[65]; returns 0 on success, -1 if it cannot be read. */
 int fe_sha256_hex_file(const char *path, char hex[65]);
 

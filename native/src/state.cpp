@@ -13,7 +13,7 @@
 //     uint32   n_ctx           of the session that wrote it (provenance)
 //     uint32   n_vocab
 //     uint32   n_tokens        1 .. kMaxTokens
-//     uint32   reserved        0
+//     uint32   row_path        fe::RowPath of the saved K/V (0: flash attention off; 1, 2: on)
 //     uint64   payload_size    bytes of llama.cpp's sequence state
 //     char     adapters[64]    fe::adapter_set_id() of the active LoRA set (hex sha256), NUL-padded
 //                              (all NUL: no adapter); version 2
@@ -46,7 +46,7 @@ struct Header {
     uint32_t version = 0, header_size = 0;
     char model_sha256[64];
     char llama_version[64];
-    uint32_t n_ctx = 0, n_vocab = 0, n_tokens = 0, reserved = 0;
+    uint32_t n_ctx = 0, n_vocab = 0, n_tokens = 0, row_path = 0;
     uint64_t payload_size = 0;
     char adapters[64];
 };
@@ -71,7 +71,7 @@ std::vector<uint8_t> encode_header(const Header &h) {
     put32(b, h.n_ctx);
     put32(b, h.n_vocab);
     put32(b, h.n_tokens);
-    put32(b, h.reserved);
+    put32(b, h.row_path);
     put64(b, h.payload_size);
     b.insert(b.end(), h.adapters, h.adapters + 64);
     return b;
@@ -87,7 +87,7 @@ Header decode_header(const uint8_t *p) {
     h.n_ctx = get32(p + 144);
     h.n_vocab = get32(p + 148);
     h.n_tokens = get32(p + 152);
-    h.reserved = get32(p + 156);
+    h.row_path = get32(p + 156);
     h.payload_size = get64(p + 160);
     memcpy(h.adapters, p + 168, 64);
     return h;
@@ -204,6 +204,7 @@ fe_status save(fe_session *s, std::vector<llama_token> tokens, const char *path)
     h.n_ctx = (uint32_t)n_ctx;
     h.n_vocab = (uint32_t)n_vocab;
     h.n_tokens = (uint32_t)tokens.size();
+    h.row_path = s->exact_path;
     h.payload_size = payload.size();
     memset(h.adapters, 0, sizeof h.adapters);
     std::string set = fe::adapter_set_id(s);
@@ -317,6 +318,12 @@ fe_status load(fe_session *s, const char *path) {
                    set.empty() ? "none" : "another set");
     const int32_t n_vocab = llama_vocab_n_tokens(s->model->vocab);
     if (h.n_vocab != (uint32_t)n_vocab) return bad(path, "vocabulary of %u tokens, the model has %d", h.n_vocab, n_vocab);
+    if (h.row_path > fe::ROWS_FA_TILED) return bad(path, "unknown kernel path %u (0..2)", h.row_path);
+    if ((h.row_path != fe::ROWS_PLAIN) != s->params.flash_attn)
+        return bad(path, "saved by a session with flash attention %s, this session has it %s (its K/V bits differ): "
+                   "create the session with flash_attn = %s or save the state again",
+                   h.row_path != fe::ROWS_PLAIN ? "on" : "off", s->params.flash_attn ? "on" : "off",
+                   h.row_path != fe::ROWS_PLAIN ? "true" : "false");
     if (h.n_tokens >= s->params.n_ctx)
         return fe::set_error(FE_ERR_CONTEXT_OVERFLOW,
                              "state file '%s' holds %u tokens, more than this session's n_ctx = %u allows", path,
@@ -340,6 +347,7 @@ fe_status load(fe_session *s, const char *path) {
     }
     s->cached = std::move(tokens);
     s->n_exact = (int32_t)s->cached.size();  // saved from a batched prefill (cache_exactly)
+    s->exact_path = (uint8_t)h.row_path;
     return FE_OK;
 }
 

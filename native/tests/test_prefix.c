@@ -11,6 +11,7 @@
 
 static fe_model *g_model;
 static char g_dir[512];
+static bool g_fa; /* new sessions use flash attention */
 
 #define MAXT 512
 typedef struct {
@@ -35,6 +36,7 @@ static fe_session *new_session(uint32_t n_ctx, bool reuse, uint32_t n_batch) {
     sp.n_threads = 1;
     sp.n_threads_batch = 1;
     sp.prefix_reuse = reuse;
+    sp.flash_attn = g_fa;
     if (n_batch) sp.n_batch = n_batch;
     fe_session *s = NULL;
     if (fe_session_create(g_model, &sp, &s) != FE_OK) fprintf(stderr, "session: %s\n", fe_last_error());
@@ -71,7 +73,7 @@ static const char *SYS =
 
 /* Each prompt on a reusing session (in order) and on a fresh no-reuse session: same tokens. */
 static void check_sequence(const char *const *prompts, int n, bool sampled, int max_tokens, int32_t *reuse_out) {
-    fe_session *r = new_session(1024, true, 0), *f = new_session(1024, false, 0);
+    fe_session *r = new_session(2048, true, 0), *f = new_session(2048, false, 0);
     REQUIRE(r && f);
     static collect_t a, b;
     for (int i = 0; i < n; i++) {
@@ -255,6 +257,131 @@ static void test_after_context_full_and_stop(void) {
     fe_session_free(f);
 }
 
+/* ------------------------------------------------------------------ flash attention */
+
+static int32_t n_tokens_of(const char *text) {
+    static int32_t toks[4096];
+    int32_t n = 0;
+    fe_tokenize(g_model, text, true, true, toks, 4096, &n);
+    return n;
+}
+
+static int32_t min32(int32_t a, int32_t b) { return a < b ? a : b; }
+
+/* With flash attention on, reuse stays exact: long prompts (>= 64 tokens) take the tiled kernel
+ * and keep the last 64 tokens for evaluation, short ones the row kernel, and cached tokens of
+ * one path are never reused by a prompt on the other. */
+static void test_flash_attn_reuse(void) {
+    g_fa = true;
+    static char lsys[2048], p1[4096], p2[4096], p4[8192], p3[512], p3b[1024];
+    size_t off = (size_t)snprintf(lsys, sizeof lsys, "%s<|im_start|>user\nContext:", SYS);
+    for (int i = 0; i < 12; i++)
+        off += (size_t)snprintf(lsys + off, sizeof lsys - off, " In Q%d net interest margin was %d.%d%%.", i % 4 + 1,
+                                i % 3 + 2, i % 7);
+    snprintf(p1, sizeof p1, "%s Which quarter was best?<|im_end|>\n<|im_start|>assistant\n", lsys);
+    snprintf(p2, sizeof p2, "%s Was the margin stable?<|im_end|>\n<|im_start|>assistant\n", lsys);
+    snprintf(p4, sizeof p4, "%sMostly, within a point.<|im_end|>\n<|im_start|>user\nWhy?<|im_end|>\n"
+             "<|im_start|>assistant\n", p2);
+    snprintf(p3, sizeof p3, "<|im_start|>user\nName one risk of leverage.<|im_end|>\n");
+    snprintf(p3b, sizeof p3b, "%s<|im_start|>assistant\n", p3);
+    const int32_t n_lsys = n_tokens_of(lsys), n1 = n_tokens_of(p1), n2 = n_tokens_of(p2), n4 = n_tokens_of(p4),
+                  n3 = n_tokens_of(p3), n3b = n_tokens_of(p3b);
+    REQUIRE(n_lsys >= 128 && n3b < 64 && n4 - n2 < 64);
+    (void)n1;
+    const char *seq[] = {p1, p2, p2, p4, p3, p3b, p1, lsys};
+    int32_t re[8];
+    for (int sampled = 0; sampled < 2; sampled++) {
+        check_sequence(seq, 8, sampled, 12, re);
+        fprintf(stderr, "  flash attention, %s reused:", sampled ? "seeded" : "greedy");
+        for (int i = 0; i < 8; i++) fprintf(stderr, " %d", re[i]);
+        fprintf(stderr, "\n");
+        CHECK(re[0] == 0);
+        CHECK(re[1] >= n_lsys - 2 - 64 && re[1] <= n2 - 64); /* the shared context, up to 64 before the end */
+        CHECK(re[2] == n2 - 64);                        /* all cached: the last 64 are evaluated again */
+        CHECK(re[3] == min32(n2, n4 - 64));             /* p2's prompt tokens, not its answer */
+        CHECK(re[4] == 0);                              /* short prompt: another kernel path */
+        CHECK(re[5] == n3);                             /* short after short: all of p3 */
+        CHECK(re[6] == 0);                              /* long after short: nothing */
+        CHECK(re[7] == n_lsys - 64);
+    }
+
+    /* cancelled during a prefill in chunks of 128: the cached chunks are reused exactly */
+    static char longp[16384];
+    off = (size_t)snprintf(longp, sizeof longp, "%s", lsys);
+    for (int i = 0; i < 60 && off < sizeof longp - 200; i++)
+        off += (size_t)snprintf(longp + off, sizeof longp - off, " Quarter %d fees rose %d%%.", i, i % 9 + 1);
+    snprintf(longp + off, sizeof longp - off, " Summarize.<|im_end|>\n<|im_start|>assistant\n");
+    fe_session *r = new_session(2048, true, 128), *f = new_session(2048, false, 0);
+    REQUIRE(r && f);
+    static collect_t a, b;
+    fe_generate_params ga = params(1, false, &a), gb;
+    /* cancel half-way through the prefill, as long as it takes on this machine now (r warmed up
+     * first: a first decode allocates buffers) */
+    CHECK_STATUS(fe_generate(r, p3b, &ga, NULL), FE_OK, NULL);
+    CHECK_STATUS(fe_generate(f, p3b, &ga, NULL), FE_OK, NULL);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    CHECK_STATUS(fe_generate(f, longp, &ga, NULL), FE_OK, NULL);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    int half_ms = (int)(((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000) / 2);
+    ga = params(8, false, &a);
+    canceller_t cc = {r, half_ms > 1 ? half_ms : 1};
+    pthread_t th;
+    pthread_create(&th, NULL, cancel_later, &cc);
+    fe_status st = fe_generate(r, longp, &ga, NULL);
+    pthread_join(th, NULL);
+    int32_t n_cached = 0;
+    fe_session_cached_tokens(r, NULL, 0, &n_cached);
+    fprintf(stderr, "  flash attention: cancelled prefill (%s, after %d ms) left %d tokens cached\n",
+            fe_status_str(st), half_ms, n_cached);
+    if (st == FE_ERR_CANCELLED) CHECK(n_cached % 128 == 0 && n_cached < n_tokens_of(longp));
+    for (int i = 0; i < 2; i++) {
+        ga = params(8, i == 1, &a);
+        gb = params(8, i == 1, &b);
+        CHECK_STATUS(fe_generate(r, i ? p1 : longp, &ga, NULL), FE_OK, NULL);
+        CHECK_STATUS(fe_generate(f, i ? p1 : longp, &gb, NULL), FE_OK, NULL);
+        CHECK(same(&a, &b));
+    }
+    fe_session_free(r);
+    fe_session_free(f);
+
+    /* state files remember the setting: a flash-attention state loads only into such a session */
+    char path[600];
+    snprintf(path, sizeof path, "%s/fa.festate", g_dir);
+    fe_session *w = new_session(1024, true, 0);
+    REQUIRE(w);
+    CHECK_STATUS(fe_session_save_prompt(w, lsys, path), FE_OK, NULL);
+    fe_session_free(w);
+    r = new_session(1024, true, 0);
+    f = new_session(1024, false, 0);
+    REQUIRE(r && f);
+    CHECK_STATUS(fe_session_load_state(r, path), FE_OK, NULL);
+    ga = params(12, true, &a);
+    gb = params(12, true, &b);
+    CHECK_STATUS(fe_generate(r, p1, &ga, NULL), FE_OK, NULL);
+    CHECK_STATUS(fe_generate(f, p1, &gb, NULL), FE_OK, NULL);
+    CHECK(same(&a, &b));
+    CHECK(reused(r) == min32(n_lsys, n1 - 64));
+    fe_session_free(r);
+    fe_session_free(f);
+    g_fa = false;
+    fe_session *off_s = new_session(1024, true, 0);
+    REQUIRE(off_s);
+    CHECK_STATUS(fe_session_load_state(off_s, path), FE_ERR_BAD_MODEL, "flash attention on");
+    char path_off[600];
+    snprintf(path_off, sizeof path_off, "%s/nofa.festate", g_dir);
+    CHECK_STATUS(fe_session_save_prompt(off_s, lsys, path_off), FE_OK, NULL);
+    fe_session_free(off_s);
+    g_fa = true;
+    fe_session *on_s = new_session(1024, true, 0);
+    REQUIRE(on_s);
+    CHECK_STATUS(fe_session_load_state(on_s, path_off), FE_ERR_BAD_MODEL, "flash attention off");
+    fe_session_free(on_s);
+    unlink(path);
+    unlink(path_off);
+    g_fa = false;
+}
+
 /* ------------------------------------------------------------------ state files */
 
 static long file_size(const char *path) {
@@ -419,6 +546,7 @@ int main(int argc, char **argv) {
     RUN(test_after_cancel());
     RUN(test_after_context_full_and_stop());
     RUN(test_state_round_trip_and_corruption());
+    RUN(test_flash_attn_reuse());
     fe_model_free(g_model);
     return fe_test_finish();
 }

@@ -7,6 +7,7 @@
 #include "finllm_edge.h"
 #include "fe_test.h"
 
+#include <math.h>
 #include <pthread.h>
 
 static fe_model *g_model;
@@ -232,7 +233,7 @@ static void test_bad_params(void) {
     sp = fe_scheduler_default_params();
     sp.p99_token_ms = 0;
     CHECK_STATUS(fe_scheduler_create(g_model, &sp, &s), FE_ERR_INVALID_ARG, "p99_token_ms");
-    sp.p99_token_ms = 0.0 / 0.0;
+    sp.p99_token_ms = NAN;
     CHECK_STATUS(fe_scheduler_create(g_model, &sp, &s), FE_ERR_INVALID_ARG, "p99_token_ms");
     sp = fe_scheduler_default_params();
     sp.n_threads = 0;

@@ -1,3 +1,5 @@
+import io.finllm.edge.DriftMonitor;
+import io.finllm.edge.DriftStatus;
 import io.finllm.edge.FinLlm;
 import io.finllm.edge.FinLlmException;
 
@@ -59,6 +61,10 @@ public final class FinLlmTest {
             }
             System.out.println(failures == 0 ? "ALL PASSED" : failures + " FAILED");
             System.exit(failures);
+        }
+        if (args.length >= 5 && args[0].equals("--drift")) {
+            drift(args);
+            return;
         }
         if (args.length < 1) {
             System.err.println("usage: FinLlmTest <model.gguf> [expected-variant] | --choose <os.arch> <cpuinfo> | --hostile FILE=FIELD...");
@@ -512,5 +518,45 @@ public final class FinLlmTest {
         } catch (IOException e) {
             throw new RuntimeException(e);
         }
+    }
+
+    /**
+     * FinLlmTest --drift REF STREAM MODEL PROMPTS [BAD_REF...] (tests/test_drift.py): the stand-alone
+     * DriftMonitor on STREAM (one request of token ids per line) prints "S kl state"; a FinLlm session
+     * with enableDrift(REF) generating one token for each line of PROMPTS prints "G kl state nTokens";
+     * each BAD_REF must throw FinLlmException(FE_ERR_BAD_MODEL) from DriftMonitor.open and enableDrift.
+     */
+    static void drift(String[] args) throws Exception {
+        String ref = args[1];
+        try (DriftMonitor m = DriftMonitor.open(ref)) {
+            for (String line : java.nio.file.Files.readAllLines(new File(args[2]).toPath(), StandardCharsets.UTF_8)) {
+                String t = line.trim();
+                String[] parts = t.isEmpty() ? new String[0] : t.split(" ");
+                int[] ids = new int[parts.length];
+                for (int i = 0; i < parts.length; i++) ids[i] = Integer.parseInt(parts[i]);
+                DriftStatus s = m.observe(ids);
+                System.out.println("S " + s.kl + " " + s.state.name().toLowerCase(java.util.Locale.ROOT));
+            }
+        }
+        try (FinLlm llm = FinLlm.open(args[3], OPTS)) {
+            llm.enableDrift(ref);
+            for (String prompt : java.nio.file.Files.readAllLines(new File(args[4]).toPath(), StandardCharsets.UTF_8)) {
+                llm.generate(prompt, 1, null);
+                DriftStatus s = llm.driftStatus();
+                System.out.println("G " + s.kl + " " + s.state.name().toLowerCase(java.util.Locale.ROOT) + " " + s.nTokens);
+            }
+            System.out.println("JSON " + llm.driftStateJson().replace("\n", " "));
+            for (int i = 5; i < args.length; i++) {
+                final String bad = args[i];
+                check("drift_hostile " + new File(bad).getName(), () -> {
+                    FinLlmException e = expectFinLlmException(() -> DriftMonitor.open(bad));
+                    requireEq(FinLlmException.FE_ERR_BAD_MODEL, e.getStatus(), "DriftMonitor.open status");
+                    FinLlmException e2 = expectFinLlmException(() -> llm.enableDrift(bad));
+                    requireEq(FinLlmException.FE_ERR_BAD_MODEL, e2.getStatus(), "enableDrift status");
+                });
+            }
+        }
+        System.out.println(failures == 0 ? "ALL PASSED" : failures + " FAILED");
+        System.exit(failures);
     }
 }

@@ -164,6 +164,7 @@ int main(int argc, char **argv) {
     sp.n_batch = (uint32_t)std::min(o.n_batch, o.n_ctx);
     sp.n_threads = n_threads;
     sp.n_threads_batch = n_threads;
+    sp.flash_attn = o.flash_attn != 0;
     fe_session *session = nullptr;
     if (fe_session_create(model, &sp, &session) != FE_OK) {
         std::string e = fe_last_error();

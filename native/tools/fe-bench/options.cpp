@@ -23,6 +23,8 @@ void print_usage(const char *argv0) {
            "      --warmup N          warm-up repetitions, not measured (default 1)\n"
            "  -c, --ctx N             context size (default n_prompt + n_gen + 16)\n"
            "  -b, --batch N           prompt batch size (default 2048, capped at the context)\n"
+           "  -fa, --flash-attn 0|1   llama.cpp's flash attention (default 0, the session default;\n"
+           "                          llama-bench's default is 1)\n"
            "  -o, --output PATH       write the JSON here instead of stdout\n"
            "      --json-only         no table\n"
            "      --emulated          mark the profile as emulated (under qemu)\n"
@@ -74,6 +76,7 @@ int parse_options(int argc, char **argv, BenchOptions *o, std::string *err) {
         else if (a == "--warmup") { if (!int_opt("--warmup", 0, 100000, &o->warmup)) return 2; }
         else if (a == "-c" || a == "--ctx") { if (!int_opt("-c", 0, 1 << 24, &o->n_ctx)) return 2; }
         else if (a == "-b" || a == "--batch") { if (!int_opt("-b", 1, 1 << 20, &o->n_batch)) return 2; }
+        else if (a == "-fa" || a == "--flash-attn") { if (!int_opt("-fa", 0, 1, &o->flash_attn)) return 2; }
         else if (a == "--json-only") o->json_only = true;
         else if (a == "--random-prompt") o->random_prompt = true;
         else if (a == "--emulated") o->emulated = true;

@@ -15,6 +15,7 @@ struct BenchOptions {
     int32_t warmup = 1;
     int32_t n_ctx = 0;           // 0 = n_prompt + n_gen + 16
     int32_t n_batch = 2048;
+    int32_t flash_attn = 0;      // fe_session_params.flash_attn
     bool random_prompt = false;  // llama-bench's pseudo-random token ids instead of text
     bool json_only = false;
     bool emulated = false;

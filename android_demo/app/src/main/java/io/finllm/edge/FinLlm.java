@@ -57,6 +57,7 @@ public final class FinLlm implements AutoCloseable {
         float repeatPenalty = 1.0f;
         boolean useMmap = true;
         boolean prefixReuse = true;
+        boolean flashAttn = false;
 
         /** Context length in tokens (prompt + answer), > 0. */
         public Options nCtx(int v) { nCtx = v; return this; }
@@ -76,6 +77,8 @@ public final class FinLlm implements AutoCloseable {
          * token prefix (system prompt, earlier turns); same output as without it. Default true.
          */
         public Options prefixReuse(boolean v) { prefixReuse = v; return this; }
+        /** llama.cpp's flash attention: faster prefill of long prompts, coarser prefix reuse (see finllm_edge.h). */
+        public Options flashAttn(boolean v) { flashAttn = v; return this; }
     }
 
     /** Why a generation ended (fe_stop_reason; same order as the C enum). */
@@ -329,7 +332,7 @@ public final class FinLlm implements AutoCloseable {
         loadLibrary();
         if (o == null) o = new Options();
         long h = nativeOpen(modelPath, o.nCtx, o.nBatch, o.nThreads, o.seed, o.temperature, o.topK,
-                o.topP, o.repeatPenalty, o.useMmap, o.prefixReuse);
+                o.topP, o.repeatPenalty, o.useMmap, o.prefixReuse, o.flashAttn);
         return new FinLlm(h, modelPath);
     }
 
@@ -524,6 +527,58 @@ public final class FinLlm implements AutoCloseable {
         }
     }
 
+    // ------------------------------------------------------------------ drift monitoring
+
+    /**
+     * Monitors the prompts of this session against a drift reference ({@code drift-ref.fedrift}
+     * from {@code finllm-edge convert}): each generate() counts its new prompt tokens (counts only,
+     * no text) and updates {@link #driftStatus()}. null detaches.
+     *
+     * @throws FinLlmException FE_ERR_BAD_MODEL when the file is refused (made for another
+     *     tokenizer, truncated, altered), FE_ERR_FILE_NOT_FOUND when it is missing
+     */
+    public void enableDrift(String referencePath) {
+        long h = enter("enableDrift");
+        try {
+            nativeEnableDrift(h, referencePath);
+        } finally {
+            leave();
+        }
+    }
+
+    /** The drift state after the last generate() (needs {@link #enableDrift}). */
+    public DriftStatus driftStatus() {
+        long h = enter("driftStatus");
+        try {
+            return new DriftStatus(nativeDriftStatus(h));
+        } finally {
+            leave();
+        }
+    }
+
+    /** The drift monitor's state as JSON: save it for {@code finllm-edge drift report}. */
+    public String driftStateJson() {
+        long h = enter("driftStateJson");
+        try {
+            return nativeDriftStateJson(h);
+        } finally {
+            leave();
+        }
+    }
+
+    /**
+     * Opt-in: keep the prompt tokens of every {@code everyN}-th request (the last {@code maxSamples})
+     * in the drift state, for {@code finllm-edge drift export}. 0 turns it off (the default).
+     */
+    public void driftSampling(int maxSamples, int everyN) {
+        long h = enter("driftSampling");
+        try {
+            nativeDriftSampling(h, maxSamples, everyN);
+        } finally {
+            leave();
+        }
+    }
+
     public ModelInfo modelInfo() {
         long h = enter("modelInfo");
         try {
@@ -590,7 +645,7 @@ public final class FinLlm implements AutoCloseable {
     private static native String nativeBuildVariant();
     private static native long nativeOpen(String modelPath, int nCtx, int nBatch, int nThreads, int seed,
                                           float temperature, int topK, float topP, float repeatPenalty,
-                                          boolean useMmap, boolean prefixReuse);
+                                          boolean useMmap, boolean prefixReuse, boolean flashAttn);
     private static native void nativeFree(long handle);
     private static native void nativeCancel(long handle);
     private static native Object[] nativeGenerate(long handle, String prompt, int maxTokens, String[] stop,
@@ -603,6 +658,10 @@ public final class FinLlm implements AutoCloseable {
     private static native int nativeSaveState(long handle, String path, String prompt);
     private static native int nativeLoadState(long handle, String path);
     private static native Object[] nativeModelInfo(long handle);
+    private static native void nativeEnableDrift(long handle, String referencePath);
+    private static native double[] nativeDriftStatus(long handle);
+    private static native String nativeDriftStateJson(long handle);
+    private static native void nativeDriftSampling(long handle, int maxSamples, int everyN);
     private static native int nativeLoadAdapter(long handle, String path);
     private static native void nativeSetAdapters(long handle, int[] ids, float[] scales);
 }
