@@ -13,6 +13,10 @@ Importing this package is cheap (no torch). The stages live in small modules:
     mixed_precision               tensor types within a bits/weight budget, by measured error per bit
     parity        F16 GGUF in llama.cpp vs merged model in torch (logits + greedy text)
     quality       PPL / KLD / top-1 per artifact vs the F16 merged model (+ upstream cross-check)
+    taskset       the finance extraction/QA task set generator (seeded; the shipped set is its output)
+    task_eval     every artifact answers the task set through the core (greedy): exact match, numeric
+                  fidelity, accuracy kept vs F16, base vs merged, passage-bootstrap intervals
+    quality_report, quality_plot  stage `report`: the task in quality.json/.md, quality.png
     manifest      sha256, sizes, bits/weight, options, versions
     pipeline      the explicit stage list and `convert()`, the Python entry point
 

@@ -148,3 +148,27 @@ def test_queue_full_bad_params_and_close_while_running():
     with pytest.raises(FinLLMEdgeError, match="closed"):
         s.stats()
     s.close()  # idempotent
+
+
+@pytest.mark.slow
+def test_submit_and_read_from_many_threads(sched):
+    """Every call from any thread: 8 threads each submit and read their own requests at once."""
+    prompts = [f"Rate {i}% on a {i + 1}-year bond means" for i in range(8)]
+    solo = {p: sched.complete(p, 6).tokens for p in prompts}
+    got: dict[str, list[int]] = {}
+    errors: list[BaseException] = []
+
+    def worker(p: str) -> None:
+        try:
+            got[p] = sched.complete(p, 6).tokens
+            sched.stats()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(p,)) for p in prompts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    assert not errors, errors
+    assert got == solo
