@@ -130,6 +130,11 @@ class ProfileMeta(C.Structure):
     ]
 
 
+class AdapterInfo(C.Structure):
+    _fields_ = [("name", C.c_char * 128), ("sha256", C.c_char * 65), ("n_tensors", C.c_int32),
+                ("rank_max", C.c_int32), ("alpha", C.c_float), ("size_bytes", C.c_uint64), ("load_ms", C.c_double)]
+
+
 class SchedulerParams(C.Structure):
     _fields_ = [("n_slots", C.c_int32), ("n_ctx", C.c_uint32), ("n_batch", C.c_uint32), ("n_batch_busy", C.c_uint32),
                 ("n_threads", C.c_int32), ("n_threads_batch", C.c_int32), ("max_queued", C.c_int32),
@@ -210,6 +215,12 @@ _SIGNATURES: dict[str, tuple] = {
     "fe_session_save_prompt": (C.c_int, [_P, C.c_char_p, C.c_char_p]),
     "fe_session_save_chat": (C.c_int, [_P, C.POINTER(ChatMessage), C.c_size_t, C.c_char_p]),
     "fe_session_load_state": (C.c_int, [_P, C.c_char_p]),
+    "fe_adapter_load": (C.c_int, [_P, C.c_char_p, C.POINTER(_P)]),
+    "fe_adapter_free": (None, [_P]),
+    "fe_adapter_get_info": (C.c_int, [_P, C.POINTER(AdapterInfo)]),
+    "fe_session_set_adapters": (C.c_int, [_P, C.POINTER(_P), C.POINTER(C.c_float), C.c_size_t]),
+    "fe_session_get_adapters": (C.c_int, [_P, C.POINTER(_P), C.POINTER(C.c_float), C.c_size_t,
+                                          C.POINTER(C.c_size_t)]),
     "fe_generate_default_params": (GenerateParams, []),
     "fe_finish_reason": (C.c_char_p, [C.c_int]),
     "fe_request_start": (C.c_int, [_P, C.c_char_p, C.POINTER(GenerateParams)]),

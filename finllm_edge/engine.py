@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from . import _native
+from .adapters import AdapterMixin
 from .backend import (
     Backend,
     Completion,
@@ -59,6 +60,9 @@ class EngineOptions:
     # llama.cpp's flash attention: faster prefill of long prompts (x1.2-1.3 here); prefix reuse stays
     # exact but coarser (the last 64 prompt tokens are always evaluated again). See the README.
     flash_attn: bool = False
+    # Runtime LoRA adapters (GGUF) loaded and made active at start: [path, ...] (scale 1) or {path: scale};
+    # see Engine.load_adapter / set_adapters.
+    adapters: Any = None
 
 
 def _int_option(name: str, value: Any, lo: int, hi: int | None = None) -> int:
@@ -103,7 +107,7 @@ class _CoreSteps:
         return self._engine._times_of_last()
 
 
-class Engine(Backend):
+class Engine(AdapterMixin, Backend):
     """A loaded GGUF model and one session of the core. See the module docstring."""
 
     TOOL = "finllm_edge.Engine"
@@ -114,6 +118,7 @@ class Engine(Backend):
                  options: EngineOptions | None = None, **kwargs: Any) -> None:
         super().__init__()
         self._model = self._session = None
+        self._loaded_adapters = []
         self._closed = True
         self._step_lock = threading.Lock()  # held while the core runs a step; close() waits for none
         if options is None:
@@ -166,6 +171,16 @@ class Engine(Backend):
         self.n_threads = int(sp.n_threads)
         self.n_vocab = int(info.n_vocab)
         self._lock = threading.Lock()  # one call into the session at a time (cancel excepted)
+        if options.adapters:
+            try:
+                spec = options.adapters
+                if isinstance(spec, (str, os.PathLike)):
+                    spec = [spec]
+                pairs = spec.items() if isinstance(spec, Mapping) else [(p, 1.0) for p in spec]
+                self.set_adapters({self.load_adapter(p): s for p, s in pairs})
+            except BaseException:
+                self.close()
+                raise
 
     # lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:
@@ -183,6 +198,7 @@ class Engine(Backend):
                 L.fe_request_end(self._session)
                 L.fe_session_free(self._session)
                 self._session = None
+            self._free_adapters()  # before the model: adapters belong to it
             if self._model is not None:
                 L.fe_model_free(self._model)
                 self._model = None

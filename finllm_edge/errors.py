@@ -84,3 +84,8 @@ class StateFileError(CorruptModelError):
 class DriftReferenceError(CorruptModelError):
     """A drift reference file was refused: truncated, altered, hand-made, or made for another
     tokenizer (the message says which). Make it again with `finllm-edge convert --drift-ref`."""
+
+
+class AdapterFileError(CorruptModelError):
+    """A LoRA adapter file was refused: corrupt, of an unsupported kind or type, or made for another
+    base model (the message names the key or tensor). Export the adapter for this base model."""

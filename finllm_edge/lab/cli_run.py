@@ -73,6 +73,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--json", action="store_true", help="answer as any JSON object (response_format json_object)")
     out.add_argument("--grammar", metavar="GBNF", default=None,
                      help="answer in this GBNF grammar (llama.cpp syntax, start rule 'root'): inline text or a file")
+    parser.add_argument("--adapter", action="append", default=[], metavar="FILE[:SCALE]",
+                        help="a GGUF LoRA adapter applied at run time (convert --adapter-gguf writes "
+                             "adapter-f16.gguf for the base-<quant>.gguf files); repeatable; SCALE default 1")
     add_engine_args(parser)
     add_sampling_args(parser)
 
@@ -126,6 +129,8 @@ def main(args: argparse.Namespace) -> int:
     opts = EngineOptions(n_threads=args.threads, n_ctx=args.ctx, n_batch=args.batch, seed=args.seed)
     engine_cls = OnnxEngine if args.model is not None and is_onnx_model_dir(args.model) else Engine
     with engine_cls(args.model, options=opts) as engine:
+        if args.adapter:
+            engine.set_adapters(dict(_load_adapter(engine, spec) for spec in args.adapter))
         use_chat = args.chat
         if use_chat is None:
             use_chat = bool(engine.metadata("tokenizer.chat_template"))
@@ -151,3 +156,17 @@ def main(args: argparse.Namespace) -> int:
             atomic_write_json(args.profile_out, profile)
             print(f"[profile] written to {args.profile_out}", file=sys.stderr)
     return 0
+
+
+def _load_adapter(engine, spec: str):
+    """'FILE' or 'FILE:SCALE' -> (Adapter, scale); the scale's range is the core's."""
+    path, scale = spec, 1.0
+    head, sep, tail = spec.rpartition(":")
+    if sep and head:
+        try:
+            path, scale = head, float(tail)
+        except ValueError:
+            path, scale = spec, 1.0
+    if not hasattr(engine, "load_adapter"):
+        raise ValueError("--adapter needs a GGUF model (the ONNX backend has no runtime adapters)")
+    return engine.load_adapter(path), scale

@@ -39,6 +39,7 @@ struct JniSession {
     int32_t n_ctx = 0;
     int32_t n_threads = 0;
     fe_sampling_params sampling{};  // the core's defaults, with what FinLlm.open set
+    std::vector<fe_adapter *> adapters;  // FinLlm.loadAdapter ids index this; freed before the model
 };
 
 // ------------------------------------------------------------------ exceptions
@@ -365,6 +366,7 @@ JNIEXPORT void JNICALL Java_io_finllm_edge_FinLlm_nativeFree(JNIEnv *, jclass, j
     if (!s || s->magic != kMagicAlive) return;
     s->magic = kMagicDead;
     fe_session_free(s->session);
+    for (fe_adapter *a : s->adapters) fe_adapter_free(a);
     fe_model_free(s->model);
     s->session = nullptr;
     s->model = nullptr;
@@ -1062,6 +1064,60 @@ JNIEXPORT jstring JNICALL Java_io_finllm_edge_FinLlmScheduler_nativeStats(JNIEnv
         jstring out = env->NewStringUTF(json);
         fe_free(json);
         return out;
+    });
+}
+
+// ------------------------------------------------------------------ runtime LoRA adapters
+
+// Loads a GGUF LoRA adapter for this model; returns its id (0, 1, ...) for nativeSetAdapters.
+JNIEXPORT jint JNICALL Java_io_finllm_edge_FinLlm_nativeLoadAdapter(JNIEnv *env, jclass, jlong handle, jstring jpath) {
+    return guarded<jint>(env, "FinLlm.loadAdapter", -1, [&]() -> jint {
+        JniSession *s = from_handle(env, handle, "FinLlm.loadAdapter");
+        if (!s) return -1;
+        bool ok = false;
+        std::string path = copy_jstring(env, jpath, "FinLlm.loadAdapter: path", &ok);
+        if (!ok) return -1;
+        s->adapters.reserve(s->adapters.size() + 1);  // no throw after the adapter exists
+        fe_adapter *a = nullptr;
+        fe_status st = fe_adapter_load(s->model, path.c_str(), &a);
+        if (st != FE_OK || !a) {
+            throw_status(env, st != FE_OK ? st : FE_ERR_INTERNAL, ("FinLlm.loadAdapter(" + path + ")").c_str());
+            return -1;
+        }
+        s->adapters.push_back(a);
+        return static_cast<jint>(s->adapters.size() - 1);
+    });
+}
+
+// Makes adapters ids[i] with scales[i] the active set (empty arrays: none).
+JNIEXPORT void JNICALL Java_io_finllm_edge_FinLlm_nativeSetAdapters(JNIEnv *env, jclass, jlong handle, jintArray jids,
+                                                                   jfloatArray jscales) {
+    guarded<int>(env, "FinLlm.setAdapters", 0, [&]() -> int {
+        JniSession *s = from_handle(env, handle, "FinLlm.setAdapters");
+        if (!s) return 0;
+        if (!jids || !jscales || env->GetArrayLength(jids) != env->GetArrayLength(jscales)) {
+            throw_fe(env, FE_ERR_INVALID_ARG, "FinLlm.setAdapters: ids and scales must be arrays of the same length");
+            return 0;
+        }
+        const jsize n = env->GetArrayLength(jids);
+        std::vector<jint> ids(static_cast<size_t>(n));
+        std::vector<float> scales(static_cast<size_t>(n));
+        if (n) {
+            env->GetIntArrayRegion(jids, 0, n, ids.data());
+            env->GetFloatArrayRegion(jscales, 0, n, scales.data());
+        }
+        std::vector<fe_adapter *> handles;
+        for (jsize i = 0; i < n; i++) {
+            if (ids[i] < 0 || static_cast<size_t>(ids[i]) >= s->adapters.size()) {
+                throw_fe(env, FE_ERR_INVALID_ARG, "FinLlm.setAdapters: adapter id " + std::to_string(ids[i]) +
+                                                      " was not returned by loadAdapter on this FinLlm");
+                return 0;
+            }
+            handles.push_back(s->adapters[static_cast<size_t>(ids[i])]);
+        }
+        fe_status st = fe_session_set_adapters(s->session, handles.data(), scales.data(), handles.size());
+        if (st != FE_OK) throw_status(env, st, "FinLlm.setAdapters");
+        return 0;
     });
 }
 

@@ -144,6 +144,7 @@ void fe_session_free(fe_session *session) {
     fe::end_request(session, FE_STOP_CALLBACK);
     fe::drift_detach(session);
     llama_free(session->ctx);
+    fe::session_drop_adapters(session);
     delete session;
 }
 

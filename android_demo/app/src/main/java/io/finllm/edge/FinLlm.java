@@ -508,6 +508,41 @@ public final class FinLlm implements AutoCloseable {
         }
     }
 
+    /**
+     * Loads a GGUF LoRA adapter (written by {@code finllm-edge convert --adapter-gguf}) for this
+     * model, without reloading the model; returns its id for {@link #setAdapters}. Adapters are
+     * freed with the FinLlm.
+     *
+     * @throws FinLlmException FE_ERR_BAD_MODEL when the file is refused (made for another base model,
+     *     corrupt, an unsupported adapter kind or tensor type), FE_ERR_FILE_NOT_FOUND when it is missing
+     */
+    public int loadAdapter(String path) {
+        long h = enter("loadAdapter");
+        try {
+            return nativeLoadAdapter(h, path);
+        } finally {
+            leave();
+        }
+    }
+
+    /**
+     * Makes the adapters {@code ids} (from {@link #loadAdapter}) with {@code scales} (1 = as trained)
+     * the active set for the next generations; empty arrays: the plain model. A different set
+     * empties the KV cache (nothing computed under other weights is reused); saved states record
+     * the set and load only with the same set active.
+     *
+     * @throws FinLlmException FE_ERR_INVALID_ARG for an unknown id, a duplicate, or a scale
+     *     outside [-100, 100]
+     */
+    public void setAdapters(int[] ids, float[] scales) {
+        long h = enter("setAdapters");
+        try {
+            nativeSetAdapters(h, ids, scales);
+        } finally {
+            leave();
+        }
+    }
+
     /** Latency profile of the last generation. */
     public Profile profile() {
         long h = enter("profile");
@@ -655,4 +690,6 @@ public final class FinLlm implements AutoCloseable {
     private static native double[] nativeDriftStatus(long handle);
     private static native String nativeDriftStateJson(long handle);
     private static native void nativeDriftSampling(long handle, int maxSamples, int everyN);
+    private static native int nativeLoadAdapter(long handle, String path);
+    private static native void nativeSetAdapters(long handle, int[] ids, float[] scales);
 }
