@@ -64,19 +64,25 @@ def plot(quality_rows: list[dict], task: dict | None, path: Path) -> None:
 
     panels = [("top-1 agreement with F16 (%)", [(r["name"], r["file_bytes"], r["top1_agreement"],
                                                  (r.get("ci95") or {}).get("top1_agreement")) for r in quality_rows])]
+    if not quality_rows:
+        panels = []
     if task:
         panels.append(("task exact match (%)", [(r["name"], r["file_bytes"], r["exact_match"],
                                                  (r.get("ci95") or {}).get("exact_match"))
                                                 for r in task["artifacts"] if r.get("file_bytes")]))
+    if not panels:
+        raise ValueError("quality.png: nothing to plot (no quality rows and no task)")
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.6), squeeze=False)
     for ax, (title, pts) in zip(axes[0], panels):
+        same_size: dict[int, int] = {}
         for name, size, v, ci in pts:
             if v is None:
                 continue
             x, y = size / 2**20, 100 * v
             err = None if not ci else [[y - 100 * ci[0]], [100 * ci[1] - y]]
             ax.errorbar([x], [y], yerr=err, fmt="o", capsize=3)
-            ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            k = same_size[round(x)] = same_size.get(round(x), -1) + 1      # labels of equal-size files stacked
+            ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4 - 10 * k), fontsize=7)
         ax.set_xlabel("file size (MiB)")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
