@@ -67,6 +67,8 @@ class SamplingParams(C.Structure):
         ("repeat_penalty", C.c_float),
         ("repeat_last_n", C.c_int32),
         ("seed", C.c_uint32),
+        ("grammar", C.c_char_p),
+        ("json_schema", C.c_char_p),
     ]
 
 
@@ -199,6 +201,8 @@ _SIGNATURES: dict[str, tuple] = {
                                  C.c_char_p, C.c_size_t, C.POINTER(C.c_size_t)]),
     "fe_sampling_default_params": (SamplingParams, []),
     "fe_sampling_check": (C.c_int, [C.POINTER(SamplingParams)]),
+    "fe_json_schema_to_grammar": (C.c_int, [C.c_char_p, C.c_char_p, C.c_size_t, C.POINTER(C.c_size_t)]),
+    "fe_grammar_check": (C.c_int, [_P, C.c_char_p, C.c_char_p]),
     "fe_session_default_params": (SessionParams, []),
     "fe_cpu_count": (C.c_int32, []),
     "fe_default_n_threads": (C.c_int32, []),

@@ -39,6 +39,7 @@ from .backend import (
 )
 from .errors import EngineBusyError, FinLLMEdgeError, InvalidArgumentError, StateFileError
 from .models import default_model_path
+from .structured import Constraint, as_grammar_error, constraint_of
 
 __all__ = ["Engine", "EngineOptions", "SamplingOptions", "GenerationOptions", "TokenStream", "Completion"]
 
@@ -88,7 +89,7 @@ class _CoreSteps:
             st = L.fe_request_next(eng._session, C.byref(ev))
         if st != _native.FE_OK:
             self._open = False
-            raise L.error(st, "generation failed")
+            raise as_grammar_error(L.error(st, "generation failed"))
         text = C.string_at(ev.text, ev.text_len).decode("utf-8") if ev.text_len else ""
         reason = L.fe_finish_reason(ev.stop_reason).decode() if ev.done else None
         if ev.done:
@@ -110,6 +111,7 @@ class Engine(AdapterMixin, Backend):
     """A loaded GGUF model and one session of the core. See the module docstring."""
 
     TOOL = "finllm_edge.Engine"
+    supports_response_format = True  # grammar=, json_schema=, response_format= (the core's constrained decoding)
 
     def __init__(self, model_path: str | os.PathLike | None = None, n_threads: int | None = None,
                  n_ctx: int = 2048, n_batch: int = 512, seed: int | None = None, *,
@@ -310,7 +312,11 @@ class Engine(AdapterMixin, Backend):
         """Stream the continuation of `prompt` as text pieces (valid UTF-8, stop strings removed).
 
         Sampling: temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, seed (or
-        sampling=SamplingOptions(...)); stop=[...]; ignore_eos. Raises ContextOverflowError
+        sampling=SamplingOptions(...)); stop=[...]; ignore_eos. Structured output (at most one):
+        grammar= (GBNF text), json_schema= (dict or JSON text), response_format= (OpenAI's shape:
+        {"type": "json_object"} or {"type": "json_schema", "json_schema": {"name": ..., "schema":
+        {...}}}); the core converts and bounds them (GrammarError when refused) and the answer
+        ends when the grammar is complete (see finllm_edge.structured). Raises ContextOverflowError
         right away when the prompt does not fit in n_ctx, InvalidArgumentError for an option
         out of range, EngineBusyError while another generation of this Engine is open.
         """
@@ -336,17 +342,20 @@ class Engine(AdapterMixin, Backend):
                 sampling: SamplingOptions | None = None, ignore_eos: bool = False, keep: Any = None,
                 temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
                 min_p: float | None = None, repeat_penalty: float | None = None, repeat_last_n: int | None = None,
-                seed: int | None = None) -> TokenStream:
+                seed: int | None = None, grammar: str | None = None, json_schema: Any = None,
+                response_format: Mapping[str, Any] | None = None) -> TokenStream:
+        constraint = constraint_of(grammar, json_schema, response_format)
         gen = GenerationOptions(max_tokens=check_max_tokens(max_tokens), stop=normalize_stop(stop),
                                 ignore_eos=bool(ignore_eos))
         s = (sampling or SamplingOptions()).merged(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                                                    repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n,
                                                    seed=seed)
         with self._lock:
-            self._start(start, gen, s)
+            self._start(start, gen, s, constraint)
         return TokenStream(self, _CoreSteps(self))
 
-    def _start(self, start, gen: GenerationOptions, sampling: SamplingOptions) -> None:
+    def _start(self, start, gen: GenerationOptions, sampling: SamplingOptions,
+               constraint: Constraint | None = None) -> None:
         self._require()
         L = _native.lib()
         gp = L.fe_generate_default_params()
@@ -356,7 +365,12 @@ class Engine(AdapterMixin, Backend):
         gp.n_stop = n_stop
         gp.ignore_eos = gen.ignore_eos
         gp.sampling = sampling.to_c(self.options.seed)
-        L.check(start(gp))
+        constraint = constraint or Constraint()
+        _keep_constraint = constraint.apply(gp.sampling)  # the core copies the text when the request starts
+        st = start(gp)
+        if st != _native.FE_OK:
+            raise as_grammar_error(L.error(st)) if constraint else L.error(st)
+        del _keep_constraint
 
     def _times_of_last(self) -> RunTimes:
         L = _native.lib()

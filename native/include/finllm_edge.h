@@ -221,6 +221,10 @@ typedef struct fe_sampling_params {
     float    repeat_penalty; /* 1 = off (default 1.0); 0 < r <= 10 */
     int32_t  repeat_last_n;  /* tokens the penalty looks back at; -1 = the whole context (default 64) */
     uint32_t seed;           /* FE_SEED_RANDOM (default) or a fixed seed */
+    /* Constrained decoding (see "constrained decoding" below); at most one of the two, NULL = none.
+     * The text is copied when a request starts. */
+    const char *grammar;     /* a GBNF grammar (llama.cpp's syntax, start rule "root") */
+    const char *json_schema; /* a JSON Schema (text), converted to a grammar by the core */
 } fe_sampling_params;
 
 FE_API fe_sampling_params fe_sampling_default_params(void);
@@ -464,6 +468,50 @@ FE_API fe_status fe_generate(fe_session *session, const char *prompt,
 /* Same, from prompt tokens (e.g. a benchmark's exact-length prompt). */
 FE_API fe_status fe_generate_tokens(fe_session *session, const int32_t *tokens, int32_t n_tokens,
                                     const fe_generate_params *params, fe_generate_result *result);
+
+/* ------------------------------------------------ constrained decoding (grammars, JSON Schema)
+ *
+ * fe_sampling_params.grammar (GBNF) or .json_schema restricts every sampled token to those that
+ * keep the output a prefix of a sentence of the grammar (llama.cpp's grammar sampler):
+ *
+ *     gp.sampling.json_schema = "{\"type\":\"object\",\"properties\":{\"revenue\":{\"type\":\"number\"}},"
+ *                               "\"required\":[\"revenue\"]}";
+ *     fe_generate(s, prompt, &gp, &r);   // the text parses as JSON and validates against the schema
+ *
+ * - Greedy (temperature 0) picks the highest-logit token the grammar allows: the unconstrained
+ *   argmax is checked first and the whole vocabulary is masked only when it is refused.
+ *   Sampled requests mask the vocabulary first, then apply penalties/top-k/top-p/min-p/temp.
+ * - End of generation is allowed only once the grammar is complete, and ends the request
+ *   (FE_STOP_EOS, even with ignore_eos); when a complete grammar allows nothing else, EOS is
+ *   the only token left. max_tokens may still cut the output short (FE_STOP_MAX_TOKENS):
+ *   give the request room for the whole answer.
+ * - Grammars and schemas are untrusted input. Bounds, checked before any conversion or
+ *   parsing (FE_ERR_INVALID_ARG naming the bound and where): text <= FE_GRAMMAR_MAX_BYTES;
+ *   JSON nesting <= 32 levels; GBNF group nesting <= 64; schema: <= 256 properties per object,
+ *   <= 1024 values per enum, <= 64 KiB of enum/const literals, minItems/maxItems/minLength/
+ *   maxLength <= 2000, numeric bounds finite with |x| <= 2^53 and minimum <= maximum, pattern
+ *   <= 1024 bytes, <= 10000 subschemas after "type" arrays are expanded, <= 128 distinct $refs,
+ *   local $refs ("#/...") that resolve and are not a cycle of bare $refs; the converted grammar
+ *   <= 1 MiB. llama.cpp's own checks follow (syntax, undefined rules, left recursion,
+ *   repetitions above 2000), reported with its reason. Conversion and grammar parsing run on
+ *   a worker thread with a 64 MiB stack, so deep recursion cannot overflow the caller's
+ *   (e.g. a JNI thread's) stack. While generating, a token whose sampling and grammar work
+ *   takes more than FE_GRAMMAR_MAX_STEP_MS of the calling thread's CPU time (an ambiguous
+ *   grammar whose parse states multiply; CPU time, so load on other cores does not trip it)
+ *   ends the request with FE_ERR_INVALID_ARG; so does a grammar that no token of the
+ *   vocabulary can continue.
+ */
+#define FE_GRAMMAR_MAX_BYTES (256u * 1024u)
+#define FE_GRAMMAR_MAX_STEP_MS 250
+
+/* The GBNF grammar the core makes of a JSON Schema (the one a request with .json_schema uses).
+ * NUL-terminated when it fits; FE_ERR_BUFFER_TOO_SMALL sets *n_out to the size needed (without
+ * the NUL). FE_ERR_INVALID_ARG for invalid JSON, an unsupported schema or a bound (above). */
+FE_API fe_status fe_json_schema_to_grammar(const char *json_schema, char *buf, size_t buf_size, size_t *n_out);
+
+/* Check a GBNF grammar or a JSON Schema (one of them, the other NULL) the way a request on
+ * `model` would, without generating: FE_OK or FE_ERR_INVALID_ARG with the reason. */
+FE_API fe_status fe_grammar_check(const fe_model *model, const char *grammar, const char *json_schema);
 
 /* ------------------------------------------------ step-wise requests (streams for bindings)
  *

@@ -382,9 +382,11 @@ JNIEXPORT void JNICALL Java_io_finllm_edge_FinLlm_nativeCancel(JNIEnv *, jclass,
 
 // Generates from a raw prompt (already chat-formatted if needed). Returns
 // Object[]{String text, int[]{stopReason, nPrompt, nGenerated}, int[] tokens}.
+// grammar (GBNF) / json_schema: null = none (the core checks and converts them).
 JNIEXPORT jobjectArray JNICALL Java_io_finllm_edge_FinLlm_nativeGenerate(JNIEnv *env, jclass, jlong handle,
                                                                         jstring jprompt, jint max_tokens,
-                                                                        jobjectArray jstop, jobject callback) {
+                                                                        jobjectArray jstop, jobject callback,
+                                                                        jstring jgrammar, jstring jschema) {
     return guarded<jobjectArray>(env, "FinLlm.generate", nullptr, [&]() -> jobjectArray {
         JniSession *s = from_handle(env, handle, "FinLlm.generate");
         if (!s) return nullptr;
@@ -407,6 +409,9 @@ JNIEXPORT jobjectArray JNICALL Java_io_finllm_edge_FinLlm_nativeGenerate(JNIEnv 
         }
         std::vector<const char *> stop_ptrs;
         for (const auto &x : stop_strings) stop_ptrs.push_back(x.c_str());
+        std::string grammar, schema;
+        if (jgrammar && (grammar = copy_jstring(env, jgrammar, "FinLlm.generate: grammar", &ok), !ok)) return nullptr;
+        if (jschema && (schema = copy_jstring(env, jschema, "FinLlm.generate: jsonSchema", &ok), !ok)) return nullptr;
 
         Stream stream;
         stream.env = env;
@@ -420,6 +425,8 @@ JNIEXPORT jobjectArray JNICALL Java_io_finllm_edge_FinLlm_nativeGenerate(JNIEnv 
         fe_generate_params gp = fe_generate_default_params();
         gp.max_tokens = max_tokens;
         gp.sampling = s->sampling;
+        gp.sampling.grammar = jgrammar ? grammar.c_str() : nullptr;
+        gp.sampling.json_schema = jschema ? schema.c_str() : nullptr;
         gp.stop = stop_ptrs.empty() ? nullptr : stop_ptrs.data();
         gp.n_stop = stop_ptrs.size();
         gp.on_token = on_token_cb;
@@ -459,6 +466,29 @@ JNIEXPORT jobjectArray JNICALL Java_io_finllm_edge_FinLlm_nativeGenerate(JNIEnv 
         env->SetObjectArrayElement(out, 1, jstats);
         env->SetObjectArrayElement(out, 2, jtokens);
         return out;
+    });
+}
+
+// The GBNF grammar the core makes of a JSON Schema (fe_json_schema_to_grammar).
+JNIEXPORT jstring JNICALL Java_io_finllm_edge_FinLlm_nativeJsonSchemaToGrammar(JNIEnv *env, jclass, jstring jschema) {
+    return guarded<jstring>(env, "FinLlm.jsonSchemaToGrammar", nullptr, [&]() -> jstring {
+        bool ok = false;
+        std::string schema = copy_jstring(env, jschema, "FinLlm.jsonSchemaToGrammar: schema", &ok);
+        if (!ok) return nullptr;
+        size_t n = 0;
+        fe_status st = fe_json_schema_to_grammar(schema.c_str(), nullptr, 0, &n);
+        if (st != FE_OK && st != FE_ERR_BUFFER_TOO_SMALL) {
+            throw_status(env, st, "FinLlm.jsonSchemaToGrammar");
+            return nullptr;
+        }
+        std::string out(n + 1, '\0');
+        st = fe_json_schema_to_grammar(schema.c_str(), &out[0], out.size(), &n);
+        if (st != FE_OK) {
+            throw_status(env, st, "FinLlm.jsonSchemaToGrammar");
+            return nullptr;
+        }
+        out.resize(n);
+        return utf8_jstring(env, out);
     });
 }
 

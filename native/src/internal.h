@@ -42,6 +42,10 @@ struct fe_request {
     std::vector<std::string> stops; // owned copies of gp.stop
     std::vector<llama_token> prompt;
     llama_sampler *sampler = nullptr;  // NULL: greedy argmax fast path
+    llama_sampler *grammar = nullptr;  // grammar / JSON Schema constraint (grammar.cpp), NULL: none
+    std::vector<llama_token_data> candidates;  // scratch of constrained sampling
+    std::string grammar_src, schema_src;       // owned copies of gp.sampling.grammar / json_schema
+    bool has_grammar = false, has_schema = false;
     llama_token last = -1;
     int32_t n_gen = 0;
     int32_t n_past = 0;
@@ -128,6 +132,10 @@ double kv_cache_bytes(const llama_model *m, uint32_t n_ctx);
 // tokens.cpp: text of one token (special tokens rendered when `special`).
 std::string token_piece(const llama_vocab *vocab, llama_token tok, bool special);
 
+// Thrown inside the token loop with the error message already set (caught in generate.cpp).
+struct Status {
+    fe_status status;
+};
 // adapter.cpp: drops a session's active adapters (session free); orphans a model's adapters (model free).
 void session_drop_adapters(fe_session *s);
 void model_drop_adapters(fe_model *m);
