@@ -77,6 +77,11 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "(default: q8_0,q4_0,q4_k_m; '' for none)")
     g.add_argument("--formats", default="gguf", help="gguf (always) and/or onnx: an int4 MatMulNBits folder for "
                    "onnxruntime-genai in OUT/onnx-int4, in the same quality report (default: gguf)")
+    g.add_argument("--adapter-gguf", action="store_true", help="also ship the adapter for run time: "
+                   "OUT/adapter-f16.gguf (a GGUF LoRA, PEFT's scaling folded in) and the unmerged base "
+                   "OUT/base-f16.gguf + OUT/base-<quant>.gguf; the quality report gains 'base-<quant>+adapter' rows "
+                   "next to the merged ones (load with Engine.load_adapter / fe_adapter_load). Not with --awq, "
+                   "not for adapters with modules_to_save (refused with the reason)")
     g.add_argument("--float", dest="floats", default="f16", help="float GGUFs: f16 (always), f32, bf16")
     g = p.add_argument_group("activation-aware quantization")
     g.add_argument("--awq", action="store_true", help="also write AWQ artifacts (model-awq-<quant>.gguf): scales "
@@ -152,7 +157,7 @@ def main(args: argparse.Namespace) -> int:
         formats=[f.strip().lower() for f in args.formats.split(",") if f.strip()],
         force=args.force, pre_tokenizer=args.pre_tokenizer, task=not args.no_task, task_file=args.task_file,
         task_passages=args.task_passages, drift_ref=args.drift_ref, drift_window=args.drift_window,
-        drift_watch_rate=args.drift_watch_rate, drift_rate=args.drift_rate,
+        drift_watch_rate=args.drift_watch_rate, drift_rate=args.drift_rate, adapter_gguf=args.adapter_gguf,
     )
     unknown = [f for f in opts.formats if f not in ("gguf", "onnx")]
     if unknown:

@@ -43,10 +43,15 @@ class Provenance:
     adapter_sha256: str
     finllm_edge_version: str
     llama_cpp: str
+    merged: bool = True       # False: the unmerged base of --adapter-gguf (the LoRA is applied at run time)
 
     def add_to(self, w) -> None:
-        w.add_name(f"{self.base_name} + {self.adapter_name}")
-        w.add_description("LoRA-merged by finllm-edge convert")
+        if self.merged:
+            w.add_name(f"{self.base_name} + {self.adapter_name}")
+            w.add_description("LoRA-merged by finllm-edge convert")
+        else:
+            w.add_name(self.base_name)
+            w.add_description("base model (no LoRA merged) for runtime adapters, by finllm-edge convert")
         w.add_base_model_count(1)
         w.add_base_model_name(0, self.base_name)
         w.add_string("general.base_model.0.sha256", self.base_sha256)

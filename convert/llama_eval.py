@@ -11,12 +11,13 @@ import numpy as np
 class LlamaLogits:
     """One loaded GGUF; `logits(tokens)` -> (n, vocab) float32, one sequence at a time."""
 
-    def __init__(self, path: Path, n_ctx: int = 512, threads: int | None = None):
+    def __init__(self, path: Path, n_ctx: int = 512, threads: int | None = None, adapter: Path | None = None):
         from llama_cpp import Llama
 
         self.path = Path(path)
+        extra = {"lora_path": str(adapter)} if adapter else {}   # a GGUF LoRA applied at run time, scale 1
         self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, logits_all=True,
-                         n_threads=threads or min(2, os.cpu_count() or 2), verbose=False)
+                         n_threads=threads or min(2, os.cpu_count() or 2), verbose=False, **extra)
 
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=add_special, special=False)

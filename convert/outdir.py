@@ -54,6 +54,10 @@ def plan_for(opts, awq_targets: list[str], quant_names: list[str]) -> Plan:
     files = [f"model-{f}.gguf" for f in opts.floats] + [f"model-{n}.gguf" for n in quant_names]
     files += ["parity.json", "quality.json", "quality.md", "quality.png", "task_answers.json", "manifest.json",
               "drift-ref.fedrift", "drift-ref.json"]
+    if getattr(opts, "adapter_gguf", False):
+        from .adapter_gguf import base_artifact_names
+
+        files += base_artifact_names(list(opts.quants))
     dirs = ["merged", ".work"] + [f"merged-awq-{t}" for t in awq_targets]
     if "onnx" in opts.formats:
         dirs.append("onnx-int4")

@@ -69,6 +69,7 @@ class ConvertOptions:
     drift_window: int = 2048                 # the monitor's window of prompt tokens
     drift_watch_rate: float = 0.05           # false-alarm rates the watch / drift thresholds are calibrated at
     drift_rate: float = 0.01
+    adapter_gguf: bool = False               # also the adapter as a GGUF LoRA + the unmerged base (f16, quants)
 
     def resolved(self) -> "ConvertOptions":
         from finllm_edge.models import default_model_path
@@ -195,6 +196,9 @@ def stage_check(ctx: Context) -> None:
                         prefer=(str(getattr(pre.base.config, "model_type", "")),) + tokenizer_gguf.PREFER)
     ctx.tokenizer, ctx.hf_tokenizer = spec, tok
     _check_eval_inputs(o, tok, extra["--eval text"])
+    from .adapter_gguf import check_combination
+
+    check_combination(o, pre.adapter)
     ctx.notes += spec.notes
     if pre.out_inspection.replace:
         ctx.notes.append(f"--force: will replace {', '.join(pre.out_inspection.replace)}")
@@ -337,6 +341,41 @@ def stage_quantize(ctx: Context) -> None:
         Path(a["f16"]).unlink(missing_ok=True)
 
 
+def stage_adapter(ctx: Context) -> None:
+    """--adapter-gguf: the unmerged base (F16 + each --quant) and the adapter as a GGUF LoRA; quality rows
+    "base-<q>+adapter" (the base file with the adapter applied at run time) next to the merged ones."""
+    import shutil
+
+    from . import adapter_gguf as ag
+    from .gguf_writer import write_gguf
+    from .quantize import gguf_weight_stats, quantize, tensor_type_counts
+
+    o, pre = ctx.opts, ctx.pre
+    work = o.out / ".work"
+    bar = ctx.bar(len(pre.base.tensors.names()), "base")
+    base_dir = ag.write_base_folder(pre.base, work / ag.BASE_DIR, o.merged_dtype, bar)
+    bar.close()
+    f16 = o.out / "base-f16.gguf"
+    write_gguf(base_dir, f16, "f16", pre.arch, pre.base.config, ctx.tokenizer, ag.base_provenance(ctx.provenance))
+    shutil.rmtree(base_dir)
+    adapter = o.out / ag.ADAPTER_FILE
+    info = ag.write_adapter_gguf(pre.adapter, pre.arch, pre.base.config, adapter, ctx.provenance)
+    bases = {"f16": (f16, {"quant": "F16", "tensor_types": tensor_type_counts(f16), **gguf_weight_stats(f16)})}
+    for q in o.quants:
+        out = o.out / f"base-{q}.gguf"
+        qi = quantize(f16, out, q, o.threads)
+        bases[q] = (out, {"quant": qi.pop("upstream_type"), **qi})
+    for name, (path, a) in bases.items():
+        ctx.artifacts[f"base-{name}+adapter"] = {
+            **a, "path": str(path), "adapter": str(adapter), "engine_options": {"adapters": [str(adapter)]},
+            "quant": f"{a['quant']} + F16 LoRA (run time)",
+            "file_bytes": int(a["file_bytes"]) + info["file_bytes"], "base_file_bytes": int(a["file_bytes"]),
+            "adapter_file_bytes": info["file_bytes"]}
+    ctx.notes.append(f"--adapter-gguf: {adapter.name} ({info['n_tensors']} adapted weights, rank <= "
+                     f"{info['rank_max']}, {info['file_bytes'] / 2**20:.1f} MiB) for base-{{{', '.join(bases)}}}.gguf; "
+                     "sizes of the +adapter rows count base + adapter")
+
+
 def _mixed_precision_args(ctx: Context, q: str, src: Path, imat: Path | None) -> list[str]:
     """Plan a mixed-precision variant of recipe (src, imat, q) within the bits/weight budget
     (see mixed_precision.py); returns the winner's llama-quantize arguments."""
@@ -454,7 +493,7 @@ def stage_manifest(ctx: Context) -> None:
         inputs["task"] = [o.task_file]
     outputs = [dict(a) for a in ctx.artifacts.values()]
     outputs += [{"path": str(o.out / n)} for n in ("parity.json", "quality.json", "quality.md", "quality.png",
-                                                   "task_answers.json")
+                                                   "task_answers.json", "adapter-f16.gguf")
                 if (o.out / n).exists()]
     if ctx.drift:
         outputs += [{"path": str(o.out / n), "kind": "drift_reference"}
@@ -488,6 +527,8 @@ def build_stages(opts: ConvertOptions) -> list[Stage]:
         stages.append(Stage("imatrix", stage_imatrix, ".work/imatrix-*.gguf (upstream llama-imatrix)"))
     if opts.quants:
         stages.append(Stage("quantize", stage_quantize, "model-<quant>.gguf (+ awq-/imatrix- variants)"))
+    if opts.adapter_gguf:
+        stages.append(Stage("adapter", stage_adapter, "adapter-f16.gguf, base-f16.gguf, base-<quant>.gguf"))
     if "onnx" in opts.formats:
         stages.append(Stage("onnx", stage_onnx, "onnx-int4/ (model.onnx + data, genai_config.json, tokenizer)"))
     from .drift_stage import stage_drift

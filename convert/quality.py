@@ -124,7 +124,7 @@ def perplexity(path: Path, text: str, n_ctx: int, max_chunks=None, threads=None)
     return reference_pass(Path(path), text, n_ctx, max_chunks, threads, keep=False)[1]
 
 
-def _logits_source(path: Path, fmt: str, n_ctx: int, threads):
+def _logits_source(path: Path, fmt: str, n_ctx: int, threads, adapter: Path | None = None):
     """Something with .logits(token_ids) for a GGUF file (llama.cpp) or an ONNX folder (onnxruntime)."""
     if fmt == "onnx":
         import contextlib
@@ -132,13 +132,14 @@ def _logits_source(path: Path, fmt: str, n_ctx: int, threads):
         from .onnx_checks import OnnxForward
 
         return contextlib.nullcontext(OnnxForward(path, threads))
-    return LlamaLogits(path, n_ctx=n_ctx, threads=threads)
+    return LlamaLogits(path, n_ctx=n_ctx, threads=threads, adapter=adapter)
 
 
-def score_artifact(path: Path, ref: Reference, threads=None, progress=None, fmt: str = "gguf") -> dict:
+def score_artifact(path: Path, ref: Reference, threads=None, progress=None, fmt: str = "gguf",
+                   adapter: Path | None = None) -> dict:
     n_ctx = len(ref.chunks[0])
     per = {"nll": [], "kld": [], "agree": [], "count": []}
-    with _logits_source(path, fmt, n_ctx, threads) as m:
+    with _logits_source(path, fmt, n_ctx, threads, adapter) as m:
         for c, lp_ref, tgt in zip(ref.chunks, ref.logprobs, ref.targets):
             lp = log_softmax32(m.logits(c)[ref.first:n_ctx - 1])
             lr = lp_ref
@@ -195,7 +196,7 @@ def evaluate(artifacts: dict[str, dict], f16_name: str, text: str, n_ctx: int, m
             s = {"n_tokens_scored": sum(count), "ppl": ppl_ref, "mean_kld": 0.0, "top1_agreement": 1.0,
                  "per_chunk": per}
         else:
-            s = score_artifact(Path(a.get("dir") or a["path"]), ref, threads, bar, fmt)
+            s = score_artifact(Path(a.get("dir") or a["path"]), ref, threads, bar, fmt, a.get("adapter"))
         if bar is not None:
             bar.close()
         rows.append(ArtifactQuality(
@@ -235,8 +236,9 @@ def cross_check_upstream(rows: list[ArtifactQuality], artifacts: dict[str, dict]
     for row in rows:
         if row.name == f16_name or artifacts[row.name].get("format") == "onnx":  # llama.cpp reads GGUF only
             continue
-        proc = run_tool([tool, "-m", artifacts[row.name]["path"], *common, "--kl-divergence-base", base_logits,
-                         "--kl-divergence"], f"llama-perplexity --kl-divergence ({row.name})")
+        lora = ["--lora", artifacts[row.name]["adapter"]] if artifacts[row.name].get("adapter") else []
+        proc = run_tool([tool, "-m", artifacts[row.name]["path"], *lora, *common, "--kl-divergence-base",
+                         base_logits, "--kl-divergence"], f"llama-perplexity --kl-divergence ({row.name})")
         log = proc.stdout + proc.stderr
         up = {k: float(m.group(1)) for k, rx in _UP.items() if (m := rx.search(log))}
         if "same_top_p" in up:

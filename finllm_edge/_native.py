@@ -67,6 +67,8 @@ class SamplingParams(C.Structure):
         ("repeat_penalty", C.c_float),
         ("repeat_last_n", C.c_int32),
         ("seed", C.c_uint32),
+        ("grammar", C.c_char_p),
+        ("json_schema", C.c_char_p),
     ]
 
 
@@ -126,6 +128,11 @@ class ProfileMeta(C.Structure):
         ("n_threads", C.c_int32), ("n_ctx", C.c_int32), ("warmup", C.c_int32), ("load_ms", C.c_double),
         ("cores_used", C.POINTER(C.c_int32)), ("n_cores_used", C.c_size_t), ("thermal_before_json", C.c_char_p),
     ]
+
+
+class AdapterInfo(C.Structure):
+    _fields_ = [("name", C.c_char * 128), ("sha256", C.c_char * 65), ("n_tensors", C.c_int32),
+                ("rank_max", C.c_int32), ("alpha", C.c_float), ("size_bytes", C.c_uint64), ("load_ms", C.c_double)]
 
 
 class SchedulerParams(C.Structure):
@@ -194,6 +201,8 @@ _SIGNATURES: dict[str, tuple] = {
                                  C.c_char_p, C.c_size_t, C.POINTER(C.c_size_t)]),
     "fe_sampling_default_params": (SamplingParams, []),
     "fe_sampling_check": (C.c_int, [C.POINTER(SamplingParams)]),
+    "fe_json_schema_to_grammar": (C.c_int, [C.c_char_p, C.c_char_p, C.c_size_t, C.POINTER(C.c_size_t)]),
+    "fe_grammar_check": (C.c_int, [_P, C.c_char_p, C.c_char_p]),
     "fe_session_default_params": (SessionParams, []),
     "fe_cpu_count": (C.c_int32, []),
     "fe_default_n_threads": (C.c_int32, []),
@@ -206,6 +215,12 @@ _SIGNATURES: dict[str, tuple] = {
     "fe_session_save_prompt": (C.c_int, [_P, C.c_char_p, C.c_char_p]),
     "fe_session_save_chat": (C.c_int, [_P, C.POINTER(ChatMessage), C.c_size_t, C.c_char_p]),
     "fe_session_load_state": (C.c_int, [_P, C.c_char_p]),
+    "fe_adapter_load": (C.c_int, [_P, C.c_char_p, C.POINTER(_P)]),
+    "fe_adapter_free": (None, [_P]),
+    "fe_adapter_get_info": (C.c_int, [_P, C.POINTER(AdapterInfo)]),
+    "fe_session_set_adapters": (C.c_int, [_P, C.POINTER(_P), C.POINTER(C.c_float), C.c_size_t]),
+    "fe_session_get_adapters": (C.c_int, [_P, C.POINTER(_P), C.POINTER(C.c_float), C.c_size_t,
+                                          C.POINTER(C.c_size_t)]),
     "fe_generate_default_params": (GenerateParams, []),
     "fe_finish_reason": (C.c_char_p, [C.c_int]),
     "fe_request_start": (C.c_int, [_P, C.c_char_p, C.POINTER(GenerateParams)]),

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from . import _native
+from .adapters import AdapterMixin
 from .backend import (
     Backend,
     Completion,
@@ -38,6 +39,7 @@ from .backend import (
 )
 from .errors import EngineBusyError, FinLLMEdgeError, InvalidArgumentError, StateFileError
 from .models import default_model_path
+from .structured import Constraint, as_grammar_error, constraint_of
 
 __all__ = ["Engine", "EngineOptions", "SamplingOptions", "GenerationOptions", "TokenStream", "Completion"]
 
@@ -58,6 +60,9 @@ class EngineOptions:
     # llama.cpp's flash attention: faster prefill of long prompts (x1.2-1.3 here); prefix reuse stays
     # exact but coarser (the last 64 prompt tokens are always evaluated again). See the README.
     flash_attn: bool = False
+    # Runtime LoRA adapters (GGUF) loaded and made active at start: [path, ...] (scale 1) or {path: scale};
+    # see Engine.load_adapter / set_adapters.
+    adapters: Any = None
 
 
 def _int_option(name: str, value: Any, lo: int, hi: int | None = None) -> int:
@@ -84,7 +89,7 @@ class _CoreSteps:
             st = L.fe_request_next(eng._session, C.byref(ev))
         if st != _native.FE_OK:
             self._open = False
-            raise L.error(st, "generation failed")
+            raise as_grammar_error(L.error(st, "generation failed"))
         text = C.string_at(ev.text, ev.text_len).decode("utf-8") if ev.text_len else ""
         reason = L.fe_finish_reason(ev.stop_reason).decode() if ev.done else None
         if ev.done:
@@ -102,16 +107,18 @@ class _CoreSteps:
         return self._engine._times_of_last()
 
 
-class Engine(Backend):
+class Engine(AdapterMixin, Backend):
     """A loaded GGUF model and one session of the core. See the module docstring."""
 
     TOOL = "finllm_edge.Engine"
+    supports_response_format = True  # grammar=, json_schema=, response_format= (the core's constrained decoding)
 
     def __init__(self, model_path: str | os.PathLike | None = None, n_threads: int | None = None,
                  n_ctx: int = 2048, n_batch: int = 512, seed: int | None = None, *,
                  options: EngineOptions | None = None, **kwargs: Any) -> None:
         super().__init__()
         self._model = self._session = None
+        self._loaded_adapters = []
         self._closed = True
         self._step_lock = threading.Lock()  # held while the core runs a step; close() waits for none
         if options is None:
@@ -164,6 +171,16 @@ class Engine(Backend):
         self.n_threads = int(sp.n_threads)
         self.n_vocab = int(info.n_vocab)
         self._lock = threading.Lock()  # one call into the session at a time (cancel excepted)
+        if options.adapters:
+            try:
+                spec = options.adapters
+                if isinstance(spec, (str, os.PathLike)):
+                    spec = [spec]
+                pairs = spec.items() if isinstance(spec, Mapping) else [(p, 1.0) for p in spec]
+                self.set_adapters({self.load_adapter(p): s for p, s in pairs})
+            except BaseException:
+                self.close()
+                raise
 
     # lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:
@@ -181,6 +198,7 @@ class Engine(Backend):
                 L.fe_request_end(self._session)
                 L.fe_session_free(self._session)
                 self._session = None
+            self._free_adapters()  # before the model: adapters belong to it
             if self._model is not None:
                 L.fe_model_free(self._model)
                 self._model = None
@@ -294,7 +312,11 @@ class Engine(Backend):
         """Stream the continuation of `prompt` as text pieces (valid UTF-8, stop strings removed).
 
         Sampling: temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, seed (or
-        sampling=SamplingOptions(...)); stop=[...]; ignore_eos. Raises ContextOverflowError
+        sampling=SamplingOptions(...)); stop=[...]; ignore_eos. Structured output (at most one):
+        grammar= (GBNF text), json_schema= (dict or JSON text), response_format= (OpenAI's shape:
+        {"type": "json_object"} or {"type": "json_schema", "json_schema": {"name": ..., "schema":
+        {...}}}); the core converts and bounds them (GrammarError when refused) and the answer
+        ends when the grammar is complete (see finllm_edge.structured). Raises ContextOverflowError
         right away when the prompt does not fit in n_ctx, InvalidArgumentError for an option
         out of range, EngineBusyError while another generation of this Engine is open.
         """
@@ -320,17 +342,20 @@ class Engine(Backend):
                 sampling: SamplingOptions | None = None, ignore_eos: bool = False, keep: Any = None,
                 temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
                 min_p: float | None = None, repeat_penalty: float | None = None, repeat_last_n: int | None = None,
-                seed: int | None = None) -> TokenStream:
+                seed: int | None = None, grammar: str | None = None, json_schema: Any = None,
+                response_format: Mapping[str, Any] | None = None) -> TokenStream:
+        constraint = constraint_of(grammar, json_schema, response_format)
         gen = GenerationOptions(max_tokens=check_max_tokens(max_tokens), stop=normalize_stop(stop),
                                 ignore_eos=bool(ignore_eos))
         s = (sampling or SamplingOptions()).merged(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                                                    repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n,
                                                    seed=seed)
         with self._lock:
-            self._start(start, gen, s)
+            self._start(start, gen, s, constraint)
         return TokenStream(self, _CoreSteps(self))
 
-    def _start(self, start, gen: GenerationOptions, sampling: SamplingOptions) -> None:
+    def _start(self, start, gen: GenerationOptions, sampling: SamplingOptions,
+               constraint: Constraint | None = None) -> None:
         self._require()
         L = _native.lib()
         gp = L.fe_generate_default_params()
@@ -340,7 +365,12 @@ class Engine(Backend):
         gp.n_stop = n_stop
         gp.ignore_eos = gen.ignore_eos
         gp.sampling = sampling.to_c(self.options.seed)
-        L.check(start(gp))
+        constraint = constraint or Constraint()
+        _keep_constraint = constraint.apply(gp.sampling)  # the core copies the text when the request starts
+        st = start(gp)
+        if st != _native.FE_OK:
+            raise as_grammar_error(L.error(st)) if constraint else L.error(st)
+        del _keep_constraint
 
     def _times_of_last(self) -> RunTimes:
         L = _native.lib()

@@ -45,6 +45,17 @@ class InvalidArgumentError(FinLLMEdgeError, ValueError):
     """An option or argument out of its valid range (the message names it and the range)."""
 
 
+class GrammarError(InvalidArgumentError):
+    """A grammar or JSON Schema was refused by the core: invalid, unsupported, past one of its
+    bounds (nesting, enum size, repetition counts, ...), or too ambiguous to decode in bounded
+    time. The message names the problem and where."""
+
+
+class UnsupportedFeatureError(FinLLMEdgeError, NotImplementedError):
+    """The backend cannot do what was asked (e.g. a grammar on the ONNX backend); the message says
+    which backend can."""
+
+
 class EngineBusyError(FinLLMEdgeError, RuntimeError):
     """The engine already runs a generation: finish it, close it or cancel() it first."""
 
@@ -73,3 +84,8 @@ class StateFileError(CorruptModelError):
 class DriftReferenceError(CorruptModelError):
     """A drift reference file was refused: truncated, altered, hand-made, or made for another
     tokenizer (the message says which). Make it again with `finllm-edge convert --drift-ref`."""
+
+
+class AdapterFileError(CorruptModelError):
+    """A LoRA adapter file was refused: corrupt, of an unsupported kind or type, or made for another
+    base model (the message names the key or tensor). Export the adapter for this base model."""

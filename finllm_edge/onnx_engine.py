@@ -44,6 +44,7 @@ from .errors import (
     InvalidArgumentError,
     ModelNotFoundError,
     TemplateError,
+    UnsupportedFeatureError,
 )
 from .onnx_validate import validate_model_dir
 
@@ -258,8 +259,15 @@ class OnnxEngine(Backend):
                  sampling: SamplingOptions | None = None, ignore_eos: bool = False,
                  temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
                  min_p: float | None = None, repeat_penalty: float | None = None, repeat_last_n: int | None = None,
-                 seed: int | None = None, add_special: bool = True, parse_special: bool = False) -> TokenStream:
+                 seed: int | None = None, add_special: bool = True, parse_special: bool = False,
+                 grammar: str | None = None, json_schema: Any = None,
+                 response_format: Mapping[str, Any] | None = None) -> TokenStream:
         """Stream the continuation of `prompt` (the same contract as Engine.generate)."""
+        if grammar is not None or json_schema is not None or (
+                response_format is not None and dict(response_format).get("type") != "text"):
+            raise UnsupportedFeatureError(
+                "grammar / json_schema / response_format are not supported by the ONNX backend "
+                "(onnxruntime-genai has no grammar sampler): use the GGUF model with finllm_edge.Engine")
         self._require()
         gen = GenerationOptions(max_tokens=check_max_tokens(max_tokens), stop=normalize_stop(stop),
                                 ignore_eos=bool(ignore_eos))

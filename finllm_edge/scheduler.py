@@ -41,6 +41,7 @@ from .backend import (
 )
 from .errors import FinLLMEdgeError, InvalidArgumentError
 from .models import default_model_path
+from .structured import as_grammar_error, constraint_of
 
 __all__ = ["Scheduler"]
 
@@ -68,7 +69,7 @@ class _SchedSteps:
             st = L.fe_sched_next(self._h, C.byref(ev))  # waits for the decode thread (GIL released)
             if st != _native.FE_OK:
                 self._done = True
-                raise L.error(st, "generation failed")
+                raise as_grammar_error(L.error(st, "generation failed"))
             text = C.string_at(ev.text, ev.text_len).decode("utf-8") if ev.text_len else ""
             if ev.done:
                 self._done = True
@@ -124,6 +125,7 @@ class Scheduler(Backend):
     requests decode; seed is the default seed of sampled requests (None: random each time)."""
 
     TOOL = "finllm_edge.Scheduler"
+    supports_response_format = True  # grammar=, json_schema=, response_format= (the core's constrained decoding)
 
     def __init__(self, model_path: str | os.PathLike | None = None, n_slots: int = 4, n_ctx: int = 2048,
                  n_threads: int | None = None, p99_token_ms: float = 150.0, *, max_queued: int = 64,
@@ -275,7 +277,9 @@ class Scheduler(Backend):
                 sampling: SamplingOptions | None = None, ignore_eos: bool = False, keep: Any = None,
                 temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
                 min_p: float | None = None, repeat_penalty: float | None = None, repeat_last_n: int | None = None,
-                seed: int | None = None) -> TokenStream:
+                seed: int | None = None, grammar: str | None = None, json_schema: Any = None,
+                response_format: Mapping[str, Any] | None = None) -> TokenStream:
+        constraint = constraint_of(grammar, json_schema, response_format)
         gen = GenerationOptions(max_tokens=check_max_tokens(max_tokens), stop=normalize_stop(stop),
                                 ignore_eos=bool(ignore_eos))
         s = (sampling or SamplingOptions()).merged(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
@@ -289,10 +293,13 @@ class Scheduler(Backend):
         gp.n_stop = n_stop
         gp.ignore_eos = gen.ignore_eos
         gp.sampling = s.to_c(self.seed)
+        _keep_constraint = constraint.apply(gp.sampling)  # converted and checked by the core at submit
         handle = C.c_void_p()
         with self._lock:
             self._require()
-            L.check(submit(gp, C.byref(handle)))  # the core copies the prompt and the stop strings
+            st = submit(gp, C.byref(handle))  # the core copies the prompt and the stop strings
+            if st != _native.FE_OK:
+                raise as_grammar_error(L.error(st)) if constraint else L.error(st)
         return TokenStream(self, _SchedSteps(handle))
 
     # profiles ----------------------------------------------------------------------------

@@ -52,6 +52,7 @@ EXPECTED_CHECKS = [
     "release_twice_and_use_after_release",
     "release_from_another_thread_during_generation",
     "prefix_reuse_and_saved_state",
+    "grammar_and_json_schema",
 ]
 
 # CPU variant -> (build-driver target, library name, qemu CPU that has the features)

@@ -35,7 +35,7 @@ SYSTEM = ("You are a careful financial analyst at a regional bank. Answer in two
 LONG_SYSTEM = SYSTEM + " ".join(
     f"Rule {i}: the loan-to-value ratio of segment {i} must stay below {60 + i}% and its coverage above "
     f"{1 + i / 10:.1f}x." for i in range(12))
-HEADER_SIZE = 168
+HEADER_SIZE = 232  # state file format version 2 (the adapter set)
 
 
 def _chat(system: str, *turns: str) -> list[dict]:

@@ -294,6 +294,7 @@ def test_more_than_max_pending_requests_get_503(base, backend):
     wait_idle(base)
 
 
-def test_health(base):
+def test_health(base, backend):
     h = httpx.get(base + "/health", timeout=10).json()
     assert h["status"] == "ok" and h["model"] == MODEL and h["mode"] == "engine"
+    assert h["response_format"] is backend.response_format_supported

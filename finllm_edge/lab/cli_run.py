@@ -66,6 +66,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--system", default=None, help="system message (with --chat)")
     parser.add_argument("--profile-out", type=Path, default=None, help="write the LatencyProfile JSON here")
     parser.add_argument("--quiet-profile", action="store_true", help="do not print the one-line profile")
+    out = parser.add_argument_group("structured output (the core converts and bounds it; the answer ends when "
+                                    "it is complete)").add_mutually_exclusive_group()
+    out.add_argument("--json-schema", metavar="SCHEMA", default=None,
+                     help="answer as JSON valid against this JSON Schema: inline JSON text or a file path")
+    out.add_argument("--json", action="store_true", help="answer as any JSON object (response_format json_object)")
+    out.add_argument("--grammar", metavar="GBNF", default=None,
+                     help="answer in this GBNF grammar (llama.cpp syntax, start rule 'root'): inline text or a file")
+    parser.add_argument("--adapter", action="append", default=[], metavar="FILE[:SCALE]",
+                        help="a GGUF LoRA adapter applied at run time (convert --adapter-gguf writes "
+                             "adapter-f16.gguf for the base-<quant>.gguf files); repeatable; SCALE default 1")
     add_engine_args(parser)
     add_sampling_args(parser)
 
@@ -75,6 +85,30 @@ def sampling_from_args(args: argparse.Namespace):
 
     return SamplingOptions(temperature=args.temp, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                            repeat_penalty=args.repeat_penalty, repeat_last_n=args.repeat_last_n, seed=args.seed)
+
+
+def _inline_or_file(value: str, inline_marker: str, what: str) -> str:
+    """The text itself when it looks inline, else the file's text (a regular file, at most 256 KiB)."""
+    if inline_marker in value:
+        return value
+    path = Path(value)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what}: {value!r} is neither inline text nor a file")
+    limit = 256 * 1024
+    if path.stat().st_size > limit:
+        raise ValueError(f"{what}: {path} is larger than {limit} bytes")
+    with open(path, encoding="utf-8") as f:
+        return f.read(limit + 1)
+
+
+def constraint_from_args(args: argparse.Namespace) -> dict:
+    if getattr(args, "json_schema", None):
+        return {"json_schema": _inline_or_file(args.json_schema, "{", "--json-schema")}
+    if getattr(args, "grammar", None):
+        return {"grammar": _inline_or_file(args.grammar, "::=", "--grammar")}
+    if getattr(args, "json", False):
+        return {"response_format": {"type": "json_object"}}
+    return {}
 
 
 def one_line(p: dict) -> str:
@@ -95,10 +129,12 @@ def main(args: argparse.Namespace) -> int:
     opts = EngineOptions(n_threads=args.threads, n_ctx=args.ctx, n_batch=args.batch, seed=args.seed)
     engine_cls = OnnxEngine if args.model is not None and is_onnx_model_dir(args.model) else Engine
     with engine_cls(args.model, options=opts) as engine:
+        if args.adapter:
+            engine.set_adapters(dict(_load_adapter(engine, spec) for spec in args.adapter))
         use_chat = args.chat
         if use_chat is None:
             use_chat = bool(engine.metadata("tokenizer.chat_template"))
-        kw = dict(sampling=sampling_from_args(args), stop=args.stop)
+        kw = dict(sampling=sampling_from_args(args), stop=args.stop, **constraint_from_args(args))
         if use_chat:
             messages = ([{"role": "system", "content": args.system}] if args.system else [])
             messages.append({"role": "user", "content": args.prompt})
@@ -120,3 +156,17 @@ def main(args: argparse.Namespace) -> int:
             atomic_write_json(args.profile_out, profile)
             print(f"[profile] written to {args.profile_out}", file=sys.stderr)
     return 0
+
+
+def _load_adapter(engine, spec: str):
+    """'FILE' or 'FILE:SCALE' -> (Adapter, scale); the scale's range is the core's."""
+    path, scale = spec, 1.0
+    head, sep, tail = spec.rpartition(":")
+    if sep and head:
+        try:
+            path, scale = head, float(tail)
+        except ValueError:
+            path, scale = spec, 1.0
+    if not hasattr(engine, "load_adapter"):
+        raise ValueError("--adapter needs a GGUF model (the ONNX backend has no runtime adapters)")
+    return engine.load_adapter(path), scale

@@ -221,6 +221,10 @@ typedef struct fe_sampling_params {
     float    repeat_penalty; /* 1 = off (default 1.0); 0 < r <= 10 */
     int32_t  repeat_last_n;  /* tokens the penalty looks back at; -1 = the whole context (default 64) */
     uint32_t seed;           /* FE_SEED_RANDOM (default) or a fixed seed */
+    /* Constrained decoding (see "constrained decoding" below); at most one of the two, NULL = none.
+     * The text is copied when a request starts. */
+    const char *grammar;     /* a GBNF grammar (llama.cpp's syntax, start rule "root") */
+    const char *json_schema; /* a JSON Schema (text), converted to a grammar by the core */
 } fe_sampling_params;
 
 FE_API fe_sampling_params fe_sampling_default_params(void);
@@ -299,7 +303,8 @@ FE_API fe_status fe_session_cached_tokens(const fe_session *session, int32_t *to
  *     fe_generate(s, system_prompt_plus_question, &gp, &r);      // reuses the prefix
  *
  * The file records the model's sha256, the llama.cpp version and CPU variant of this library
- * (fe_llama_version(), fe_build_variant(): K/V bits depend on both), the n_ctx and n_vocab of
+ * (fe_llama_version(), fe_build_variant(): K/V bits depend on both), the active LoRA adapter set
+ * (see runtime LoRA adapters), the n_ctx and n_vocab of
  * the session that wrote it, the token prefix and llama.cpp's sequence state, with a sha256 over
  * everything before it. It is written atomically (temporary file, fsync, rename). A state
  * file is untrusted input: sizes and counts are checked against the file size before anything
@@ -335,6 +340,80 @@ FE_API fe_status fe_session_load_state(fe_session *session, const char *path);
  * so a long prefill stops within milliseconds. The request is cleared when the next
  * request starts. */
 FE_API void fe_session_cancel(fe_session *session);
+
+/* ---------------------------------------------------------------- runtime LoRA adapters
+ *
+ * One base model, several domain adapters: a GGUF LoRA adapter (general.type = "adapter",
+ * adapter.type = "lora", tensors <base tensor>.lora_a / .lora_b, as `finllm-edge convert
+ * --adapter-gguf` and llama.cpp's convert_lora_to_gguf.py write them) is loaded against a
+ * loaded model and attached to sessions, with a scale, without reloading the base:
+ *
+ *     fe_adapter *research = NULL, *credit = NULL;
+ *     fe_adapter_load(model, "research.gguf", &research);
+ *     fe_adapter_load(model, "credit.gguf", &credit);
+ *     float one = 1.0f;
+ *     fe_session_set_adapters(s, &research, &one, 1);   // requests now run base + research
+ *     ...
+ *     fe_session_set_adapters(s, &credit, &one, 1);     // swap between requests
+ *     fe_session_set_adapters(s, NULL, NULL, 0);         // the plain base again
+ *     fe_session_free(s);
+ *     fe_adapter_free(credit); fe_adapter_free(research);
+ *     fe_model_free(model);
+ *
+ * Loading checks, before llama.cpp reads the file: the GGUF structure (the same validator as
+ * models, fe_gguf_preflight's rules for the container), general.type/adapter.type (other
+ * adapter kinds, e.g. activated LoRA, are FE_ERR_BAD_MODEL "unsupported"), the architecture
+ * against the model's, every tensor: a .lora_a/.lora_b pair of type F32, F16 or BF16 for a
+ * 2-D base weight this runtime applies LoRA to (attention q/k/v/output, feed-forward
+ * gate/up/down, output), with lora_a = [n_in, rank] and lora_b = [rank, n_out] against the
+ * base's [n_in, n_out]. An adapter for another base, a corrupt file or an unsupported type
+ * is FE_ERR_BAD_MODEL naming the tensor or key; a missing file FE_ERR_FILE_NOT_FOUND.
+ *
+ * Effect: each adapted weight W computes W x + scale * s_t * B (A x) with s_t = alpha / rank
+ * when the file's adapter.lora.alpha is non-zero, else 1 (convert writes alpha 0 and folds
+ * PEFT's own scaling, rank/alpha patterns and rsLoRA included, into lora_b).
+ *
+ * Prefix reuse and saved state: a session's cached K/V were computed with the adapters that
+ * were active then, so changing the active set (adapters or scales) empties the session's
+ * cache (the next request evaluates its whole prompt); setting the same set again keeps it.
+ * State files record the active set (each adapter file's sha256 and scale) and load only into
+ * a session with the same set active (FE_ERR_BAD_MODEL "made with other adapters" otherwise).
+ *
+ * Lifetime and threads: an adapter belongs to its model; free adapters before the model (as
+ * sessions). fe_adapter_free on an adapter still active on a session only releases the handle:
+ * the adapter lives until no session uses it. Loading and freeing change the model's adapter
+ * list, which llama.cpp reads when a session's graph is rebuilt: call fe_adapter_load and
+ * fe_adapter_free while no request runs on the model's sessions (as fe_model_set_chat_template).
+ * fe_session_set_adapters follows the one-session-per-thread rule.
+ */
+typedef struct fe_adapter fe_adapter;
+
+#define FE_MAX_ACTIVE_ADAPTERS 16
+
+FE_API fe_status fe_adapter_load(fe_model *model, const char *path, fe_adapter **out);
+FE_API void fe_adapter_free(fe_adapter *adapter);
+
+typedef struct fe_adapter_info {
+    char     name[128];        /* general.name, or the file name */
+    char     sha256[65];       /* of the adapter file, lowercase hex */
+    int32_t  n_tensors;        /* adapted base weights (lora_a/lora_b pairs) */
+    int32_t  rank_max;         /* largest rank among them */
+    float    alpha;            /* adapter.lora.alpha (0 = scaling folded into lora_b) */
+    uint64_t size_bytes;       /* bytes of lora_a/lora_b data */
+    double   load_ms;
+} fe_adapter_info;
+
+FE_API fe_status fe_adapter_get_info(const fe_adapter *adapter, fe_adapter_info *out);
+
+/* Make adapters[0..n) with scales[0..n) the session's active set (n = 0: none; a scale of 0
+ * leaves that adapter inactive). Every adapter must belong to the session's model, appear
+ * once, and have a finite scale in [-100, 100]; n <= FE_MAX_ACTIVE_ADAPTERS. FE_ERR_BUSY while
+ * a request runs; FE_ERR_INVALID_ARG otherwise, and the active set is then unchanged. */
+FE_API fe_status fe_session_set_adapters(fe_session *session, fe_adapter *const *adapters, const float *scales,
+                                         size_t n);
+/* The active set (scale != 0), in the order it was set: copies up to max entries; *n_out = count. */
+FE_API fe_status fe_session_get_adapters(const fe_session *session, fe_adapter **adapters, float *scales,
+                                         size_t max, size_t *n_out);
 
 /* ---------------------------------------------------------------- generation */
 
@@ -389,6 +468,50 @@ FE_API fe_status fe_generate(fe_session *session, const char *prompt,
 /* Same, from prompt tokens (e.g. a benchmark's exact-length prompt). */
 FE_API fe_status fe_generate_tokens(fe_session *session, const int32_t *tokens, int32_t n_tokens,
                                     const fe_generate_params *params, fe_generate_result *result);
+
+/* ------------------------------------------------ constrained decoding (grammars, JSON Schema)
+ *
+ * fe_sampling_params.grammar (GBNF) or .json_schema restricts every sampled token to those that
+ * keep the output a prefix of a sentence of the grammar (llama.cpp's grammar sampler):
+ *
+ *     gp.sampling.json_schema = "{\"type\":\"object\",\"properties\":{\"revenue\":{\"type\":\"number\"}},"
+ *                               "\"required\":[\"revenue\"]}";
+ *     fe_generate(s, prompt, &gp, &r);   // the text parses as JSON and validates against the schema
+ *
+ * - Greedy (temperature 0) picks the highest-logit token the grammar allows: the unconstrained
+ *   argmax is checked first and the whole vocabulary is masked only when it is refused.
+ *   Sampled requests mask the vocabulary first, then apply penalties/top-k/top-p/min-p/temp.
+ * - End of generation is allowed only once the grammar is complete, and ends the request
+ *   (FE_STOP_EOS, even with ignore_eos); when a complete grammar allows nothing else, EOS is
+ *   the only token left. max_tokens may still cut the output short (FE_STOP_MAX_TOKENS):
+ *   give the request room for the whole answer.
+ * - Grammars and schemas are untrusted input. Bounds, checked before any conversion or
+ *   parsing (FE_ERR_INVALID_ARG naming the bound and where): text <= FE_GRAMMAR_MAX_BYTES;
+ *   JSON nesting <= 32 levels; GBNF group nesting <= 64; schema: <= 256 properties per object,
+ *   <= 1024 values per enum, <= 64 KiB of enum/const literals, minItems/maxItems/minLength/
+ *   maxLength <= 2000, numeric bounds finite with |x| <= 2^53 and minimum <= maximum, pattern
+ *   <= 1024 bytes, <= 10000 subschemas after "type" arrays are expanded, <= 128 distinct $refs,
+ *   local $refs ("#/...") that resolve and are not a cycle of bare $refs; the converted grammar
+ *   <= 1 MiB. llama.cpp's own checks follow (syntax, undefined rules, left recursion,
+ *   repetitions above 2000), reported with its reason. Conversion and grammar parsing run on
+ *   a worker thread with a 64 MiB stack, so deep recursion cannot overflow the caller's
+ *   (e.g. a JNI thread's) stack. While generating, a token whose sampling and grammar work
+ *   takes more than FE_GRAMMAR_MAX_STEP_MS of the calling thread's CPU time (an ambiguous
+ *   grammar whose parse states multiply; CPU time, so load on other cores does not trip it)
+ *   ends the request with FE_ERR_INVALID_ARG; so does a grammar that no token of the
+ *   vocabulary can continue.
+ */
+#define FE_GRAMMAR_MAX_BYTES (256u * 1024u)
+#define FE_GRAMMAR_MAX_STEP_MS 250
+
+/* The GBNF grammar the core makes of a JSON Schema (the one a request with .json_schema uses).
+ * NUL-terminated when it fits; FE_ERR_BUFFER_TOO_SMALL sets *n_out to the size needed (without
+ * the NUL). FE_ERR_INVALID_ARG for invalid JSON, an unsupported schema or a bound (above). */
+FE_API fe_status fe_json_schema_to_grammar(const char *json_schema, char *buf, size_t buf_size, size_t *n_out);
+
+/* Check a GBNF grammar or a JSON Schema (one of them, the other NULL) the way a request on
+ * `model` would, without generating: FE_OK or FE_ERR_INVALID_ARG with the reason. */
+FE_API fe_status fe_grammar_check(const fe_model *model, const char *grammar, const char *json_schema);
 
 /* ------------------------------------------------ step-wise requests (streams for bindings)
  *

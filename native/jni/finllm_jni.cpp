@@ -39,6 +39,7 @@ struct JniSession {
     int32_t n_ctx = 0;
     int32_t n_threads = 0;
     fe_sampling_params sampling{};  // the core's defaults, with what FinLlm.open set
+    std::vector<fe_adapter *> adapters;  // FinLlm.loadAdapter ids index this; freed before the model
 };
 
 // ------------------------------------------------------------------ exceptions
@@ -365,6 +366,7 @@ JNIEXPORT void JNICALL Java_io_finllm_edge_FinLlm_nativeFree(JNIEnv *, jclass, j
     if (!s || s->magic != kMagicAlive) return;
     s->magic = kMagicDead;
     fe_session_free(s->session);
+    for (fe_adapter *a : s->adapters) fe_adapter_free(a);
     fe_model_free(s->model);
     s->session = nullptr;
     s->model = nullptr;
@@ -380,9 +382,11 @@ JNIEXPORT void JNICALL Java_io_finllm_edge_FinLlm_nativeCancel(JNIEnv *, jclass,
 
 // Generates from a raw prompt (already chat-formatted if needed). Returns
 // Object[]{String text, int[]{stopReason, nPrompt, nGenerated}, int[] tokens}.
+// grammar (GBNF) / json_schema: null = none (the core checks and converts them).
 JNIEXPORT jobjectArray JNICALL Java_io_finllm_edge_FinLlm_nativeGenerate(JNIEnv *env, jclass, jlong handle,
                                                                         jstring jprompt, jint max_tokens,
-                                                                        jobjectArray jstop, jobject callback) {
+                                                                        jobjectArray jstop, jobject callback,
+                                                                        jstring jgrammar, jstring jschema) {
     return guarded<jobjectArray>(env, "FinLlm.generate", nullptr, [&]() -> jobjectArray {
         JniSession *s = from_handle(env, handle, "FinLlm.generate");
         if (!s) return nullptr;
@@ -405,6 +409,9 @@ JNIEXPORT jobjectArray JNICALL Java_io_finllm_edge_FinLlm_nativeGenerate(JNIEnv 
         }
         std::vector<const char *> stop_ptrs;
         for (const auto &x : stop_strings) stop_ptrs.push_back(x.c_str());
+        std::string grammar, schema;
+        if (jgrammar && (grammar = copy_jstring(env, jgrammar, "FinLlm.generate: grammar", &ok), !ok)) return nullptr;
+        if (jschema && (schema = copy_jstring(env, jschema, "FinLlm.generate: jsonSchema", &ok), !ok)) return nullptr;
 
         Stream stream;
         stream.env = env;
@@ -418,6 +425,8 @@ JNIEXPORT jobjectArray JNICALL Java_io_finllm_edge_FinLlm_nativeGenerate(JNIEnv 
         fe_generate_params gp = fe_generate_default_params();
         gp.max_tokens = max_tokens;
         gp.sampling = s->sampling;
+        gp.sampling.grammar = jgrammar ? grammar.c_str() : nullptr;
+        gp.sampling.json_schema = jschema ? schema.c_str() : nullptr;
         gp.stop = stop_ptrs.empty() ? nullptr : stop_ptrs.data();
         gp.n_stop = stop_ptrs.size();
         gp.on_token = on_token_cb;
@@ -457,6 +466,29 @@ JNIEXPORT jobjectArray JNICALL Java_io_finllm_edge_FinLlm_nativeGenerate(JNIEnv 
         env->SetObjectArrayElement(out, 1, jstats);
         env->SetObjectArrayElement(out, 2, jtokens);
         return out;
+    });
+}
+
+// The GBNF grammar the core makes of a JSON Schema (fe_json_schema_to_grammar).
+JNIEXPORT jstring JNICALL Java_io_finllm_edge_FinLlm_nativeJsonSchemaToGrammar(JNIEnv *env, jclass, jstring jschema) {
+    return guarded<jstring>(env, "FinLlm.jsonSchemaToGrammar", nullptr, [&]() -> jstring {
+        bool ok = false;
+        std::string schema = copy_jstring(env, jschema, "FinLlm.jsonSchemaToGrammar: schema", &ok);
+        if (!ok) return nullptr;
+        size_t n = 0;
+        fe_status st = fe_json_schema_to_grammar(schema.c_str(), nullptr, 0, &n);
+        if (st != FE_OK && st != FE_ERR_BUFFER_TOO_SMALL) {
+            throw_status(env, st, "FinLlm.jsonSchemaToGrammar");
+            return nullptr;
+        }
+        std::string out(n + 1, '\0');
+        st = fe_json_schema_to_grammar(schema.c_str(), &out[0], out.size(), &n);
+        if (st != FE_OK) {
+            throw_status(env, st, "FinLlm.jsonSchemaToGrammar");
+            return nullptr;
+        }
+        out.resize(n);
+        return utf8_jstring(env, out);
     });
 }
 
@@ -1032,6 +1064,60 @@ JNIEXPORT jstring JNICALL Java_io_finllm_edge_FinLlmScheduler_nativeStats(JNIEnv
         jstring out = env->NewStringUTF(json);
         fe_free(json);
         return out;
+    });
+}
+
+// ------------------------------------------------------------------ runtime LoRA adapters
+
+// Loads a GGUF LoRA adapter for this model; returns its id (0, 1, ...) for nativeSetAdapters.
+JNIEXPORT jint JNICALL Java_io_finllm_edge_FinLlm_nativeLoadAdapter(JNIEnv *env, jclass, jlong handle, jstring jpath) {
+    return guarded<jint>(env, "FinLlm.loadAdapter", -1, [&]() -> jint {
+        JniSession *s = from_handle(env, handle, "FinLlm.loadAdapter");
+        if (!s) return -1;
+        bool ok = false;
+        std::string path = copy_jstring(env, jpath, "FinLlm.loadAdapter: path", &ok);
+        if (!ok) return -1;
+        s->adapters.reserve(s->adapters.size() + 1);  // no throw after the adapter exists
+        fe_adapter *a = nullptr;
+        fe_status st = fe_adapter_load(s->model, path.c_str(), &a);
+        if (st != FE_OK || !a) {
+            throw_status(env, st != FE_OK ? st : FE_ERR_INTERNAL, ("FinLlm.loadAdapter(" + path + ")").c_str());
+            return -1;
+        }
+        s->adapters.push_back(a);
+        return static_cast<jint>(s->adapters.size() - 1);
+    });
+}
+
+// Makes adapters ids[i] with scales[i] the active set (empty arrays: none).
+JNIEXPORT void JNICALL Java_io_finllm_edge_FinLlm_nativeSetAdapters(JNIEnv *env, jclass, jlong handle, jintArray jids,
+                                                                   jfloatArray jscales) {
+    guarded<int>(env, "FinLlm.setAdapters", 0, [&]() -> int {
+        JniSession *s = from_handle(env, handle, "FinLlm.setAdapters");
+        if (!s) return 0;
+        if (!jids || !jscales || env->GetArrayLength(jids) != env->GetArrayLength(jscales)) {
+            throw_fe(env, FE_ERR_INVALID_ARG, "FinLlm.setAdapters: ids and scales must be arrays of the same length");
+            return 0;
+        }
+        const jsize n = env->GetArrayLength(jids);
+        std::vector<jint> ids(static_cast<size_t>(n));
+        std::vector<float> scales(static_cast<size_t>(n));
+        if (n) {
+            env->GetIntArrayRegion(jids, 0, n, ids.data());
+            env->GetFloatArrayRegion(jscales, 0, n, scales.data());
+        }
+        std::vector<fe_adapter *> handles;
+        for (jsize i = 0; i < n; i++) {
+            if (ids[i] < 0 || static_cast<size_t>(ids[i]) >= s->adapters.size()) {
+                throw_fe(env, FE_ERR_INVALID_ARG, "FinLlm.setAdapters: adapter id " + std::to_string(ids[i]) +
+                                                      " was not returned by loadAdapter on this FinLlm");
+                return 0;
+            }
+            handles.push_back(s->adapters[static_cast<size_t>(ids[i])]);
+        }
+        fe_status st = fe_session_set_adapters(s->session, handles.data(), scales.data(), handles.size());
+        if (st != FE_OK) throw_status(env, st, "FinLlm.setAdapters");
+        return 0;
     });
 }
 

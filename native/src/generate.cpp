@@ -2,6 +2,7 @@
 // time (prefill on the first step), with sampling, stop strings, cancel and the profile.
 // fe_generate/fe_generate_tokens drive the same steps with a callback.
 #include "internal.h"
+#include "grammar.h"
 
 #include <algorithm>
 #include <climits>
@@ -11,6 +12,14 @@
 namespace {
 
 llama_token next_token(fe_session *s, int32_t n_vocab) {
+    fe_request &r = s->req;
+    if (r.grammar) {  // grammar.cpp: the grammar-valid argmax (greedy) or a sample of the masked vocabulary
+        llama_token tok = -1;
+        fe_status st = fe::sample_constrained(s->ctx, -1, r.sampler, r.grammar, r.gp.sampling.temperature <= 0.0f,
+                                              n_vocab, r.candidates, &tok);
+        if (st != FE_OK) throw fe::Status{st};
+        return tok;
+    }
     if (s->req.sampler) return llama_sampler_sample(s->req.sampler, s->ctx, -1);
     const float *row = llama_get_logits_ith(s->ctx, -1);
     if (!row) throw std::runtime_error("llama.cpp returned no logits");
@@ -151,6 +160,9 @@ fe_status begin(fe_session *s, const fe_generate_params *params, double t_start)
         if (gp.stop[i] && *gp.stop[i]) r.stops.emplace_back(gp.stop[i]);
     r.gp.stop = nullptr;  // the caller's array need not outlive this call
     r.gp.n_stop = 0;
+    if ((r.has_grammar = gp.sampling.grammar != nullptr)) r.grammar_src = gp.sampling.grammar;
+    if ((r.has_schema = gp.sampling.json_schema != nullptr)) r.schema_src = gp.sampling.json_schema;
+    r.gp.sampling.grammar = r.gp.sampling.json_schema = nullptr;  // the copies above are used
     r.t_start = t_start;
     return FE_OK;
 }
@@ -170,7 +182,20 @@ fe_status activate(fe_session *s) {
         if (r.prompt[i] < 0 || r.prompt[i] >= n_vocab)
             return fe::set_error(FE_ERR_INVALID_ARG, "prompt token %d at index %d is outside the vocabulary (0..%d)",
                                  r.prompt[i], i, n_vocab - 1);
-    r.sampler = fe::make_sampler(s->model->vocab, s->params.n_ctx, r.gp.sampling);
+    if (r.has_grammar || r.has_schema) {
+        llama_sampler *g = nullptr;
+        fe_status st = fe::make_grammar(s->model->vocab, r.has_grammar ? r.grammar_src.c_str() : nullptr,
+                                        r.has_schema ? r.schema_src.c_str() : nullptr, &g);
+        if (st != FE_OK) return st;
+        r.grammar = g;
+    }
+    try {
+        r.sampler = fe::make_sampler(s->model->vocab, s->params.n_ctx, r.gp.sampling);
+    } catch (...) {
+        llama_sampler_free(r.grammar);
+        r.grammar = nullptr;
+        throw;
+    }
     r.text = std::make_unique<fe::TextStream>(r.stops);
     r.t_tokenized = fe::elapsed_ms(r.t_start);
     s->cancel.store(false, std::memory_order_relaxed);
@@ -203,6 +228,14 @@ void finish(fe_session *s, fe_stop_reason reason, fe_token_event *ev) {
     ev->done = true;
     ev->stop_reason = reason;
     fe::end_request(s, reason);
+}
+
+void note_token_time(fe_session *s) {
+    fe_request &r = s->req;
+    double t = fe::now_ms();
+    if (r.n_gen == 0) r.ttft = t - r.t_start;
+    else s->token_ms.push_back(t - r.t_prev);
+    r.t_prev = t;
 }
 
 fe_status step(fe_session *s, fe_token_event *ev) {
@@ -265,12 +298,31 @@ fe_status step(fe_session *s, fe_token_event *ev) {
         r.n_past++;
         r.need_decode = false;
     }
-    llama_token tok = next_token(s, n_vocab);
-    double t = fe::now_ms();
-    if (r.n_gen == 0) r.ttft = t - r.t_start;
-    else s->token_ms.push_back(t - r.t_prev);
-    r.t_prev = t;
-    if (!r.gp.ignore_eos && llama_vocab_is_eog(vocab, tok)) return finish(s, FE_STOP_EOS, ev), FE_OK;
+    double t_grammar = r.grammar ? fe::thread_cpu_ms() : 0.0;  // CPU time: load on other cores does not trip it
+    llama_token tok;
+    try {
+        tok = next_token(s, n_vocab);
+    } catch (const fe::Status &e) {
+        fe::end_request(s, FE_STOP_NONE);
+        return e.status;
+    }
+    // With a grammar, end of generation is only allowed once it is complete: it ends the request.
+    if ((!r.gp.ignore_eos || r.grammar) && llama_vocab_is_eog(vocab, tok)) {
+        note_token_time(s);
+        return finish(s, FE_STOP_EOS, ev), FE_OK;
+    }
+    if (r.grammar) {
+        llama_sampler_accept(r.grammar, tok);
+        double ms = fe::thread_cpu_ms() - t_grammar;
+        if (ms > FE_GRAMMAR_MAX_STEP_MS) {
+            fe::end_request(s, FE_STOP_NONE);
+            return fe::set_error(FE_ERR_INVALID_ARG,
+                                 "grammar: one token took %.0f ms of CPU for sampling and grammar work (bound %d ms): the "
+                                 "grammar is too ambiguous (its parse states multiply); make it deterministic",
+                                 ms, FE_GRAMMAR_MAX_STEP_MS);
+        }
+    }
+    note_token_time(s);
     r.n_gen++;
     r.last = tok;
     r.need_decode = true;
@@ -334,6 +386,8 @@ void end_request(fe_session *s, fe_stop_reason reason) {
     if (reason == FE_STOP_NONE) forget_cache(s);  // an error: trust nothing in the cache
     if (r.sampler) llama_sampler_free(r.sampler);
     r.sampler = nullptr;
+    if (r.grammar) llama_sampler_free(r.grammar);
+    r.grammar = nullptr;
     finish_profile(s);
 }
 

@@ -82,6 +82,7 @@ typedef struct {
     uint64_t n_tokens;          /* tokens read (0 until tokenizer.ggml.tokens is read) */
     uint64_t embd_rows, out_rows; /* ne[1] of token_embd.weight / output.weight, 0 if absent */
     uint64_t embd_at, out_at;
+    int adapter;                /* fe_gguf_validate_adapter_file: container rules + adapter keys only */
 } ctx_t;
 
 #define SYNTH (1ull << 63) /* name_ent.off flag: the name is "[EMPTY_<off & ~SYNTH>]" */
@@ -96,8 +97,9 @@ static void fail(ctx_t *c, int code, const char *field, uint64_t at, const char 
     c->err->offset = (long long)at;
     snprintf(c->err->field, sizeof c->err->field, "%s", field);
     snprintf(c->err->message, sizeof c->err->message,
-             "invalid GGUF field '%s' at byte %llu: %s. The model file is corrupt or hostile; "
-             "download or convert it again.", field, (unsigned long long)at, reason);
+             "invalid GGUF field '%s' at byte %llu: %s. The %s", field, (unsigned long long)at, reason,
+             c->adapter ? "adapter file is corrupt, hostile or not a LoRA adapter; export it again."
+                        : "model file is corrupt or hostile; download or convert it again.");
     longjmp(c->jmp, 1);
 }
 #define FAIL(c, field, at, ...) fail((c), FE_GGUF_E_FORMAT, (field), (at), __VA_ARGS__)
@@ -780,16 +782,59 @@ static uint64_t read_tensor(ctx_t *c, uint32_t i, uint64_t alignment, uint64_t e
     return expected + padded;
 }
 
+/* An adapter file (general.type "adapter") has no hyper-parameters or vocabulary of its own:
+ * the container rules, a known architecture and the two type keys; adapter.cpp checks the
+ * tensors against the base model. */
+static uint32_t check_adapter_kvs(ctx_t *c, char *arch) {
+    static const char *const strs[] = {"general.type", "general.architecture", "adapter.type"};
+    const kv_ent *kv;
+    char tb[24], val[65];
+    uint32_t alignment = DEFAULT_ALIGNMENT;
+    size_t i;
+    int known = 0;
+    if ((kv = find_kv(c, "general.alignment")) != NULL) {
+        if (kv->type != T_U32) FAIL(c, "general.alignment", kv->value_off, "must be u32, is %s", type_str(kv, tb, sizeof tb));
+        alignment = (uint32_t)kv->scalar;
+        if (alignment < 32 || (alignment & (alignment - 1)))
+            FAIL(c, "general.alignment", kv->value_off, "%lu is not a power of two >= 32", (unsigned long)alignment);
+    }
+    if ((kv = find_kv(c, "general.type")) == NULL)
+        FAIL(c, "general.type", 16, "missing: not an adapter file (a model file? load it as a model)");
+    for (i = 0; i < COUNT(strs); i++) {
+        kv = need(c, strs[i]);
+        if (kv->type != T_STR) FAIL(c, strs[i], kv->value_off, "must be str, is %s", type_str(kv, tb, sizeof tb));
+        if (i == 0) {
+            read_short_str(c, kv, val);
+            if (strcmp(val, "adapter") != 0)
+                FAIL(c, "general.type", kv->value_off, "is '%s', not 'adapter' (a model file? load it as a model)", val);
+        }
+    }
+    read_short_str(c, find_kv(c, "general.architecture"), arch);
+    for (i = 0; i < COUNT(ARCHS); i++) known |= strcmp(arch, ARCHS[i]) == 0;
+    if (!known) FAIL(c, "general.architecture", find_kv(c, "general.architecture")->value_off, "architecture is not supported");
+    if ((kv = find_kv(c, "adapter.lora.alpha")) != NULL) {
+        if (kv->type != T_F32) FAIL(c, "adapter.lora.alpha", kv->value_off, "must be f32, is %s", type_str(kv, tb, sizeof tb));
+        if (!finite_d(f32_bits(kv->scalar)) || f32_bits(kv->scalar) < 0)
+            FAIL(c, "adapter.lora.alpha", kv->value_off, "%g must be finite and >= 0", f32_bits(kv->scalar));
+    }
+    return alignment;
+}
+
 static int run(ctx_t *c) {
     uint64_t n_tensors, n_kv, alignment, expected = 0, data_offset;
     uint32_t i;
     char arch[65];
     read_header(c, &n_tensors, &n_kv);
     for (i = 0; i < n_kv; i++) read_kv(c, i);
-    alignment = check_kvs(c, arch);
-    check_semantics(c, arch);
+    if (c->adapter) {
+        alignment = check_adapter_kvs(c, arch);
+        if (n_tensors == 0) FAIL(c, "n_tensors", 8, "the adapter has no tensors");
+    } else {
+        alignment = check_kvs(c, arch);
+        check_semantics(c, arch);
+    }
     for (i = 0; i < n_tensors; i++) expected = read_tensor(c, i, alignment, expected);
-    check_tensor_semantics(c);
+    if (!c->adapter) check_tensor_semantics(c);
     data_offset = (c->pos + alignment - 1) / alignment * alignment;
     for (i = 0; i < n_tensors; i++) {
         if (data_offset + c->tens[i].end > c->size) {
@@ -808,7 +853,12 @@ static int guarded_run(ctx_t *c) {
     return run(c);
 }
 
-int fe_gguf_validate_file(const char *path, fe_gguf_error *err) {
+static int validate(const char *path, fe_gguf_error *err, int adapter);
+
+int fe_gguf_validate_file(const char *path, fe_gguf_error *err) { return validate(path, err, 0); }
+int fe_gguf_validate_adapter_file(const char *path, fe_gguf_error *err) { return validate(path, err, 1); }
+
+static int validate(const char *path, fe_gguf_error *err, int adapter) {
     fe_gguf_error local;
     ctx_t *c;
     int rc;
@@ -819,6 +869,7 @@ int fe_gguf_validate_file(const char *path, fe_gguf_error *err) {
     c = (ctx_t *)calloc(1, sizeof *c);
     if (!c) { err->code = FE_GGUF_E_NOMEM; snprintf(err->message, sizeof err->message, "out of memory"); return FE_GGUF_E_NOMEM; }
     c->err = err;
+    c->adapter = adapter;
 #ifndef _WIN32
     {   /* a directory opens fine with fopen; a FIFO would block: only regular files */
         struct stat st;

@@ -50,6 +50,10 @@ typedef struct fe_gguf_error {
 
 /* Returns FE_GGUF_OK or a negative code; fills *err (may be NULL) on failure. */
 int fe_gguf_validate_file(const char *path, fe_gguf_error *err);
+/* The same container rules for a LoRA adapter file (general.type "adapter"): a known
+ * general.architecture, general.type and adapter.type strings, an f32 adapter.lora.alpha >= 0
+ * when present, at least one tensor; no hyper-parameter or vocabulary rules. */
+int fe_gguf_validate_adapter_file(const char *path, fe_gguf_error *err);
 
 #ifdef __cplusplus
 }

@@ -16,6 +16,10 @@
 
 namespace fe {
 struct ChatTemplate;  // chat.cpp: a parsed, checked Jinja chat template
+struct ActiveAdapter {  // adapter.cpp: one entry of a session's active set
+    fe_adapter *adapter;
+    float scale;
+};
 }
 
 struct fe_model {
@@ -26,6 +30,7 @@ struct fe_model {
     double load_ms = 0.0;
     std::shared_ptr<const fe::ChatTemplate> chat;  // NULL: no template (or it failed to parse)
     std::string chat_error;                        // why `chat` is NULL
+    std::vector<fe_adapter *> adapters;            // loaded on this model (adapter.cpp; its mutex)
 };
 
 // The request in progress on a session (see fe_request_* in finllm_edge.h).
@@ -37,6 +42,10 @@ struct fe_request {
     std::vector<std::string> stops; // owned copies of gp.stop
     std::vector<llama_token> prompt;
     llama_sampler *sampler = nullptr;  // NULL: greedy argmax fast path
+    llama_sampler *grammar = nullptr;  // grammar / JSON Schema constraint (grammar.cpp), NULL: none
+    std::vector<llama_token_data> candidates;  // scratch of constrained sampling
+    std::string grammar_src, schema_src;       // owned copies of gp.sampling.grammar / json_schema
+    bool has_grammar = false, has_schema = false;
     llama_token last = -1;
     int32_t n_gen = 0;
     int32_t n_past = 0;
@@ -66,6 +75,7 @@ struct fe_session {
     std::vector<double> token_ms;         // per-token latencies of the last request
     fe_profile profile{};
     fe_drift_monitor *drift = nullptr;    // fe_session_enable_drift (drift_monitor.cpp); owned
+    std::vector<fe::ActiveAdapter> adapters;  // the active LoRA set (adapter.cpp), scale != 0
 };
 
 namespace fe {
@@ -121,6 +131,16 @@ double total_ram_bytes();
 double kv_cache_bytes(const llama_model *m, uint32_t n_ctx);
 // tokens.cpp: text of one token (special tokens rendered when `special`).
 std::string token_piece(const llama_vocab *vocab, llama_token tok, bool special);
+
+// Thrown inside the token loop with the error message already set (caught in generate.cpp).
+struct Status {
+    fe_status status;
+};
+// adapter.cpp: drops a session's active adapters (session free); orphans a model's adapters (model free).
+void session_drop_adapters(fe_session *s);
+void model_drop_adapters(fe_model *m);
+// adapter.cpp: hex sha256 naming the session's active adapter set ("" when none), for state files.
+std::string adapter_set_id(const fe_session *s);
 
 // metrics.cpp
 double now_ms();

@@ -60,6 +60,7 @@ fe_status fe_model_load(const char *path, const fe_model_params *params, fe_mode
 
 void fe_model_free(fe_model *model) {
     if (!model) return;
+    fe::model_drop_adapters(model);  // llama_model_free deletes their llama.cpp halves
     llama_model_free(model->model);
     delete model;
 }

@@ -4,6 +4,7 @@
 // prefill chunk of one new request (round-robin), then one decode batch with the next token of
 // every running request. Requests are shared between the caller (events, cancel) and the thread.
 #include "internal.h"
+#include "grammar.h"
 #include "sched_window.h"
 
 #include <algorithm>
@@ -46,6 +47,10 @@ struct Request {
     std::vector<std::string> stops;
     std::vector<llama_token> prompt;
     llama_sampler *sampler = nullptr;
+    llama_sampler *grammar = nullptr;  // grammar / JSON Schema constraint (grammar.cpp)
+    std::vector<llama_token_data> candidates;
+    double grammar_cpu0 = 0;           // thread CPU time when this token's sampling began
+    std::string grammar_error;         // why constrained sampling failed (sample() returned -1)
     std::unique_ptr<fe::TextStream> text;
     int32_t seq = -1;
     int32_t n_prefilled = 0;
@@ -58,6 +63,7 @@ struct Request {
 
     ~Request() {
         if (sampler) llama_sampler_free(sampler);
+        if (grammar) llama_sampler_free(grammar);
     }
 };
 using RequestPtr = std::shared_ptr<Request>;
@@ -163,6 +169,8 @@ void end(fe_scheduler *s, RequestPtr rp, fe_stop_reason reason, fe_status st = F
     release_slot(s, r);
     if (r.sampler) llama_sampler_free(r.sampler);
     r.sampler = nullptr;
+    if (r.grammar) llama_sampler_free(r.grammar);
+    r.grammar = nullptr;
     {
         std::lock_guard<std::mutex> lk(s->shared->mu);  // counted before the caller can see the end
         if (st != FE_OK) s->shared->failed++;
@@ -182,7 +190,20 @@ void on_token(fe_scheduler *s, const RequestPtr &rp, llama_token tok, double t) 
         s->shared->latency.add(t - r.t_prev);
     }
     r.t_prev = t;
-    if (!r.gp.ignore_eos && llama_vocab_is_eog(s->model->vocab, tok)) return end(s, rp, FE_STOP_EOS);
+    // With a grammar, end of generation is only allowed once it is complete: it ends the request.
+    if ((!r.gp.ignore_eos || r.grammar) && llama_vocab_is_eog(s->model->vocab, tok)) return end(s, rp, FE_STOP_EOS);
+    if (r.grammar) {
+        llama_sampler_accept(r.grammar, tok);
+        double ms = fe::thread_cpu_ms() - r.grammar_cpu0;
+        if (ms > FE_GRAMMAR_MAX_STEP_MS) {
+            char msg[256];
+            snprintf(msg, sizeof msg,
+                     "grammar: one token took %.0f ms of CPU for sampling and grammar work (bound %d ms): the grammar "
+                     "is too ambiguous (its parse states multiply); make it deterministic",
+                     ms, FE_GRAMMAR_MAX_STEP_MS);
+            return end(s, rp, FE_STOP_NONE, FE_ERR_INVALID_ARG, msg);
+        }
+    }
     r.n_gen++;
     r.last = tok;
     r.need_decode = true;
@@ -200,7 +221,18 @@ void on_token(fe_scheduler *s, const RequestPtr &rp, llama_token tok, double t) 
     push_event(r, std::move(ev));
 }
 
+// -1 (with r.grammar_error) when constrained sampling fails.
 llama_token sample(fe_scheduler *s, Request &r, int32_t idx) {
+    if (r.grammar) {
+        r.grammar_cpu0 = fe::thread_cpu_ms();
+        llama_token tok = -1;
+        if (fe::sample_constrained(s->ctx, idx, r.sampler, r.grammar, r.gp.sampling.temperature <= 0.0f,
+                                   llama_vocab_n_tokens(s->model->vocab), r.candidates, &tok) != FE_OK) {
+            r.grammar_error = fe_last_error();
+            return -1;
+        }
+        return tok;
+    }
     if (r.sampler) return llama_sampler_sample(r.sampler, s->ctx, idx);
     const float *row = llama_get_logits_ith(s->ctx, idx);
     if (!row) throw std::runtime_error("llama.cpp returned no logits");
@@ -255,6 +287,7 @@ void prefill_one(fe_scheduler *s, bool others_decoding) {
     r.n_past = n_prompt;
     if (r.gp.max_tokens == 0) return end(s, rp, FE_STOP_MAX_TOKENS);
     llama_token tok = sample(s, r, -1);
+    if (tok < 0) return end(s, rp, FE_STOP_NONE, FE_ERR_INVALID_ARG, r.grammar_error);
     on_token(s, rp, tok, fe::now_ms());
 }
 
@@ -302,6 +335,10 @@ void decode_all(fe_scheduler *s) {
         s->cells[(size_t)rp->seq] = rp->n_past;
         rp->need_decode = false;
         llama_token tok = sample(s, *rp, i);
+        if (tok < 0) {
+            end(s, rp, FE_STOP_NONE, FE_ERR_INVALID_ARG, rp->grammar_error);
+            continue;
+        }
         on_token(s, rp, tok, t);
     }
 }
@@ -458,6 +495,11 @@ fe_status submit(fe_scheduler *s, const fe_generate_params *params, fe_sched_req
             return fe::set_error(FE_ERR_INVALID_ARG, "prompt token %d at index %d is outside the vocabulary (0..%d)",
                                  r->prompt[(size_t)i], i, n_vocab - 1);
     r->sampler = fe::make_sampler(s->model->vocab, s->params.n_ctx, r->gp.sampling);
+    if (gp.sampling.grammar || gp.sampling.json_schema) {  // converted and checked now, on the caller's thread
+        st = fe::make_grammar(s->model->vocab, gp.sampling.grammar, gp.sampling.json_schema, &r->grammar);
+        if (st != FE_OK) return st;
+    }
+    r->gp.sampling.grammar = r->gp.sampling.json_schema = nullptr;  // the caller's text need not outlive submit
     r->text = std::make_unique<fe::TextStream>(r->stops);
     r->shared = s->shared;
     auto h = std::make_unique<fe_sched_request>();

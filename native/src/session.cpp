@@ -1,6 +1,7 @@
 // Sessions: a llama context over a shared model, the cancel flag, the request in progress
 // and the last profile. Every option is checked here, before anything is allocated.
 #include "internal.h"
+#include "grammar.h"
 
 #include <algorithm>
 #include <cmath>
@@ -82,7 +83,7 @@ fe_status fe_sampling_check(const fe_sampling_params *p) {
     if (p->repeat_last_n < -1)
         return fe::set_error(FE_ERR_INVALID_ARG, "repeat_last_n = %d is out of range: use -1 (whole context) or more",
                              p->repeat_last_n);
-    return FE_OK;
+    return fe::check_grammar_params(*p);
 }
 
 fe_session_params fe_session_default_params(void) {
@@ -143,6 +144,7 @@ void fe_session_free(fe_session *session) {
     fe::end_request(session, FE_STOP_CALLBACK);
     fe::drift_detach(session);
     llama_free(session->ctx);
+    fe::session_drop_adapters(session);
     delete session;
 }
 

@@ -15,6 +15,8 @@
 //     uint32   n_tokens        1 .. kMaxTokens
 //     uint32   row_path        fe::RowPath of the saved K/V (0: flash attention off; 1, 2: on)
 //     uint64   payload_size    bytes of llama.cpp's sequence state
+//     char     adapters[64]    fe::adapter_set_id() of the active LoRA set (hex sha256), NUL-padded
+//                              (all NUL: no adapter); version 2
 //   int32    tokens[n_tokens]
 //   uint8    payload[payload_size]   llama_state_seq_get_data(ctx, ..., seq 0)
 //   uint8    sha256[32]              over everything above
@@ -35,8 +37,8 @@
 namespace {
 
 constexpr char kMagic[8] = {'F', 'E', 'S', 'T', 'A', 'T', 'E', '\0'};
-constexpr uint32_t kVersion = 1;
-constexpr size_t kHeaderSize = 8 + 4 + 4 + 64 + 64 + 4 + 4 + 4 + 4 + 8;  // 168
+constexpr uint32_t kVersion = 2;
+constexpr size_t kHeaderSize = 8 + 4 + 4 + 64 + 64 + 4 + 4 + 4 + 4 + 8 + 64;  // 232
 constexpr uint32_t kMaxTokens = 1u << 24;
 
 struct Header {
@@ -46,6 +48,7 @@ struct Header {
     char llama_version[64];
     uint32_t n_ctx = 0, n_vocab = 0, n_tokens = 0, row_path = 0;
     uint64_t payload_size = 0;
+    char adapters[64];
 };
 
 void put32(std::vector<uint8_t> &b, uint32_t v) {
@@ -70,6 +73,7 @@ std::vector<uint8_t> encode_header(const Header &h) {
     put32(b, h.n_tokens);
     put32(b, h.row_path);
     put64(b, h.payload_size);
+    b.insert(b.end(), h.adapters, h.adapters + 64);
     return b;
 }
 
@@ -85,6 +89,7 @@ Header decode_header(const uint8_t *p) {
     h.n_tokens = get32(p + 152);
     h.row_path = get32(p + 156);
     h.payload_size = get64(p + 160);
+    memcpy(h.adapters, p + 168, 64);
     return h;
 }
 
@@ -201,6 +206,9 @@ fe_status save(fe_session *s, std::vector<llama_token> tokens, const char *path)
     h.n_tokens = (uint32_t)tokens.size();
     h.row_path = s->exact_path;
     h.payload_size = payload.size();
+    memset(h.adapters, 0, sizeof h.adapters);
+    std::string set = fe::adapter_set_id(s);
+    memcpy(h.adapters, set.data(), std::min(set.size(), sizeof h.adapters));
     std::vector<uint8_t> head = encode_header(h);
     std::vector<uint8_t> toks;
     toks.reserve(tokens.size() * 4);
@@ -302,6 +310,12 @@ fe_status load(fe_session *s, const char *path) {
     if (file_llama != runtime_id())
         return bad(path, "made by llama.cpp %s, this library is llama.cpp %s: save it again with this build",
                    file_llama.c_str(), runtime_id().c_str());
+    std::string file_set = fixed_str(h.adapters, 64), set = fe::adapter_set_id(s);
+    if (file_set != set)
+        return bad(path, "made with %s, the session has %s active: its K/V belong to other weights; activate the "
+                   "same adapters and scales (fe_session_set_adapters) or save the state again",
+                   file_set.empty() ? "no adapter" : "other LoRA adapters (or scales)",
+                   set.empty() ? "none" : "another set");
     const int32_t n_vocab = llama_vocab_n_tokens(s->model->vocab);
     if (h.n_vocab != (uint32_t)n_vocab) return bad(path, "vocabulary of %u tokens, the model has %d", h.n_vocab, n_vocab);
     if (h.row_path > fe::ROWS_FA_TILED) return bad(path, "unknown kernel path %u (0..2)", h.row_path);

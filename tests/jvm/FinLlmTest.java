@@ -90,6 +90,7 @@ public final class FinLlmTest {
         check("release_twice_and_use_after_release", FinLlmTest::releaseTwiceAndUseAfterRelease);
         check("release_from_another_thread_during_generation", FinLlmTest::releaseDuringGeneration);
         check("prefix_reuse_and_saved_state", FinLlmTest::prefixReuseAndSavedState);
+        check("grammar_and_json_schema", FinLlmTest::grammarAndJsonSchema);
 
         System.out.println(failures == 0 ? "ALL PASSED" : failures + " FAILED");
         System.exit(failures);
@@ -434,6 +435,35 @@ public final class FinLlmTest {
         expectFinLlmException(llm::modelInfo);
         expectFinLlmException(() -> llm.tokenize("x", false, false));
         expectFinLlmException(() -> llm.formatChat(null, "x"));
+    }
+
+    static void grammarAndJsonSchema() throws Exception {
+        String schema = "{\"type\":\"object\",\"properties\":{\"revenue\":{\"type\":\"number\"},"
+                + "\"currency\":{\"enum\":[\"USD\",\"EUR\"]}},\"required\":[\"revenue\",\"currency\"]}";
+        String grammar = FinLlm.jsonSchemaToGrammar(schema);
+        require(grammar.contains("root ::="), "the core's grammar of the schema: " + grammar);
+        try (FinLlm llm = FinLlm.open(modelPath, OPTS)) {
+            FinLlm.Result r = llm.chatJson(SYSTEM, "Revenue was 120 million dollars. Give it as JSON.", schema, 96, null);
+            requireEq(FinLlm.StopReason.EOS, r.stopReason, "a complete JSON object ends the answer");
+            String t = r.text.replaceAll("\\s", "");
+            require(t.matches("\\{\"revenue\":-?[0-9][0-9.eE+-]*,\"currency\":\"(USD|EUR)\"\\}"), "JSON of the schema: " + r.text);
+            FinLlm.Result yn = llm.generate(llm.formatChat(SYSTEM, "Is cash an asset?"), 8, null, null,
+                    "root ::= \"yes\" | \"no\"", null);
+            require(yn.text.equals("yes") || yn.text.equals("no"), "grammar answer: " + yn.text);
+            requireEq(FinLlm.StopReason.EOS, yn.stopReason, "stop reason");
+            FinLlmException bad = expectFinLlmException(() -> llm.generate("x", 8, null, null, "root ::= (", null));
+            requireEq(FinLlmException.FE_ERR_INVALID_ARG, bad.getStatus(), "invalid GBNF status");
+            require(bad.getMessage().contains("grammar"), "message: " + bad.getMessage());
+            StringBuilder deep = new StringBuilder();
+            for (int i = 0; i < 40; i++) deep.append("{\"type\":\"array\",\"items\":");
+            deep.append("{}");
+            for (int i = 0; i < 40; i++) deep.append("}");
+            FinLlmException nested = expectFinLlmException(() -> llm.chatJson(null, "x", deep.toString(), 8, null));
+            requireEq(FinLlmException.FE_ERR_INVALID_ARG, nested.getStatus(), "deep schema status");
+            require(nested.getMessage().contains("nests deeper"), "message: " + nested.getMessage());
+            FinLlmException both = expectFinLlmException(() -> llm.generate("x", 8, null, null, "root ::= \"a\"", schema));
+            requireEq(FinLlmException.FE_ERR_INVALID_ARG, both.getStatus(), "grammar and schema status");
+        }
     }
 
     static void prefixReuseAndSavedState() throws Exception {

@@ -173,7 +173,8 @@ def create_app(backend: ServeBackend, model_id: str, *, max_body_bytes: int = DE
         return JSONResponse(model_card(model_id, created))
 
     async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "model": model_id, **backend.stats()})
+        return JSONResponse({"status": "ok", "model": model_id,
+                             "response_format": backend.response_format_supported, **backend.stats()})
 
     async def on_api_error(request: Request, exc: Exception) -> Response:
         return error_response(exc)  # type: ignore[arg-type]

@@ -387,9 +387,24 @@ public final class FinLlm implements AutoCloseable {
      * @throws FinLlmException FE_ERR_CONTEXT_OVERFLOW, FE_ERR_DECODE, released handle, ...
      */
     public Result generate(String prompt, int maxTokens, String[] stop, TokenCallback callback) {
+        return generate(prompt, maxTokens, stop, callback, null, null);
+    }
+
+    /**
+     * Like {@link #generate(String, int, String[], TokenCallback)}, constrained by a GBNF
+     * {@code grammar} or a JSON Schema {@code jsonSchema} (at most one; null = none): every token
+     * keeps the answer a prefix of the grammar's language, and the answer ends when the grammar
+     * is complete (the core converts the schema, on the phone too). Give maxTokens room for the
+     * whole answer.
+     *
+     * @throws FinLlmException FE_ERR_INVALID_ARG for an invalid, unsupported or too large
+     *         grammar/schema (the message names the problem), plus the errors of generate
+     */
+    public Result generate(String prompt, int maxTokens, String[] stop, TokenCallback callback, String grammar,
+                           String jsonSchema) {
         long h = enter("generate");
         try {
-            Object[] raw = nativeGenerate(h, prompt, maxTokens, stop, callback);
+            Object[] raw = nativeGenerate(h, prompt, maxTokens, stop, callback, grammar, jsonSchema);
             int[] stats = (int[]) raw[1];
             return new Result((String) raw[0], StopReason.of(stats[0]), stats[1], stats[2], (int[]) raw[2]);
         } finally {
@@ -399,6 +414,17 @@ public final class FinLlm implements AutoCloseable {
 
     public Result generate(String prompt, int maxTokens, TokenCallback callback) {
         return generate(prompt, maxTokens, null, callback);
+    }
+
+    /** One user turn whose answer is JSON valid against {@code jsonSchema} (see generate). */
+    public Result chatJson(String system, String user, String jsonSchema, int maxTokens, TokenCallback callback) {
+        return generate(formatChat(system, user), maxTokens, null, callback, null, jsonSchema);
+    }
+
+    /** The GBNF grammar the core makes of a JSON Schema (what chatJson decodes with). */
+    public static String jsonSchemaToGrammar(String jsonSchema) {
+        loadLibrary();
+        return nativeJsonSchemaToGrammar(jsonSchema);
     }
 
     /** One user turn with the model's chat template (and an optional system message). */
@@ -477,6 +503,41 @@ public final class FinLlm implements AutoCloseable {
         long h = enter("loadState");
         try {
             return nativeLoadState(h, path);
+        } finally {
+            leave();
+        }
+    }
+
+    /**
+     * Loads a GGUF LoRA adapter (written by {@code finllm-edge convert --adapter-gguf}) for this
+     * model, without reloading the model; returns its id for {@link #setAdapters}. Adapters are
+     * freed with the FinLlm.
+     *
+     * @throws FinLlmException FE_ERR_BAD_MODEL when the file is refused (made for another base model,
+     *     corrupt, an unsupported adapter kind or tensor type), FE_ERR_FILE_NOT_FOUND when it is missing
+     */
+    public int loadAdapter(String path) {
+        long h = enter("loadAdapter");
+        try {
+            return nativeLoadAdapter(h, path);
+        } finally {
+            leave();
+        }
+    }
+
+    /**
+     * Makes the adapters {@code ids} (from {@link #loadAdapter}) with {@code scales} (1 = as trained)
+     * the active set for the next generations; empty arrays: the plain model. A different set
+     * empties the KV cache (nothing computed under other weights is reused); saved states record
+     * the set and load only with the same set active.
+     *
+     * @throws FinLlmException FE_ERR_INVALID_ARG for an unknown id, a duplicate, or a scale
+     *     outside [-100, 100]
+     */
+    public void setAdapters(int[] ids, float[] scales) {
+        long h = enter("setAdapters");
+        try {
+            nativeSetAdapters(h, ids, scales);
         } finally {
             leave();
         }
@@ -607,6 +668,7 @@ public final class FinLlm implements AutoCloseable {
     // ------------------------------------------------------------------ native (finllm_jni.cpp)
 
     private static native String nativeVersion();
+    private static native String nativeJsonSchemaToGrammar(String jsonSchema);
     private static native String nativeBuildVariant();
     private static native long nativeOpen(String modelPath, int nCtx, int nBatch, int nThreads, int seed,
                                           float temperature, int topK, float topP, float repeatPenalty,
@@ -614,7 +676,8 @@ public final class FinLlm implements AutoCloseable {
     private static native void nativeFree(long handle);
     private static native void nativeCancel(long handle);
     private static native Object[] nativeGenerate(long handle, String prompt, int maxTokens, String[] stop,
-                                                  TokenCallback callback);
+                                                  TokenCallback callback,
+                                                  String grammar, String jsonSchema);
     private static native String nativeChatFormat(long handle, String[] roles, String[] contents,
                                                   boolean addAssistant);
     private static native int[] nativeTokenize(long handle, String text, boolean addSpecial, boolean parseSpecial);
@@ -627,4 +690,6 @@ public final class FinLlm implements AutoCloseable {
     private static native double[] nativeDriftStatus(long handle);
     private static native String nativeDriftStateJson(long handle);
     private static native void nativeDriftSampling(long handle, int maxSamples, int everyN);
+    private static native int nativeLoadAdapter(long handle, String path);
+    private static native void nativeSetAdapters(long handle, int[] ids, float[] scales);
 }
