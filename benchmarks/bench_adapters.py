@@ -62,9 +62,13 @@ def _ttft(engine, prompt: str = PROMPT, n: int = 8) -> float:
     return 1e3 * (first if first is not None else time.perf_counter() - t0)
 
 
-def worker(a: argparse.Namespace) -> dict:
-    from finllm_edge._native import lib
+def _peak_rss_mb() -> float:
+    import resource
 
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0   # Linux: KiB
+
+
+def worker(a: argparse.Namespace) -> dict:
     if a.scenario == "speed":
         e = _engine(a.model, a.threads)
         if a.adapter:
@@ -93,13 +97,13 @@ def worker(a: argparse.Namespace) -> dict:
         for path in a.adapters:
             e.set_adapters(e.load_adapter(path))
             _ttft(e, n=2)
-        return {"peak_rss_mb": lib().fe_peak_rss_mb()}
+        return {"peak_rss_mb": _peak_rss_mb()}
     if a.scenario == "mem_merged":
         engines = []
         for path in a.adapters:
             engines.append(_engine(path, a.threads))
             _ttft(engines[-1], n=2)
-        return {"peak_rss_mb": lib().fe_peak_rss_mb()}
+        return {"peak_rss_mb": _peak_rss_mb()}
     raise SystemExit(f"unknown scenario {a.scenario}")
 
 
