@@ -167,7 +167,8 @@ def test_manifest(llama_run):
         assert m["versions"][pkg]
     assert m["options"]["quants"] == ["q8_0", "q4_0"]
     # written before its own timing
-    assert set(m["stages_seconds"]) == {"check", "claim", "merge", "gguf", "quantize", "parity", "quality"}
+    assert set(m["stages_seconds"]) == {"check", "claim", "merge", "gguf", "quantize", "drift", "parity", "quality",
+                                        "report"}
 
 
 def finished_looking(out: Path) -> list[str]:
