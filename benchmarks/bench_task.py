@@ -6,6 +6,9 @@ DIR/task-bench.json, DIR/task-bench.md and DIR/task-bench.png.
     python benchmarks/bench_task.py --out /tmp/te_runs/smollm2                     # every model-*.gguf there
     python benchmarks/bench_task.py --out DIR --models f16,q8_0,q4_0 --passages 40  # a subset, first 40 passages
     python benchmarks/bench_task.py --out DIR --reuse          # add new artifacts, keep the answers scored before
+
+A folder of `convert --adapter-gguf` also has rows base-<q>+adapter (base-<q>.gguf with adapter-f16.gguf applied
+at run time by the core), named like the report stage's; they run by default too, or name them in --models.
 """
 
 from __future__ import annotations
@@ -38,12 +41,19 @@ def main(argv=None) -> int:
                    "(greedy answers of the same files on the same task set) and score only the new ones")
     a = p.parse_args(argv)
     found = {f.name[len("model-"):-len(".gguf")]: f for f in sorted(a.out.glob("model-*.gguf"))}
+    adapter = a.out / "adapter-f16.gguf"   # convert --adapter-gguf: base-<q>.gguf + the adapter at run time
+    runtime = {f"{f.name[:-len('.gguf')]}+adapter": f for f in sorted(a.out.glob("base-*.gguf"))
+               if adapter.exists()}
+    found.update(runtime)
     names = a.models.split(",") if a.models else sorted(found, key=lambda n: (ORDER + [n]).index(n))
     missing = [n for n in names if n not in found]
     if "f16" not in names or missing:
         sys.exit(f"bench_task: need model-f16.gguf (the reference) and every named model in {a.out}; "
                  f"missing: {missing or ['f16']}")
     arts = {n: {"path": str(found[n]), **gguf_weight_stats(found[n])} for n in names}
+    for n in set(names) & set(runtime):   # the same rows as the report stage's (pipeline.stage_adapter)
+        arts[n]["engine_options"] = {"adapters": [str(adapter)]}
+        arts[n]["file_bytes"] += adapter.stat().st_size   # sizes count base + adapter, as the report's rows
     base = None
     if not a.no_base:
         bp = a.base or default_model_path()
