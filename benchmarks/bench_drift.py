@@ -20,6 +20,7 @@ monitor's cost on prefill and decode (issue 17).
                 (fe_drift_observe through ctypes) as a share of the request's prefill time.
 
     flock /tmp/fe-bench.lock python benchmarks/bench_drift.py [--out out/bench/drift] [--rounds 20]
+    flock /tmp/fe-bench.lock python benchmarks/bench_drift.py --overhead-only --rounds 40 --overhead-gen 64 --threads 1
 """
 
 from __future__ import annotations
@@ -91,6 +92,14 @@ def delays(ref, fin: list[list[int]], new: list[list[int]], share: float, seeds:
     return summary
 
 
+def median_ci(values: list[float], samples: int = 2000) -> list[float]:
+    """95% percentile-bootstrap interval of the median (seed 0)."""
+    v = np.asarray(values)
+    idx = np.random.default_rng(0).integers(0, len(v), size=(samples, len(v)))
+    meds = np.median(v[idx], axis=1)
+    return [float(np.percentile(meds, 2.5)), float(np.percentile(meds, 97.5))]
+
+
 def overhead(engine, ref_path: Path, rounds: int, n_prompt: int = 128, n_gen: int = 16) -> dict:
     texts = corpora.requests("finance", 400, seed=77)
     prompts = []
@@ -128,6 +137,7 @@ def overhead(engine, ref_path: Path, rounds: int, n_prompt: int = 128, n_gen: in
             "decode_ratio_median": statistics.median(ratios["decode"]),
             "prefill_ratio_q25_q75": [float(np.percentile(ratios["prefill"], q)) for q in (25, 75)],
             "decode_ratio_q25_q75": [float(np.percentile(ratios["decode"], q)) for q in (25, 75)],
+            "prefill_ratio_ci95": median_ci(ratios["prefill"]), "decode_ratio_ci95": median_ci(ratios["decode"]),
             "observe_ms_per_request": per_req_ms, "prefill_ms_per_request": prefill_ms,
             "observe_share_of_prefill": per_req_ms / prefill_ms,
             "prefill_tok_s": {s: statistics.median(raw[s]["prefill"]) for s in raw},
@@ -144,6 +154,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-overhead", action="store_true", help="only the detection figures (parts 1-3: counts, no "
                     "timing; they need no benchmark lock)")
+    ap.add_argument("--overhead-only", action="store_true", help="only part 4 (the reference of part 1 is built "
+                    "for it; the detection figures are skipped)")
+    ap.add_argument("--overhead-gen", type=int, default=16, help="tokens generated per overhead request (default 16)")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     res: dict = {"model": str(args.model or default_model_path()), "watch_rate": WATCH_RATE, "drift_rate": DRIFT_RATE}
@@ -158,6 +171,13 @@ def main(argv=None) -> int:
                             "heldout_kl_quantiles": summary.heldout_kl_quantiles}
         print(f"reference: {summary.n_tokens} tokens; thresholds watch {summary.info['watch_threshold']:.4f} "
               f"drift {summary.info['drift_threshold']:.4f} ({time.perf_counter() - t0:.0f}s)", file=sys.stderr)
+        if args.overhead_only:
+            res["overhead"] = overhead(e, ref_path, args.rounds, n_gen=args.overhead_gen)
+            res["seconds"] = round(time.perf_counter() - t0, 1)
+            (args.out / "bench_drift_overhead.json").write_text(json.dumps(res, indent=2) + "\n")
+            print(json.dumps(res, indent=2))
+            print(overhead_line(res["overhead"]))
+            return 0
         streams = [[e.tokenize(r, add_special=False) for r in corpora.requests("finance", args.stream_requests, s)]
                    for s in (2, 3)]
         res["in_domain"] = in_domain(ref, streams)
@@ -187,7 +207,7 @@ def main(argv=None) -> int:
                                                    "share": share, **delays(sref, evs, new, share, range(args.seeds))}
                 print(f"{key}: {res['shifts'][key]}", file=sys.stderr)
         if not args.no_overhead:
-            res["overhead"] = overhead(e, ref_path, args.rounds)
+            res["overhead"] = overhead(e, ref_path, args.rounds, n_gen=args.overhead_gen)
     res["seconds"] = round(time.perf_counter() - t0, 1)
     (args.out / "bench_drift.json").write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps(res, indent=2))
@@ -213,14 +233,18 @@ def table(res: dict) -> str:
                      f"{dt['max']} | {wr['median']} | {v['missed']}/{v['seeds']} |")
     if "overhead" not in res:
         return "\n".join(lines)
-    o = res["overhead"]
+    return "\n".join(lines + ["", overhead_line(res["overhead"])])
+
+
+def overhead_line(o: dict) -> str:
     pq, dq = o["prefill_ratio_q25_q75"], o["decode_ratio_q25_q75"]
-    lines += ["", f"overhead ({o['rounds']} interleaved rounds, {o['n_prompt']}-token prompts, {o['n_gen']} "
+    ci = "".join(f"; {k} median 95% CI {o[k + '_ratio_ci95'][0]:.4f}..{o[k + '_ratio_ci95'][1]:.4f}"
+                 for k in ("prefill", "decode") if k + "_ratio_ci95" in o)
+    return (f"overhead ({o['rounds']} interleaved rounds, {o['n_prompt']}-token prompts, {o['n_gen']} "
               f"generated): prefill tok/s with/without monitor {o['prefill_ratio_median']:.4f} (IQR {pq[0]:.3f}.."
               f"{pq[1]:.3f}), decode {o['decode_ratio_median']:.4f} (IQR {dq[0]:.3f}..{dq[1]:.3f}); the monitor's own "
               f"time {o['observe_ms_per_request'] * 1e3:.1f} us per request = {o['observe_share_of_prefill']:.4%} of "
-              "its prefill"]
-    return "\n".join(lines)
+              f"its prefill{ci}")
 
 
 if __name__ == "__main__":
