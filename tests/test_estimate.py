@@ -111,3 +111,53 @@ def test_model_stats_of_smollm2_q4_1():
     assert set(s.bytes_by_type) == {"Q4_1", "Q8_0", "F32"}
     assert sum(s.matmul_bytes_by_type.values()) + s.head_bytes + s.bytes_by_type["F32"] == s.weight_bytes
     assert s.kv_bytes_per_position == 2 * 30 * 3 * 64 * 2
+
+
+def test_prefill_per_op_cost_is_its_own_term():
+    c = cal()
+    base = host_terms(STATS, c, 1, 64, 64)
+    c.node_prefill_s = {1: Rate(1e-5, 2e-5), 2: Rate(1e-5, 2e-5)}
+    t = host_terms(STATS, c, 1, 64, 64)
+    assert t.prefill["per-op overhead"] == pytest.approx(484 * 1e-5)  # SmolLM2-like: 30 x 16 + 4 ops
+    assert t.decode == base.decode  # decode keeps c_node
+    off = host_terms(STATS, c, 1, 64, 64, per_op=False)
+    assert off.decode["per-op overhead"] == 0 and off.prefill["per-op overhead"] == 0
+    # calibrations written before these fields existed still load
+    d = cal().to_dict()
+    for k in ("node_prefill_s", "node_chain_s", "graph"):
+        d.pop(k)
+    assert HostCalibration.from_dict(d).node_prefill_s == {}
+
+
+def test_tiny_graph_model_runs_in_the_core(tmp_path):
+    """The graph that calibrates the per-op cost is a valid 30-layer Llama GGUF the core loads and runs."""
+    from finllm_edge import Engine
+    from finllm_edge.lab import graph_calibration as gc
+    from finllm_edge.lab.latency_model import n_ops
+
+    path = gc.write_tiny_gguf(tmp_path / "tiny.gguf")
+    s = model_stats(path)
+    assert (s.n_layer, s.n_head, s.n_head_kv, s.n_vocab) == (30, 4, 2, 312) and n_ops(s) == 484
+    assert s.weight_bytes < 3e6  # its weights are negligible: the measured time is the graph's
+    with Engine(path, n_ctx=128, n_threads=1) as e:
+        out = e.generate_tokens(e.tokenize("abc"), max_tokens=8, ignore_eos=True)
+        "".join(out)
+        assert len(out.tokens) == 8
+
+
+def test_per_op_cost_is_measured_minus_predicted_over_ops(monkeypatch, tmp_path):
+    from finllm_edge.lab import graph_calibration as gc
+
+    monkeypatch.setattr(gc, "measure", lambda bench, model, t, reps: {"tg": [3e-3, 2e-3, 4e-3],
+                                                                      "pp": [5e-2, 4e-2, 6e-2]})
+    c = cal(node=0.0)
+    g = gc.per_op_costs(c, tmp_path / "llama-bench", tmp_path, [1], 3)
+    stats = model_stats(g["model"])
+    pred = host_terms(stats, c, 1, 64, 64, per_op=False)
+    assert g["n_ops"] == 484
+    assert g["decode"][1].best == pytest.approx((2e-3 - pred.decode_s) / 484)
+    assert g["decode"][1].median == pytest.approx((3e-3 - host_terms(stats, c, 1, 64, 64, "median",
+                                                                    per_op=False).decode_s) / 484)
+    assert g["prefill"][1].best == pytest.approx((4e-2 - pred.prefill_s) / 484)
+    monkeypatch.setattr(gc, "measure", lambda *a: {"tg": [1e-9], "pp": [1e-9]})  # faster than predicted
+    assert gc.per_op_costs(c, tmp_path / "llama-bench", tmp_path, [1], 1)["decode"][1].best == 0.0

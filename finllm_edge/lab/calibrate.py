@@ -9,8 +9,10 @@ times, per weight type and thread count:
   R_cache / R_dram > 1.3 means decode of that type is memory-bandwidth-bound, else compute-bound;
 * prefill rate G(type, T): ops/s of a 64-column matrix-matrix product over ~64 MiB of weights
   (a prompt micro-batch; weights streamed once per micro-batch, as in a model);
-* node cost c_node(T): seconds per graph node of a chain of tiny ops (the executor's thread
-  hand-off, paid ~once per op of every layer of every token).
+* node cost c_node(T): seconds per op of a real llama.cpp graph (graph_calibration.py: llama-bench
+  on a tiny 30-layer model), for decode and for a prefill micro-batch; a chain of tiny ops
+  (`node_chain_s`, the executor's hand-off alone) is kept for reference and is the fallback when the
+  graph cannot be measured (no `gguf` package or no llama-bench in the build).
 
 Weights go where llama.cpp puts them (Q4_0 and Q4_K repacked at load). Each figure is the best
 of REPS timings (background load only slows a run down) and its median (the range's other end).
@@ -83,7 +85,10 @@ class HostCalibration:
     decode_bytes_s: dict[str, dict[int, Rate]] = field(default_factory=dict)  # R_dram
     cache_bytes_s: dict[str, dict[int, Rate]] = field(default_factory=dict)  # R_cache
     prefill_ops_s: dict[str, dict[int, Rate]] = field(default_factory=dict)  # G
-    node_s: dict[int, Rate] = field(default_factory=dict)  # c_node (s per node: best = smallest)
+    node_s: dict[int, Rate] = field(default_factory=dict)  # c_node of decode (s per op: best = smallest)
+    node_prefill_s: dict[int, Rate] = field(default_factory=dict)  # c_pp: per op of a prefill micro-batch
+    node_chain_s: dict[int, Rate] = field(default_factory=dict)  # per node of a chain of tiny ops
+    graph: dict = field(default_factory=dict)  # where c_node came from (graph_calibration) or why not
     repacked: dict[str, bool] = field(default_factory=dict)
     loadavg: list[float] = field(default_factory=list)
 
@@ -99,6 +104,9 @@ class HostCalibration:
                    decode_bytes_s=rates(d["decode_bytes_s"]), cache_bytes_s=rates(d["cache_bytes_s"]),
                    prefill_ops_s=rates(d["prefill_ops_s"]),
                    node_s={int(k): Rate(**v) for k, v in d["node_s"].items()},
+                   node_prefill_s={int(k): Rate(**v) for k, v in d.get("node_prefill_s", {}).items()},
+                   node_chain_s={int(k): Rate(**v) for k, v in d.get("node_chain_s", {}).items()},
+                   graph=d.get("graph", {}),
                    repacked=d.get("repacked", {}), loadavg=d.get("loadavg", []))
 
     def merge_best(self, other: "HostCalibration") -> None:
@@ -109,9 +117,11 @@ class HostCalibration:
                 for n, r in per.items():
                     cur = mine.setdefault(t, {}).get(n)
                     mine[t][n] = r if cur is None else Rate(max(cur.best, r.best), max(cur.median, r.median))
-        for n, r in other.node_s.items():
-            cur = self.node_s.get(n)
-            self.node_s[n] = r if cur is None else Rate(min(cur.best, r.best), min(cur.median, r.median))
+        for mine, theirs in ((self.node_s, other.node_s), (self.node_prefill_s, other.node_prefill_s),
+                             (self.node_chain_s, other.node_chain_s)):
+            for n, r in theirs.items():
+                cur = mine.get(n)
+                mine[n] = r if cur is None else Rate(min(cur.best, r.best), min(cur.median, r.median))
         self.seconds += other.seconds
 
 
@@ -141,7 +151,7 @@ def calibrate_host(types: list[str], threads: list[int], reps: int = 5,
     t0 = time.perf_counter()
     for t in threads:
         node = _run(binary, "nodes", t, NODE_CHAIN, reps)["seconds"]
-        cal.node_s[t] = Rate(min(node) / NODE_CHAIN, statistics.median(node) / NODE_CHAIN)
+        cal.node_chain_s[t] = Rate(min(node) / NODE_CHAIN, statistics.median(node) / NODE_CHAIN)
         for ty in types:
             for target, mib, cols in ((cal.decode_bytes_s, DECODE_MIB, 1), (cal.cache_bytes_s, CACHE_MIB, 1),
                                       (cal.prefill_ops_s, PREFILL_MIB, PREFILL_COLS)):
@@ -150,5 +160,24 @@ def calibrate_host(types: list[str], threads: list[int], reps: int = 5,
                 # per-node executor cost is part of the measured time, as it is in a model
                 target.setdefault(ty, {})[t] = Rate(work / min(r["seconds"]), work / statistics.median(r["seconds"]))
                 cal.repacked[ty] = bool(r["repacked"])
+    graph_per_op(cal, threads, reps, variant)
     cal.seconds = time.perf_counter() - t0
     return cal
+
+
+def graph_per_op(cal: HostCalibration, threads: list[int], reps: int, variant: str) -> None:
+    """c_node and c_pp from the tiny real graph (needs the rates above); else the chain's figure, said."""
+    from finllm_edge.lab import graph_calibration
+
+    bench = llama_prefix(variant) / "bin" / "llama-bench"
+    try:
+        if not bench.exists():
+            raise FileNotFoundError(f"{bench} not found (finllm-edge native build)")
+        g = graph_calibration.per_op_costs(cal, bench, cache_dir() / "kernel-bench", threads, reps)
+    except (ImportError, OSError, subprocess.CalledProcessError, ValueError, KeyError) as exc:
+        cal.node_s = dict(cal.node_chain_s)
+        cal.graph = {"source": "chain of tiny ops (the real graph could not be measured)", "error": str(exc)}
+        return
+    cal.node_s, cal.node_prefill_s = g["decode"], g["prefill"]
+    cal.graph = {"source": "llama-bench on a tiny real graph", "model": g["model"], "n_ops": g["n_ops"],
+                 "raw_seconds": {str(t): v for t, v in g["raw"].items()}}

@@ -4,11 +4,13 @@ Terms (per token; B_t, P_t = bytes and parameters of the weight matrices of GGUF
 output head H apart: in a prompt llama.cpp computes logits for the last token only):
 
   decode_s  = sum_t B_t / R(t, T)  +  B_H / R(h, T)  +  N_ops * c_node(T)  +  KV_bytes(ctx) / R(F16, T)
-  prefill_s = sum_t 2 P_t n / G(t, T)  +  B_H / R(h, T)  +  attn_ops(n) / G(F16, T)  +  ceil(n/512) N_ops c_node(T)
+  prefill_s = sum_t 2 P_t n / G(t, T)  +  B_H / R(h, T)  +  attn_ops(n) / G(F16, T)  +  ceil(n/512) N_ops c_pp(T)
 
 Host (`host_terms`): R = measured matrix-vector rate over DRAM-sized weights, G = measured 64-column
-matrix-matrix rate, c_node = measured per-op executor cost, all per type and thread count
-(finllm_edge.lab.calibrate). N_ops = non-matmul ops per token = n_layer x OPS_PER_LAYER + 4.
+matrix-matrix rate (finllm_edge.lab.calibrate), c_node / c_pp = per-op cost of a decode step / of a
+prefill micro-batch measured on a real llama.cpp graph (finllm_edge.lab.graph_calibration: a tiny
+30-layer model, its measured time minus its predicted weight terms, over its N_ops), all per type and
+thread count. N_ops = non-matmul ops per token = n_layer x OPS_PER_LAYER + 4.
 
 ARM device (`device_terms`), from device figures and published measurements:
   R(t, T)   = eta x theoretical bandwidth    (eta: fraction of the memory bus the cores reach)
@@ -56,7 +58,7 @@ def _attn_ops(stats, n_prompt: int) -> float:
     return 4.0 * stats.n_layer * stats.n_head * stats.head_dim * n_prompt * n_prompt / 2.0
 
 
-def _n_ops(stats) -> int:
+def n_ops(stats) -> int:
     return stats.n_layer * OPS_PER_LAYER + 4
 
 
@@ -66,10 +68,15 @@ def _rate(table: dict, ty: str, threads: int, which: str, fallback: str = "Q8_0"
     return getattr(r, which)
 
 
-def host_terms(stats, cal, threads: int, n_prompt: int, n_gen: int, which: str = "best") -> Terms:
-    """`which`: 'best' (fastest micro-benchmark repetition) or 'median' (the slow end of the range)."""
+def host_terms(stats, cal, threads: int, n_prompt: int, n_gen: int, which: str = "best",
+               per_op: bool = True) -> Terms:
+    """`which`: 'best' (fastest micro-benchmark repetition) or 'median' (the slow end of the range).
+    per_op=False leaves the per-op terms out (graph_calibration derives them from the rest)."""
     ctx = n_prompt + n_gen / 2.0
-    node = cal.node_s[threads].best if which == "best" else cal.node_s[threads].median
+    node = node_pp = 0.0
+    if per_op:
+        node = getattr(cal.node_s[threads], which)
+        node_pp = getattr((getattr(cal, "node_prefill_s", None) or cal.node_s)[threads], which)
     head = stats.head_bytes / _rate(cal.decode_bytes_s, stats.head_type, threads, which) if stats.head_bytes else 0.0
     w_mem = w_cmp = 0.0
     for ty, b in stats.matmul_bytes_by_type.items():
@@ -80,13 +87,13 @@ def host_terms(stats, cal, threads: int, n_prompt: int, n_gen: int, which: str =
         else:
             w_cmp += t
     decode = {"weights, memory-bound types": w_mem, "weights, compute-bound types": w_cmp, "output head": head,
-              "per-op overhead": _n_ops(stats) * node,
+              "per-op overhead": n_ops(stats) * node,
               "KV cache": stats.kv_bytes_per_position * ctx / _rate(cal.decode_bytes_s, "F16", threads, which)}
     mm = sum(2.0 * p * n_prompt / _rate(cal.prefill_ops_s, ty, threads, which)
              for ty, p in stats.matmul_params_by_type.items())
     prefill = {"matmul compute": mm, "output head (last token)": head,
                "attention": _attn_ops(stats, n_prompt) / _rate(cal.prefill_ops_s, "F16", threads, which),
-               "per-op overhead": math.ceil(n_prompt / UBATCH) * _n_ops(stats) * node}
+               "per-op overhead": math.ceil(n_prompt / UBATCH) * n_ops(stats) * node_pp}
     bound, why = _decode_bound(decode)
     return Terms(decode=decode, prefill=prefill, decode_bound=bound, why=why)
 
@@ -197,13 +204,13 @@ def device_terms(stats, device, fit: ArmFit, threads: int, n_prompt: int, n_gen:
                   for ty, p in stats.matmul_params_by_type.items())
     mem, cmp_ = (w / bw, 0.0) if w / bw >= cmp_dec else (0.0, cmp_dec)
     decode = {"weights, memory-bound types": mem, "weights, compute-bound types": cmp_,
-              "output head": stats.head_bytes / bw, "per-op overhead": _n_ops(stats) * node,
+              "output head": stats.head_bytes / bw, "per-op overhead": n_ops(stats) * node,
               "KV cache": stats.kv_bytes_per_position * ctx / bw}
     prefill = {"matmul compute": sum(2.0 * p * n_prompt / (k * relative_kernel_speed(cal, ty) * ghz * 1e9)
                                      for ty, p in stats.matmul_params_by_type.items()),
                "output head (last token)": stats.head_bytes / bw,
                "attention": _attn_ops(stats, n_prompt) / (k * 0.5 * ghz * 1e9),  # F16: half the int8 rate
-               "per-op overhead": math.ceil(n_prompt / UBATCH) * _n_ops(stats) * node}
+               "per-op overhead": math.ceil(n_prompt / UBATCH) * n_ops(stats) * node}
     bound, why = _decode_bound(decode)
     return Terms(decode=decode, prefill=prefill, decode_bound=bound, why=why,
                  notes=[f"eta {fit.eta[end]:.2f} of {device.memory_bandwidth_gbs:.1f} GB/s, "
