@@ -27,7 +27,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from finllm_edge.lab.calibrate import calibrate_host, llama_prefix
+from finllm_edge.lab.calibrate import Rate, calibrate_host, llama_prefix
 from finllm_edge.lab.estimate import ModelStats, estimate, load_device, model_stats
 from finllm_edge.lab.latency_model import host_terms, loo_errors
 from finllm_edge.models import default_model_path
@@ -169,6 +169,11 @@ def main(argv: list[str] | None = None) -> int:
                                    "within_30pct": sum(e <= 0.3 for e in arm_errs), "n": len(arm_errs)},
            "snapdragon_865": sd_rows, "calibration": cal.to_dict()}
     print(f"host: {cal.cpu}, {cal.variant}; calibration {cal.seconds:.0f} s; loadavg {load}")
+    nan = Rate(float("nan"), float("nan"))
+    per_op = "; ".join(f"{t} thr: decode {cal.node_s[t].best * 1e6:.2f} us, prefill micro-batch "
+                       f"{cal.node_prefill_s.get(t, nan).best * 1e6:.2f} us, chain of tiny ops "
+                       f"{cal.node_chain_s.get(t, nan).best * 1e6:.3f} us" for t in threads)
+    print(f"per-op cost ({cal.graph.get('source', '?')}): {per_op}")
     print(f"{'model':8} {'thr':>3} {'phase':8} {'measured':>9} {'estimate':>9} {'error':>7}  bound")
     for r in host_rows:
         print(f"{r['model']:8} {r['threads']:3} {r['phase']:8} {r['measured_best']:9.1f} {r['estimate']:9.1f} "
