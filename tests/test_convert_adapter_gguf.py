@@ -132,3 +132,28 @@ def test_refused_combinations(tmp_path):
                        adapter_gguf=True, quants=[])
     with pytest.raises(UnsupportedAdapterError, match="modules_to_save"):
         convert(o)
+
+
+def test_shipped_adapter_on_smollm2_is_the_merged_model(tmp_path):
+    """The tiny random adapters above are extreme (logit deltas of ~10 through random weights), so their
+    bound is relative. The real case is tight: SmolLM2-135M + the shipped finance LoRA (rank 8), the F16 base
+    with the F16 adapter applied at run time against the merged F16 model."""
+    from finllm_edge_convert.llama_eval import LlamaLogits
+
+    res = convert(ConvertOptions(out=tmp_path / "out", progress=False, quants=[], task=False, parity=False,
+                                 cross_check=False, eval_chunks=4, adapter_gguf=True))
+    out = res.out
+    rng = np.random.default_rng(1)
+    tokens = [1] + [int(t) for t in rng.integers(100, 40000, size=127)]
+    with LlamaLogits(out / "model-f16.gguf", n_ctx=256) as m:
+        merged = m.logits(tokens)
+    with LlamaLogits(out / "base-f16.gguf", n_ctx=256) as m:
+        base = m.logits(tokens)
+    with LlamaLogits(out / "base-f16.gguf", n_ctx=256, adapter=out / "adapter-f16.gguf") as m:
+        runtime = m.logits(tokens)
+    effect, err = float(np.abs(merged - base).max()), float(np.abs(merged - runtime).max())
+    print(f"shipped adapter: effect {effect:.3f}, runtime vs merged max |diff| {err:.4f}")
+    assert effect > 1.0, effect
+    assert err < 0.02 * effect, (err, effect)
+    row = next(r for r in res.quality if r["name"] == "base-f16+adapter")
+    assert row["mean_kld"] < 1e-4 and row["top1_agreement"] >= 0.99, row
