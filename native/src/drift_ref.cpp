@@ -14,6 +14,7 @@
 //   uint8  sha256[32]          over everything above
 #include "drift.h"
 #include "internal.h"
+#include "le_bytes.h"
 #include "sha256.h"
 
 #include <algorithm>
@@ -34,21 +35,16 @@ constexpr size_t kHeaderSize = 8 + 4 + 4 + 64 + 4 * 4 + 8 * 5 + 8 * 3;  // 160
 constexpr int32_t kMaxBuckets = 65536, kMinWindow = 16, kMaxWindow = 1 << 20;
 constexpr int32_t kMaxVocab = 1 << 22;
 
-void put32(std::vector<uint8_t> &b, uint32_t v) {
-    for (int i = 0; i < 4; i++) b.push_back((uint8_t)(v >> (8 * i)));
-}
-void put64(std::vector<uint8_t> &b, uint64_t v) {
-    for (int i = 0; i < 8; i++) b.push_back((uint8_t)(v >> (8 * i)));
-}
+using fe::get32;
+using fe::get64;
+using fe::put32;
+using fe::put64;
+
 void putf64(std::vector<uint8_t> &b, double d) {
     uint64_t v;
     memcpy(&v, &d, 8);
     put64(b, v);
 }
-uint32_t get32(const uint8_t *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-uint64_t get64(const uint8_t *p) { return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32; }
 double getf64(const uint8_t *p) {
     uint64_t v = get64(p);
     double d;

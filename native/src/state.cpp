@@ -21,6 +21,7 @@
 //   uint8    payload[payload_size]   llama_state_seq_get_data(ctx, ..., seq 0)
 //   uint8    sha256[32]              over everything above
 #include "internal.h"
+#include "le_bytes.h"
 #include "sha256.h"
 
 #include <algorithm>
@@ -51,14 +52,10 @@ struct Header {
     char adapters[64];
 };
 
-void put32(std::vector<uint8_t> &b, uint32_t v) {
-    for (int i = 0; i < 4; i++) b.push_back((uint8_t)(v >> (8 * i)));
-}
-void put64(std::vector<uint8_t> &b, uint64_t v) {
-    for (int i = 0; i < 8; i++) b.push_back((uint8_t)(v >> (8 * i)));
-}
-uint32_t get32(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
-uint64_t get64(const uint8_t *p) { return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32; }
+using fe::get32;
+using fe::get64;
+using fe::put32;
+using fe::put64;
 
 std::vector<uint8_t> encode_header(const Header &h) {
     std::vector<uint8_t> b;
