@@ -75,7 +75,7 @@ class SamplingParams(C.Structure):
 class SessionParams(C.Structure):
     _fields_ = [("n_ctx", C.c_uint32), ("n_batch", C.c_uint32), ("n_threads", C.c_int32),
                 ("n_threads_batch", C.c_int32), ("prefix_reuse", C.c_bool),
-                ("flash_attn", C.c_bool)]
+                ("flash_attn", C.c_bool), ("reuse_generated", C.c_bool)]
 
 
 TOKEN_CALLBACK = C.CFUNCTYPE(C.c_bool, C.c_void_p, C.c_size_t, C.c_int32, C.c_void_p)

@@ -60,6 +60,10 @@ class EngineOptions:
     # llama.cpp's flash attention: faster prefill of long prompts (x1.2-1.3 here); prefix reuse stays
     # exact but coarser (the last 64 prompt tokens are always evaluated again). See the README.
     flash_attn: bool = False
+    # With prefix_reuse: also reuse tokens a fresh prefill would not reproduce bit for bit (the model's own
+    # generated answers, decoded one token at a time), as llama-cpp-python does: a chat that sends back the
+    # model's answers evaluates only the new message, but outputs are no longer token-identical to no reuse.
+    reuse_generated: bool = False
     # Runtime LoRA adapters (GGUF) loaded and made active at start: [path, ...] (scale 1) or {path: scale};
     # see Engine.load_adapter / set_adapters.
     adapters: Any = None
@@ -144,6 +148,9 @@ class Engine(AdapterMixin, Backend):
         if not isinstance(options.flash_attn, bool):
             raise InvalidArgumentError(f"flash_attn = {options.flash_attn!r}: use True or False")
         sp.flash_attn = options.flash_attn
+        if not isinstance(options.reuse_generated, bool):
+            raise InvalidArgumentError(f"reuse_generated = {options.reuse_generated!r}: use True or False")
+        sp.reuse_generated = options.reuse_generated
         mp = L.fe_model_default_params()
         mp.use_mmap = bool(options.use_mmap)
         model = C.c_void_p()

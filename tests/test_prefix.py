@@ -237,3 +237,33 @@ def test_flash_attention_reuse_is_exact_and_coarser(tmp_path):
     with Engine(n_ctx=1024, n_threads=1) as plain:
         with pytest.raises(StateFileError, match="flash attention on"):
             plain.load_state(state)
+
+
+@pytest.mark.slow
+def test_reuse_generated_reuses_the_models_own_answer(engines):
+    """reuse_generated=True: a chat that sends back the model's own answer evaluates only the new
+    message (the generated tokens' K/V are reused, as llama-cpp-python does); off (the default),
+    the answer is evaluated again so the output stays exact."""
+    exact, _ = engines
+    with pytest.raises(InvalidArgumentError, match="reuse_generated"):
+        Engine(n_ctx=256, reuse_generated=1)
+    with Engine(n_ctx=1024, n_threads=1, reuse_generated=True) as loose, \
+            Engine(n_ctx=1024, n_threads=1, reuse_generated=True, prefix_reuse=False) as off:
+        turn1 = _chat(SYSTEM, "What is a covenant?")
+        got = {}
+        for name, eng in (("exact", exact), ("loose", loose), ("off", off)):
+            eng.reset()
+            a = eng.chat(turn1, max_tokens=20)
+            answer = "".join(a)
+            n1 = a.profile["n_prompt"]
+            turn2 = _chat(SYSTEM, "What is a covenant?", answer, "And a negative covenant?")
+            b = eng.chat(turn2, max_tokens=8)
+            list(b)
+            got[name] = (n1, b.profile["n_prompt_reused"], len(a.tokens), b.profile["n_prompt"])
+        n1, reused, n_answer, n2 = got["exact"]
+        assert reused == n1  # the earlier prompt only
+        n1, reused, n_answer, n2 = got["loose"]
+        # the earlier prompt + the answer tokens that were decoded (the last sampled one was not),
+        # as far as the template renders the answer with the same tokens
+        assert n1 + n_answer // 2 < reused < n2, got
+        assert got["off"][1] == 0

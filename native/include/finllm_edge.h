@@ -244,6 +244,13 @@ typedef struct fe_session_params {
                                 >= 64 tokens is faster (x1.2-1.3 on x86 here), but a reused prefix must
                                 have been evaluated in batches of >= 64 tokens and the last 64 prompt
                                 tokens are always evaluated again (see "prefix reuse" below) */
+    bool     reuse_generated;/* with prefix_reuse: also reuse cached tokens whose K/V a fresh prefill
+                                would not reproduce bit for bit: generated tokens (decoded one at a
+                                time) and rows of the other flash-attention kernel path, as
+                                llama-cpp-python and llama-server do (default false). A chat whose
+                                app sends back the model's own answers then evaluates only the new
+                                message; the output may differ slightly from a fresh evaluation
+                                (logits by up to ~1 here): no longer token-identical to no reuse */
 } fe_session_params;
 
 FE_API fe_session_params fe_session_default_params(void);
@@ -279,8 +286,9 @@ FE_API fe_status fe_session_reset(fe_session *session);
  *     tokens are always evaluated again;
  *   - cached tokens are reused only when they came from the path this prompt's prefill takes
  *     (with flash attention on, a cached prompt of < 64 tokens is not reused by a longer one);
- *   - generated tokens (decoded one at a time) are never reused: a chat's next turn reuses the
- *     system prompt and earlier prompts, and evaluates the previous answer again;
+ *   - generated tokens (decoded one at a time) are not reused: a chat's next turn reuses the
+ *     system prompt and earlier prompts, and evaluates the previous answer again (unless
+ *     reuse_generated is set: then every cached token is reusable, and exactness is given up);
  *   - with n_batch < 3 reuse is off.
  * So flash attention trades a faster cold prefill for a coarser reuse: a short follow-up
  * question after a long cached prompt costs a 64-token prefill instead of a few tokens.

@@ -303,7 +303,7 @@ JNIEXPORT jlong JNICALL Java_io_finllm_edge_FinLlm_nativeOpen(JNIEnv *env, jclas
                                                              jint seed, jfloat temperature, jint top_k,
                                                              jfloat top_p, jfloat repeat_penalty,
                                                              jboolean use_mmap, jboolean prefix_reuse,
-                                                             jboolean flash_attn) {
+                                                             jboolean flash_attn, jboolean reuse_generated) {
     return guarded<jlong>(env, "FinLlm.open", 0, [&]() -> jlong {
         bool ok = false;
         std::string path = copy_jstring(env, jpath, "FinLlm.open: modelPath", &ok);
@@ -326,6 +326,7 @@ JNIEXPORT jlong JNICALL Java_io_finllm_edge_FinLlm_nativeOpen(JNIEnv *env, jclas
         if (n_threads > 0) sp.n_threads = sp.n_threads_batch = n_threads;  // <= 0: the core's default
         sp.prefix_reuse = prefix_reuse == JNI_TRUE;
         sp.flash_attn = flash_attn == JNI_TRUE;
+        sp.reuse_generated = reuse_generated == JNI_TRUE;
         fe_sampling_params sampling = fe_sampling_default_params();
         sampling.seed = static_cast<uint32_t>(seed);  // -1 = FE_SEED_RANDOM
         sampling.temperature = temperature;

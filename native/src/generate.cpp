@@ -92,10 +92,12 @@ int32_t keep_prefix(fe_session *s) {
     const fe::RowPath path = fe::prompt_path(s, (int32_t)prompt.size());
     const size_t lo = (size_t)min_rows(path);
     int32_t n_keep = 0;
+    // reuse_generated: every cached token counts, whichever path computed it (not bit-exact)
+    const bool any = s->params.reuse_generated;
     if (s->params.prefix_reuse && chunk_limit(s) >= 3 && prompt.size() > lo && !cached.empty() &&
-        s->exact_path == path && llama_memory_seq_pos_min(mem, 0) == 0 &&
+        (any || s->exact_path == path) && llama_memory_seq_pos_min(mem, 0) == 0 &&
         llama_memory_seq_pos_max(mem, 0) + 1 == (llama_pos)cached.size()) {
-        size_t n = std::min({cached.size(), (size_t)s->n_exact, prompt.size() - lo});
+        size_t n = std::min({cached.size(), any ? cached.size() : (size_t)s->n_exact, prompt.size() - lo});
         size_t k = 0;
         while (k < n && cached[k] == prompt[k]) k++;
         n_keep = (int32_t)k;

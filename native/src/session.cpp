@@ -95,6 +95,7 @@ fe_session_params fe_session_default_params(void) {
     p.n_threads_batch = p.n_threads;
     p.prefix_reuse = true;
     p.flash_attn = false;
+    p.reuse_generated = false;
     return p;
 }
 

@@ -58,6 +58,7 @@ public final class FinLlm implements AutoCloseable {
         boolean useMmap = true;
         boolean prefixReuse = true;
         boolean flashAttn = false;
+        boolean reuseGenerated = false;
 
         /** Context length in tokens (prompt + answer), > 0. */
         public Options nCtx(int v) { nCtx = v; return this; }
@@ -79,6 +80,12 @@ public final class FinLlm implements AutoCloseable {
         public Options prefixReuse(boolean v) { prefixReuse = v; return this; }
         /** llama.cpp's flash attention: faster prefill of long prompts, coarser prefix reuse (see finllm_edge.h). */
         public Options flashAttn(boolean v) { flashAttn = v; return this; }
+        /**
+         * With prefixReuse: also reuse the model's own generated answers when the next prompt sends them
+         * back (a chat evaluates only the new message), as llama.cpp's server does; the output is then no
+         * longer token-identical to a fresh evaluation (see finllm_edge.h). Default false.
+         */
+        public Options reuseGenerated(boolean v) { reuseGenerated = v; return this; }
     }
 
     /** Why a generation ended (fe_stop_reason; same order as the C enum). */
@@ -332,7 +339,7 @@ public final class FinLlm implements AutoCloseable {
         loadLibrary();
         if (o == null) o = new Options();
         long h = nativeOpen(modelPath, o.nCtx, o.nBatch, o.nThreads, o.seed, o.temperature, o.topK,
-                o.topP, o.repeatPenalty, o.useMmap, o.prefixReuse, o.flashAttn);
+                o.topP, o.repeatPenalty, o.useMmap, o.prefixReuse, o.flashAttn, o.reuseGenerated);
         return new FinLlm(h, modelPath);
     }
 
@@ -672,7 +679,8 @@ public final class FinLlm implements AutoCloseable {
     private static native String nativeBuildVariant();
     private static native long nativeOpen(String modelPath, int nCtx, int nBatch, int nThreads, int seed,
                                           float temperature, int topK, float topP, float repeatPenalty,
-                                          boolean useMmap, boolean prefixReuse, boolean flashAttn);
+                                          boolean useMmap, boolean prefixReuse, boolean flashAttn,
+                                          boolean reuseGenerated);
     private static native void nativeFree(long handle);
     private static native void nativeCancel(long handle);
     private static native Object[] nativeGenerate(long handle, String prompt, int maxTokens, String[] stop,
