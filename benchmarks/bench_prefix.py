@@ -6,7 +6,9 @@ prompt text, rendered once by the model's chat template):
 1. repeat   - a ~300-token system prompt + question 1, then the same system prompt + question 2:
               TTFT of request 2 / request 1 (the issue's target: <= 0.10).
 2. chat     - a 4-turn chat (scripted assistant answers, so both sides see the same text):
-              TTFT per turn.
+              TTFT per turn. --own-answers: each side sends back its own greedy answers instead, as
+              a chat app does (the answers' K/V are then in the cache: llama-cpp-python reuses
+              them; ours only with --reuse-generated, which gives up bit-exact reuse as it does).
 3. cold     - a fresh process answers its first question after launch: with the system prompt's
               state saved by an earlier process (ours: Engine.save_state/load_state; llama-cpp-
               python: LlamaDiskCache filled by an earlier process) vs without. Reported: load of
@@ -56,10 +58,12 @@ def _messages(turns: int) -> list[dict]:
 # ---------------------------------------------------------------- workers (one process each)
 
 class Ours:
-    def __init__(self, model: str, threads: int, n_ctx: int, flash_attn: bool = False) -> None:
+    def __init__(self, model: str, threads: int, n_ctx: int, flash_attn: bool = False,
+                 reuse_generated: bool = False) -> None:
         from finllm_edge.engine import Engine
 
-        self.engine = Engine(model, n_ctx=n_ctx, n_threads=threads, flash_attn=flash_attn)
+        self.engine = Engine(model, n_ctx=n_ctx, n_threads=threads, flash_attn=flash_attn,
+                             reuse_generated=reuse_generated)
 
     def render(self, msgs: list[dict], add_generation_prompt: bool = True) -> str:
         return self.engine.format_chat(msgs, add_generation_prompt)
@@ -68,12 +72,15 @@ class Ours:
         t0 = time.perf_counter()
         stream = self.engine.generate(prompt, MAX_TOKENS, parse_special=True, temperature=0.0)
         first = None
-        for _ in stream:
+        parts = []
+        for piece in stream:
             if first is None:
                 first = time.perf_counter() - t0
+            parts.append(piece)
         prof = stream.profile
         return 1e3 * (first if first is not None else time.perf_counter() - t0), {
-            "core_ttft_ms": prof["ttft_ms"], "n_prompt": prof["n_prompt"], "n_prompt_reused": prof["n_prompt_reused"]}
+            "core_ttft_ms": prof["ttft_ms"], "n_prompt": prof["n_prompt"], "n_prompt_reused": prof["n_prompt_reused"],
+            "text": "".join(parts)}
 
     def save(self, prompt: str, path: str) -> None:
         self.engine.save_state(path, prompt=prompt, parse_special=True)
@@ -94,16 +101,18 @@ class Theirs:
     def ttft(self, prompt: str) -> tuple[float, dict]:
         t0 = time.perf_counter()
         first = None
-        for _ in self.llm.create_completion(prompt, max_tokens=MAX_TOKENS, temperature=0.0, stream=True):
+        parts = []
+        for chunk in self.llm.create_completion(prompt, max_tokens=MAX_TOKENS, temperature=0.0, stream=True):
             if first is None:
                 first = time.perf_counter() - t0
-        return 1e3 * (first if first is not None else time.perf_counter() - t0), {}
+            parts.append(chunk["choices"][0]["text"])
+        return 1e3 * (first if first is not None else time.perf_counter() - t0), {"text": "".join(parts)}
 
 
 def worker(a: argparse.Namespace) -> dict:
     ours_render = None
     if a.side == "ours":
-        side = Ours(a.model, a.threads, a.n_ctx, a.flash_attn)
+        side = Ours(a.model, a.threads, a.n_ctx, a.flash_attn, a.reuse_generated)
         ours_render = side
     else:
         side = Theirs(a.model, a.threads, a.n_ctx, a.cache_dir, a.flash_attn)
@@ -115,6 +124,13 @@ def worker(a: argparse.Namespace) -> dict:
         msgs[-1]["content"] = QUESTIONS[1]
         t2, i2 = side.ttft(render.render(msgs))
         out = {"ttft1_ms": t1, "ttft2_ms": t2, "ratio": t2 / t1, "info": [i1, i2]}
+    elif a.scenario == "chat" and a.own_answers:
+        msgs, turns = [{"role": "system", "content": SYSTEM}], []
+        for q in QUESTIONS[:4]:
+            msgs.append({"role": "user", "content": q})
+            turns.append(side.ttft(render.render(msgs)))
+            msgs.append({"role": "assistant", "content": turns[-1][1]["text"]})
+        out = {"ttft_ms": [t for t, _ in turns], "info": [i for _, i in turns]}
     elif a.scenario == "chat":
         turns = [side.ttft(render.render(_messages(t))) for t in range(1, 5)]
         out = {"ttft_ms": [t for t, _ in turns], "info": [i for _, i in turns]}
@@ -154,6 +170,10 @@ def main() -> int:
     ap.add_argument("--model", default=None, help="GGUF (default: the embedded SmolLM2-135M-Instruct)")
     ap.add_argument("--flash-attn", action="store_true",
                     help="flash attention on both sides (ours: exact reuse at 64-token granularity)")
+    ap.add_argument("--own-answers", action="store_true",
+                    help="chat: each side sends back its own answers (a chat app) instead of scripted ones")
+    ap.add_argument("--reuse-generated", action="store_true",
+                    help="ours: Engine(reuse_generated=True) (reuses its answers' K/V; not bit-exact, like theirs)")
     ap.add_argument("--out", type=Path, default=Path("out/bench/prefix"))
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--side", choices=["ours", "theirs"], help=argparse.SUPPRESS)
@@ -171,7 +191,8 @@ def main() -> int:
 
     load_before = open("/proc/loadavg").read().split()[:3] if os.path.exists("/proc/loadavg") else None
     common = ["--model", a.model, "--threads", str(a.threads), "--n-ctx", str(a.n_ctx),
-              *(["--flash-attn"] if a.flash_attn else [])]
+              *(["--flash-attn"] if a.flash_attn else []), *(["--own-answers"] if a.own_answers else []),
+              *(["--reuse-generated"] if a.reuse_generated else [])]
     res: dict = {k: {"ours": [], "theirs": []} for k in ("repeat", "chat", "cold_state", "cold_none")}
     with tempfile.TemporaryDirectory() as tmp:
         state = os.path.join(tmp, "system.festate")
@@ -191,7 +212,7 @@ def main() -> int:
 
     med = statistics.median
     summary: dict = {"model": a.model, "threads": a.threads, "n_ctx": a.n_ctx, "rounds": a.rounds,
-                     "flash_attn": a.flash_attn,
+                     "flash_attn": a.flash_attn, "own_answers": a.own_answers, "reuse_generated": a.reuse_generated,
                      "loadavg_before": load_before,
                      "loadavg_after": open("/proc/loadavg").read().split()[:3] if load_before else None,
                      "max_tokens": MAX_TOKENS}
@@ -222,6 +243,8 @@ def main() -> int:
     o, t = summary["ours"], summary["theirs"]
     print(f"\nprefix reuse, {Path(a.model).name}, n_threads {a.threads}, n_ctx {a.n_ctx}, "
           f"flash attention {'on' if a.flash_attn else 'off'}, "
+          f"chat answers {'each side its own' if a.own_answers else 'scripted'}, "
+          f"ours reuse_generated {'on' if a.reuse_generated else 'off'}, "
           f"median of {a.rounds} interleaved rounds (TTFT = wall time to the first text)\n")
     print(f"| {'measure':44} | {'finllm-edge':>12} | {'llama-cpp-python':>16} |")
     print(f"|{'-' * 46}|{'-' * 14}|{'-' * 18}|")
