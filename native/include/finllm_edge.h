@@ -249,8 +249,9 @@ typedef struct fe_session_params {
                                 time) and rows of the other flash-attention kernel path, as
                                 llama-cpp-python and llama-server do (default false). A chat whose
                                 app sends back the model's own answers then evaluates only the new
-                                message; the output may differ slightly from a fresh evaluation
-                                (logits by up to ~1 here): no longer token-identical to no reuse */
+                                message (at least its last token, not 2); the output may differ
+                                slightly from a fresh evaluation (logits by up to ~1 here): no longer
+                                token-identical to no reuse */
 } fe_session_params;
 
 FE_API fe_session_params fe_session_default_params(void);

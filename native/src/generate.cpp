@@ -90,10 +90,11 @@ int32_t keep_prefix(fe_session *s) {
     const std::vector<llama_token> &prompt = s->req.prompt;
     std::vector<llama_token> &cached = s->cached;
     const fe::RowPath path = fe::prompt_path(s, (int32_t)prompt.size());
-    const size_t lo = (size_t)min_rows(path);
-    int32_t n_keep = 0;
-    // reuse_generated: every cached token counts, whichever path computed it (not bit-exact)
+    // reuse_generated: every cached token counts, whichever path computed it, and only the last
+    // prompt token must be evaluated again (not bit-exact anyway)
     const bool any = s->params.reuse_generated;
+    const size_t lo = any ? 1 : (size_t)min_rows(path);
+    int32_t n_keep = 0;
     if (s->params.prefix_reuse && chunk_limit(s) >= 3 && prompt.size() > lo && !cached.empty() &&
         (any || s->exact_path == path) && llama_memory_seq_pos_min(mem, 0) == 0 &&
         llama_memory_seq_pos_max(mem, 0) + 1 == (llama_pos)cached.size()) {
