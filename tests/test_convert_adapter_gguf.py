@@ -50,19 +50,23 @@ def run(request, tmp_path_factory):
     return request.param, _convert(tmp_path_factory.mktemp(request.param), arch, kw, quants=quants)
 
 
-def test_runtime_adapter_equals_merged_on_f16(run):
+def _logits(out: Path, tokens: list[int], n_ctx: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """llama.cpp logits of the merged F16 model, the F16 base, and the base with the adapter at run time."""
     from finllm_edge_convert.llama_eval import LlamaLogits
 
+    got = []
+    for model, adapter in (("model-f16.gguf", None), ("base-f16.gguf", None), ("base-f16.gguf", "adapter-f16.gguf")):
+        with LlamaLogits(out / model, n_ctx=n_ctx, adapter=out / adapter if adapter else None) as m:
+            got.append(m.logits(tokens))
+    return got[0], got[1], got[2]
+
+
+def test_runtime_adapter_equals_merged_on_f16(run):
     name, res = run
     out = res.out
     rng = np.random.default_rng(0)
     tokens = [1] + [int(t) for t in rng.integers(10, 5000, size=63)]
-    with LlamaLogits(out / "model-f16.gguf", n_ctx=128) as m:
-        merged = m.logits(tokens)
-    with LlamaLogits(out / "base-f16.gguf", n_ctx=128) as m:
-        base = m.logits(tokens)
-    with LlamaLogits(out / "base-f16.gguf", n_ctx=128, adapter=out / "adapter-f16.gguf") as m:
-        runtime = m.logits(tokens)
+    merged, base, runtime = _logits(out, tokens, 128)
     effect = np.abs(merged - base).max()
     err = np.abs(merged - runtime).max()
     assert effect > 0.05, f"{name}: the adapter barely changes the model ({effect})"
@@ -138,19 +142,11 @@ def test_shipped_adapter_on_smollm2_is_the_merged_model(tmp_path):
     """The tiny random adapters above are extreme (logit deltas of ~10 through random weights), so their
     bound is relative. The real case is tight: SmolLM2-135M + the shipped finance LoRA (rank 8), the F16 base
     with the F16 adapter applied at run time against the merged F16 model."""
-    from finllm_edge_convert.llama_eval import LlamaLogits
-
     res = convert(ConvertOptions(out=tmp_path / "out", progress=False, quants=[], task=False, parity=False,
                                  cross_check=False, eval_chunks=4, adapter_gguf=True))
-    out = res.out
     rng = np.random.default_rng(1)
     tokens = [1] + [int(t) for t in rng.integers(100, 40000, size=127)]
-    with LlamaLogits(out / "model-f16.gguf", n_ctx=256) as m:
-        merged = m.logits(tokens)
-    with LlamaLogits(out / "base-f16.gguf", n_ctx=256) as m:
-        base = m.logits(tokens)
-    with LlamaLogits(out / "base-f16.gguf", n_ctx=256, adapter=out / "adapter-f16.gguf") as m:
-        runtime = m.logits(tokens)
+    merged, base, runtime = _logits(res.out, tokens, 256)
     effect, err = float(np.abs(merged - base).max()), float(np.abs(merged - runtime).max())
     print(f"shipped adapter: effect {effect:.3f}, runtime vs merged max |diff| {err:.4f}")
     assert effect > 1.0, effect
