@@ -9,10 +9,13 @@ prompt text, rendered once by the model's chat template):
               TTFT per turn. --own-answers: each side sends back its own greedy answers instead, as
               a chat app does (the answers' K/V are then in the cache: llama-cpp-python reuses
               them; ours only with --reuse-generated, which gives up bit-exact reuse as it does).
-3. cold     - a fresh process answers its first question after launch: with the system prompt's
-              state saved by an earlier process (ours: Engine.save_state/load_state; llama-cpp-
-              python: LlamaDiskCache filled by an earlier process) vs without. Reported: load of
-              the state + TTFT.
+3. cold     - a fresh process answers its first question after launch: with the state of an
+              earlier process's first prompt (system prompt + question 1) saved to disk (ours:
+              Engine.save_state/load_state; llama-cpp-python: LlamaDiskCache filled by that
+              request) vs without; the new question shares the system prompt and the user turn's
+              first tokens. Reported: load of the state + TTFT. The model's sha256 (which tags and
+              checks our state file) comes from the cross-process hash index, as after any
+              earlier launch.
 
 Every measurement runs in a fresh worker process; the sides alternate (ours, theirs, then
 theirs, ours in the next round) and each figure is the median over the rounds. TTFT is wall
@@ -134,10 +137,9 @@ def worker(a: argparse.Namespace) -> dict:
     elif a.scenario == "chat":
         turns = [side.ttft(render.render(_messages(t))) for t in range(1, 5)]
         out = {"ttft_ms": [t for t, _ in turns], "info": [i for _, i in turns]}
-    elif a.scenario == "prepare":  # an earlier process saves the system prompt's state
-        system = render.render(_messages(0), add_generation_prompt=False)
-        if a.side == "ours":
-            side.save(system, a.state)
+    elif a.scenario == "prepare":  # an earlier process answers question 1; its prompt's state is kept
+        if a.side == "ours":  # the same text llama-cpp-python's disk cache keeps (it adds the answer)
+            side.save(render.render(_messages(1)), a.state)
         else:
             side.ttft(render.render(_messages(1)))  # fills the disk cache with the system prompt + question 1
         out = {"ok": True}

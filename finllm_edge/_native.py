@@ -186,6 +186,7 @@ _SIGNATURES: dict[str, tuple] = {
     "fe_model_get_info": (C.c_int, [_P, C.POINTER(ModelInfo)]),
     "fe_model_meta": (C.c_int, [_P, C.c_char_p, C.c_char_p, C.c_size_t, C.POINTER(C.c_size_t)]),
     "fe_model_set_chat_template": (C.c_int, [_P, C.c_char_p]),
+    "fe_model_set_sha256": (C.c_int, [_P, C.c_char_p]),
     "fe_gguf_preflight": (C.c_int, [C.c_char_p]),
     "fe_tokenize": (C.c_int, [_P, C.c_char_p, C.c_bool, C.c_bool, C.POINTER(C.c_int32), C.c_int32,
                               C.POINTER(C.c_int32)]),

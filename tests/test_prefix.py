@@ -267,3 +267,22 @@ def test_reuse_generated_reuses_the_models_own_answer(engines):
         # as far as the template renders the answer with the same tokens
         assert n1 + n_answer // 2 < reused < n2, got
         assert got["off"][1] == 0
+
+
+@pytest.mark.slow
+def test_declared_model_sha256_tags_and_checks_the_state(tmp_path, engines):
+    """EngineOptions.model_sha256 (fe_model_set_sha256): the declared hash, not a hash of the file, is
+    what a state file records and what loading checks; a malformed one is refused at once."""
+    reuse, _ = engines
+    declared = "ab" * 32
+    path = tmp_path / "declared.festate"
+    with Engine(n_ctx=1024, n_threads=1, model_sha256=declared.upper()) as e:  # either case
+        n = e.save_state(path, prompt=SYSTEM)
+    assert path.read_bytes()[16:80] == declared.encode()  # the header's model_sha256
+    with Engine(n_ctx=1024, n_threads=1, model_sha256=declared) as e:
+        assert e.load_state(path) == n
+    with pytest.raises(StateFileError, match="another model"):
+        reuse.load_state(path)  # this Engine knows the file's real hash
+    for bad in ("xyz", "ab" * 31, "ab" * 32 + "0", "g" * 64, 123):
+        with pytest.raises(InvalidArgumentError):
+            Engine(n_ctx=64, n_threads=1, model_sha256=bad)

@@ -201,6 +201,16 @@ FE_API fe_status fe_chat_render(const char *template_source, const char *bos_tok
  * bound. Call it before sharing the model with sessions on other threads. */
 FE_API fe_status fe_model_set_chat_template(fe_model *model, const char *template_source);
 
+/* Declare the sha256 of the model file (64 hex digits): one the app already knows, e.g. from
+ * `finllm-edge convert`'s manifest or from its check of the download. The core then uses it
+ * wherever it needs the model's identity (saved prompt state: the tag written on save and the
+ * "made for another model" check on load; profiles) instead of hashing the file, which costs
+ * a cold process ~60 ms for a 100 MB model here and several hundred ms for a 1B model on a
+ * phone. The core trusts it: declare only a hash you verified for this file. NULL clears it
+ * (the file is hashed again). FE_ERR_INVALID_ARG for anything but 64 hex digits (either case).
+ * Call it before sharing the model with sessions on other threads. */
+FE_API fe_status fe_model_set_sha256(fe_model *model, const char *sha256_hex);
+
 /* ---------------------------------------------------------------- session */
 
 typedef struct fe_session fe_session;
@@ -328,7 +338,8 @@ FE_API fe_status fe_session_cached_tokens(const fe_session *session, int32_t *to
  * profile. Loading works with prefix_reuse off too, but only a session with it on reuses.
  * Verifying the model hashes the model file once per process (fe_file_sha256: 98 MB in ~0.2 s
  * with the CPU's SHA instructions on a loaded 2-core host, 3.7x faster than without); it is
- * cached for later loads and profiles. */
+ * cached for later loads and profiles. A model whose sha256 was declared (fe_model_set_sha256)
+ * is not hashed. */
 
 /* Save the state of `tokens` (1..n_ctx-1 tokens). */
 FE_API fe_status fe_session_save_prefix(fe_session *session, const int32_t *tokens, int32_t n_tokens,

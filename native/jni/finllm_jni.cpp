@@ -303,7 +303,8 @@ JNIEXPORT jlong JNICALL Java_io_finllm_edge_FinLlm_nativeOpen(JNIEnv *env, jclas
                                                              jint seed, jfloat temperature, jint top_k,
                                                              jfloat top_p, jfloat repeat_penalty,
                                                              jboolean use_mmap, jboolean prefix_reuse,
-                                                             jboolean flash_attn, jboolean reuse_generated) {
+                                                             jboolean flash_attn, jboolean reuse_generated,
+                                                             jstring jsha256) {
     return guarded<jlong>(env, "FinLlm.open", 0, [&]() -> jlong {
         bool ok = false;
         std::string path = copy_jstring(env, jpath, "FinLlm.open: modelPath", &ok);
@@ -319,6 +320,15 @@ JNIEXPORT jlong JNICALL Java_io_finllm_edge_FinLlm_nativeOpen(JNIEnv *env, jclas
         if (st != FE_OK || !model) {
             throw_status(env, st != FE_OK ? st : FE_ERR_INTERNAL, ("FinLlm.open(" + path + ")").c_str());
             return 0;
+        }
+        if (jsha256) {
+            std::string sha = copy_jstring(env, jsha256, "FinLlm.open: modelSha256", &ok);
+            st = ok ? fe_model_set_sha256(model, sha.c_str()) : FE_ERR_INVALID_ARG;
+            if (st != FE_OK) {
+                if (ok) throw_status(env, st, "FinLlm.open: modelSha256");
+                fe_model_free(model);
+                return 0;
+            }
         }
         fe_session_params sp = fe_session_default_params();
         sp.n_ctx = static_cast<uint32_t>(n_ctx);

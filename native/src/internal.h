@@ -31,6 +31,7 @@ struct fe_model {
     std::shared_ptr<const fe::ChatTemplate> chat;  // NULL: no template (or it failed to parse)
     std::string chat_error;                        // why `chat` is NULL
     std::vector<fe_adapter *> adapters;            // loaded on this model (adapter.cpp; its mutex)
+    std::string declared_sha256;                   // fe_model_set_sha256 (lowercase hex); empty: hash the file
 };
 
 // The request in progress on a session (see fe_request_* in finllm_edge.h).
@@ -139,6 +140,9 @@ struct Status {
 // adapter.cpp: drops a session's active adapters (session free); orphans a model's adapters (model free).
 void session_drop_adapters(fe_session *s);
 void model_drop_adapters(fe_model *m);
+// model.cpp: the model file's sha256 (64 hex + NUL): the declared one (fe_model_set_sha256) or
+// fe_file_sha256 of its path. Errors name the path.
+fe_status model_sha256(const fe_model *m, char hex[65]);
 // adapter.cpp: hex sha256 naming the session's active adapter set ("" when none), for state files.
 std::string adapter_set_id(const fe_session *s);
 

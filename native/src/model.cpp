@@ -1,10 +1,19 @@
 // Model loading (mmap), freeing and information.
 #include "internal.h"
 
+#include <cctype>
 #include <cstring>
 
 namespace fe {
 fe_status preflight(const char *path, uint64_t *file_size);
+
+fe_status model_sha256(const fe_model *m, char hex[65]) {
+    if (!m->declared_sha256.empty()) {
+        memcpy(hex, m->declared_sha256.c_str(), 65);
+        return FE_OK;
+    }
+    return fe_file_sha256(m->path.c_str(), hex);
+}
 }
 
 extern "C" {
@@ -54,6 +63,29 @@ fe_status fe_model_load(const char *path, const fe_model_params *params, fe_mode
         fe::clear_error();
         m->load_ms = fe::elapsed_ms(t0);
         *out = m;
+        return FE_OK;
+    });
+}
+
+fe_status fe_model_set_sha256(fe_model *model, const char *sha256_hex) {
+    return fe::guard("fe_model_set_sha256", [&]() -> fe_status {
+        fe::clear_error();
+        if (!model) return fe::set_error(FE_ERR_INVALID_ARG, "fe_model_set_sha256: model is NULL");
+        if (!sha256_hex) {
+            model->declared_sha256.clear();
+            return FE_OK;
+        }
+        size_t n = strnlen(sha256_hex, 65);
+        std::string hex(sha256_hex, n);
+        bool ok = n == 64;
+        for (char &c : hex) {
+            c = (char)tolower((unsigned char)c);
+            ok = ok && ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'));
+        }
+        if (!ok)
+            return fe::set_error(FE_ERR_INVALID_ARG,
+                                 "fe_model_set_sha256: '%.70s' is not a sha256 (64 hex digits)", sha256_hex);
+        model->declared_sha256 = hex;
         return FE_OK;
     });
 }

@@ -81,7 +81,8 @@ fe_status build(const fe_run_timing *runs, size_t n_runs, const fe_profile_meta 
         sha = meta->model_sha256;
     } else {
         char hex[65];
-        fe_status s = fe_file_sha256(model_path.c_str(), hex);
+        bool same_file = meta->model && model_path == meta->model->path;
+        fe_status s = same_file ? fe::model_sha256(meta->model, hex) : fe_file_sha256(model_path.c_str(), hex);
         if (s != FE_OK) return s;  // message names the path
         sha = hex;
     }

@@ -129,7 +129,7 @@ struct Fd {
 };
 
 fe_status model_hash(const fe_session *s, char hex[65]) {
-    fe_status st = fe_file_sha256(s->model->path.c_str(), hex);
+    fe_status st = fe::model_sha256(s->model, hex);
     if (st != FE_OK)
         return fe::set_error(st, "cannot hash the model file '%s' to tag the state: %s", s->model->path.c_str(),
                              fe_last_error());

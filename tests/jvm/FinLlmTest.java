@@ -502,6 +502,16 @@ public final class FinLlmTest {
             e = expectFinLlmException(() -> llm.loadState(new File(dir, "none.festate").getPath()));
             requireEq(FinLlmException.FE_ERR_FILE_NOT_FOUND, e.getStatus(), "missing state file");
             requireEq(reference, llm.generate(prompt, 16, null).text, "still the same answer after a refused file");
+            // a declared model sha256 (Options.modelSha256) is what a state file is checked against
+            String declared = "ab".repeat(32);
+            try (FinLlm other = FinLlm.open(modelPath, new FinLlm.Options().nCtx(512).nThreads(2).modelSha256(declared))) {
+                FinLlmException d = expectFinLlmException(() -> other.loadState(state.getPath()));
+                require(d.getMessage().contains("another model"), "declared hash checked: " + d.getMessage());
+                int n = other.saveState(bad.getPath(), "What is a bond coupon?");
+                requireEq(n, other.loadState(bad.getPath()), "a state made under the declared hash loads");
+            }
+            e = expectFinLlmException(() -> FinLlm.open(modelPath, new FinLlm.Options().nCtx(64).modelSha256("xyz")));
+            requireEq(FinLlmException.FE_ERR_INVALID_ARG, e.getStatus(), "malformed modelSha256 refused");
         } finally {
             state.delete();
             bad.delete();

@@ -59,6 +59,7 @@ public final class FinLlm implements AutoCloseable {
         boolean prefixReuse = true;
         boolean flashAttn = false;
         boolean reuseGenerated = false;
+        String modelSha256 = null;
 
         /** Context length in tokens (prompt + answer), > 0. */
         public Options nCtx(int v) { nCtx = v; return this; }
@@ -86,6 +87,12 @@ public final class FinLlm implements AutoCloseable {
          * longer token-identical to a fresh evaluation (see finllm_edge.h). Default false.
          */
         public Options reuseGenerated(boolean v) { reuseGenerated = v; return this; }
+        /**
+         * The model file's sha256 (64 hex digits) as the app already knows it (convert's manifest, its
+         * check of the download): saved prompt state is then tagged and checked with it instead of
+         * hashing the model at every launch (fe_model_set_sha256). The core trusts it. Default null.
+         */
+        public Options modelSha256(String v) { modelSha256 = v; return this; }
     }
 
     /** Why a generation ended (fe_stop_reason; same order as the C enum). */
@@ -339,7 +346,7 @@ public final class FinLlm implements AutoCloseable {
         loadLibrary();
         if (o == null) o = new Options();
         long h = nativeOpen(modelPath, o.nCtx, o.nBatch, o.nThreads, o.seed, o.temperature, o.topK,
-                o.topP, o.repeatPenalty, o.useMmap, o.prefixReuse, o.flashAttn, o.reuseGenerated);
+                o.topP, o.repeatPenalty, o.useMmap, o.prefixReuse, o.flashAttn, o.reuseGenerated, o.modelSha256);
         return new FinLlm(h, modelPath);
     }
 
@@ -680,7 +687,7 @@ public final class FinLlm implements AutoCloseable {
     private static native long nativeOpen(String modelPath, int nCtx, int nBatch, int nThreads, int seed,
                                           float temperature, int topK, float topP, float repeatPenalty,
                                           boolean useMmap, boolean prefixReuse, boolean flashAttn,
-                                          boolean reuseGenerated);
+                                          boolean reuseGenerated, String modelSha256);
     private static native void nativeFree(long handle);
     private static native void nativeCancel(long handle);
     private static native Object[] nativeGenerate(long handle, String prompt, int maxTokens, String[] stop,
