@@ -13,6 +13,9 @@ Servers (all started once, idle while another is measured):
                (when this build has no finllm_edge.Scheduler: left out, and said so)
   finllm-1     finllm-edge serve --parallel 1   (one session, requests in turn)
   llama-server llama-server -np N (continuous batching), -c N * --ctx
+Flash attention: --flash-attn auto (default) leaves each server at its default: on for
+llama-server (-fa auto on a CPU) and finllm-N (serve's auto), off for finllm-1 (the session's
+prefix reuse); on / off sets it for all.
 
 Load points, each a bounded loopback load (--requests requests, at most --time-cap s):
   c1 c2 c4 c8     closed loop: that many clients, each sending its next request when the last ends
@@ -214,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", "-t", type=int, default=2, help="threads of every server (default 2)")
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds (default 2)")
     ap.add_argument("--time-cap", type=float, default=60.0, help="seconds per load point at most (default 60)")
+    ap.add_argument("--flash-attn", choices=["auto", "on", "off"], default="auto",
+                    help="every server's flash attention (default auto, each server's default: on for "
+                         "llama-server and finllm-N, off for finllm-1)")
     ap.add_argument("--servers", default=None, help="comma list among finllm-N,finllm-1,llama-server (default all)")
     ap.add_argument("--json-out", type=Path, default=None, help="also write the JSON here")
     a = ap.parse_args(argv)
@@ -224,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     n = a.parallel
     points = [f"c{c}" for c in a.concurrency.split(",") if c] + [f"p{r}" for r in a.rates.split(",") if r]
     py = [sys.executable, "-m", "finllm_edge.lab", "serve", str(model), "--log-level", "warning",
-          "-t", str(a.threads), "--model-id", "bench"]
+          "-t", str(a.threads), "--model-id", "bench", "--flash-attn", a.flash_attn]
     servers: list[Server] = []
     notes: list[str] = []
     wanted = set(a.servers.split(",")) if a.servers else {"finllm-N", "finllm-1", "llama-server"}
@@ -246,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
             p = free_port()
             servers.append(Server("llama-server", [str(exe), "-m", str(model), "--host", "127.0.0.1", "--port", str(p),
                                                    "-np", str(n), "-cb", "-c", str(n * a.ctx), "-t", str(a.threads),
-                                                   "-tb", str(a.threads), "--alias", "bench", "--no-webui"],
+                                                   "-tb", str(a.threads), "--alias", "bench", "--no-webui",
+                                                   "-fa", a.flash_attn],
                                   p, "bench"))
     for note in notes:
         print(f"[serve] {note}", file=sys.stderr)
@@ -273,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         for s in servers:
             s.stop()
     summary = summarize(rows, [s.name for s in servers], points, a.rounds)
-    out = {"model": str(model), "parallel": n, "threads": a.threads, "requests": a.requests,
+    out = {"model": str(model), "parallel": n, "threads": a.threads, "flash_attn": a.flash_attn, "requests": a.requests,
            "max_tokens": a.max_tokens, "ctx_per_slot": a.ctx, "rounds": a.rounds, "points": points, "notes": notes,
            "p99_bound_ms": P99_BOUND_MS, "rows": rows, "summary": summary}
     print(json.dumps(out, indent=2))

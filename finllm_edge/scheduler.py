@@ -102,7 +102,8 @@ class _SchedSteps:
             if st != _native.FE_OK:
                 return RunTimes()
             times = RunTimes(ttft_ms=p.ttft_ms, prefill_ms=p.prefill_ms, e2e_ms=p.e2e_ms, n_prompt=p.n_prompt,
-                             n_gen=p.n_gen, token_ms=[p.token_ms[i] for i in range(p.n_token_ms)])
+                             n_gen=p.n_gen, token_ms=[p.token_ms[i] for i in range(p.n_token_ms)],
+                             n_prompt_reused=p.n_prompt_reused)
             L.fe_sched_request_free(self._h)
             self._h = None
         return times
@@ -122,7 +123,12 @@ class Scheduler(Backend):
     n_ctx is per request (prompt + answer). p99_token_ms bounds the p99 inter-token latency the
     adaptive batch size keeps; max_queued bounds the requests waiting for a slot; n_batch and
     n_batch_busy are the prompt tokens per prefill chunk when nothing else decodes / while other
-    requests decode; seed is the default seed of sampled requests (None: random each time)."""
+    requests decode; seed is the default seed of sampled requests (None: random each time);
+    flash_attn turns on llama.cpp's flash attention: faster decoding, and a request's tokens are a
+    flash-attention session's up to 256 cells of context (at any length with n_threads=1), see
+    fe_scheduler_params in finllm_edge.h; prefix_reuse (default on): a slot keeps its last prompt's
+    K/V and a request whose prompt starts the same (a system prompt) evaluates only the rest, with
+    the same tokens as without reuse (stream.profile["n_prompt_reused"], stats()["prompt_tokens_reused"])."""
 
     TOOL = "finllm_edge.Scheduler"
     supports_response_format = True  # grammar=, json_schema=, response_format= (the core's constrained decoding)
@@ -130,7 +136,8 @@ class Scheduler(Backend):
     def __init__(self, model_path: str | os.PathLike | None = None, n_slots: int = 4, n_ctx: int = 2048,
                  n_threads: int | None = None, p99_token_ms: float = 150.0, *, max_queued: int = 64,
                  n_batch: int = 512, n_batch_busy: int = 64, seed: int | None = None,
-                 chat_template: str | None = None, use_mmap: bool = True) -> None:
+                 chat_template: str | None = None, use_mmap: bool = True, flash_attn: bool = False,
+                 prefix_reuse: bool = True) -> None:
         super().__init__()
         self._model = self._sched = None
         self._closed = True
@@ -147,6 +154,12 @@ class Scheduler(Backend):
         if isinstance(p99_token_ms, bool) or not isinstance(p99_token_ms, (int, float)):
             raise InvalidArgumentError(f"p99_token_ms = {p99_token_ms!r} must be a number of milliseconds > 0")
         sp.p99_token_ms = float(p99_token_ms)  # the core checks the range
+        if not isinstance(flash_attn, bool):
+            raise InvalidArgumentError(f"flash_attn = {flash_attn!r}: use True or False")
+        sp.flash_attn = flash_attn
+        if not isinstance(prefix_reuse, bool):
+            raise InvalidArgumentError(f"prefix_reuse = {prefix_reuse!r}: use True or False")
+        sp.prefix_reuse = prefix_reuse
         if seed is not None:
             SamplingOptions(seed=seed).to_c()
         self.seed = seed
@@ -173,6 +186,7 @@ class Scheduler(Backend):
         self.n_ctx = int(sp.n_ctx)
         self.n_threads = int(sp.n_threads)
         self.p99_token_ms = float(sp.p99_token_ms)
+        self.flash_attn = flash_attn
 
     # lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:

@@ -172,3 +172,91 @@ def test_submit_and_read_from_many_threads(sched):
         t.join(timeout=600)
     assert not errors, errors
     assert got == solo
+
+
+LONG = " ".join(f"Segment {i} reported revenue of {100 + 7 * i} million and a margin of {10 + i % 5}%."
+                for i in range(12))
+FA_PROMPTS = PROMPTS[:4] + [
+    (LONG[:300] + " Summarize:", 20, {}),                                   # ~90 tokens: the tiled path
+    ("Notes: " + LONG + " Which segment grew most?", 24, {"temperature": 0.8, "seed": 5}),  # ~200 tokens
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("threads", [1, 2])
+def test_flash_attention_requests_equal_flash_attention_sessions(threads):
+    """flash_attn=True: concurrent requests give a flash-attention session's tokens (prompts chunked on
+    one kernel path although n_batch_busy is 16; contexts past 256 cells only with 1 thread, see
+    fe_scheduler_params.flash_attn)."""
+    prompts = FA_PROMPTS if threads == 1 else [p for p in FA_PROMPTS if len(p[0]) < 400]
+    with Scheduler(n_slots=6, n_ctx=512, n_threads=threads, p99_token_ms=1e6, n_batch_busy=16,
+                   flash_attn=True) as s:
+        assert s.tokenize(FA_PROMPTS[5][0]).__len__() + FA_PROMPTS[5][1] > 256 or threads == 2
+        streams = [s.generate(p, n, **kw) for p, n, kw in prompts]
+        results: dict[int, tuple] = {}
+        threads_ = [threading.Thread(target=lambda i=i: results.__setitem__(i, _run(streams[i])))
+                    for i in range(len(prompts))]
+        for t in threads_:
+            t.start()
+        for t in threads_:
+            t.join(timeout=600)
+        assert s.stats()["peak_active"] >= 3
+    with Engine(n_ctx=512, n_threads=threads, prefix_reuse=False, flash_attn=True) as eng:
+        for i, (p, n, kw) in enumerate(prompts):
+            assert results[i] == _run(eng.generate(p, n, **kw)), f"request {i} differs from the session's"
+
+
+SYSTEM = ("You are a careful financial analyst. Answer briefly and cite the figures you use. " +
+          " ".join(f"Rule {i}: keep the leverage of segment {i} under {3 + i % 4}.{i}x." for i in range(10)))
+QUESTIONS = ["What is a covenant?", "What is net interest margin?", "Define free cash flow.",
+             "What does a yield curve inversion signal?", "What is duration risk?"]
+
+
+def _ask(q: str) -> list[dict]:
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flash_attn", [False, True])
+def test_slot_prefix_reuse_gives_the_same_tokens(flash_attn):
+    """prefix_reuse (default): a request whose prompt starts as an earlier one's (the system prompt)
+    evaluates only the rest, in turn and concurrently, after a cancel and with partial overlaps,
+    with the tokens of an Engine that reuses nothing."""
+    sampling = [{}, {"temperature": 0.8, "seed": 21}, {}, {"temperature": 0.7, "seed": 4, "repeat_penalty": 1.2}, {}]
+    with Engine(n_ctx=1024, n_threads=1, prefix_reuse=False, flash_attn=flash_attn) as eng:
+        want = [_run(eng.chat(_ask(q), 12, **kw)) for q, kw in zip(QUESTIONS, sampling)]
+        want_raw = _run(eng.generate(SYSTEM[:200], 8))
+    with Scheduler(n_slots=3, n_ctx=1024, n_threads=1, p99_token_ms=1e6, flash_attn=flash_attn) as s:
+        n_system = s.count_chat_tokens(_ask(""))  # about the system prompt's tokens
+        first = s.chat(_ask(QUESTIONS[0]), 12, **sampling[0])
+        assert _run(first) == want[0] and first.profile["n_prompt_reused"] == 0
+        # in turn: each reuses the system prompt of the slot the last one left
+        for i in (1, 2):
+            st = s.chat(_ask(QUESTIONS[i]), 12, **sampling[i])
+            assert _run(st) == want[i], i
+            assert st.profile["n_prompt_reused"] > n_system - 80, st.profile  # -64 on the tiled path
+        # a cancelled request leaves its prompt's K/V, which the next one reuses
+        c = s.chat(_ask(QUESTIONS[3]), 200, ignore_eos=True)
+        for _ in c:
+            if len(c.tokens) >= 3:
+                c.cancel()
+        assert c.finish_reason == "cancelled"
+        # concurrently (slots chosen by common prefix), and a partial overlap with a raw prompt
+        streams = [s.chat(_ask(q), 12, **kw) for q, kw in zip(QUESTIONS, sampling)]
+        raw = s.generate(SYSTEM[:200], 8)
+        got: dict[int, tuple] = {}
+        ts = [threading.Thread(target=lambda i=i: got.__setitem__(i, _run(streams[i]))) for i in range(len(streams))]
+        for t in ts:
+            t.start()
+        assert _run(raw) == want_raw
+        for t in ts:
+            t.join(timeout=600)
+        assert [got[i] for i in range(len(streams))] == want
+        stats = s.stats()
+        assert stats["prompt_tokens_reused"] > 4 * (n_system - 80), stats
+        assert stats["prompt_tokens_reused"] < stats["prompt_tokens"]
+    with Scheduler(n_slots=2, n_ctx=1024, n_threads=1, prefix_reuse=False, flash_attn=flash_attn) as s:
+        for q, kw, w in list(zip(QUESTIONS, sampling, want))[:2]:
+            st = s.chat(_ask(q), 12, **kw)
+            assert _run(st) == w and st.profile["n_prompt_reused"] == 0
+        assert s.stats()["prompt_tokens_reused"] == 0

@@ -58,7 +58,9 @@ def test_concurrent_clients_get_their_solo_answers(server):
             got = plain[i]
             assert (got.choices[0].message.content, got.choices[0].finish_reason) == want, i
             assert got.usage == s.usage, i
-    stats = httpx.get(base + "/health", timeout=10).json()["scheduler"]
+    health = httpx.get(base + "/health", timeout=10).json()
+    assert health["flash_attn"] is True  # the default with --parallel > 1
+    stats = health["scheduler"]
     assert stats["peak_active"] >= 2, stats  # they did run together
 
 

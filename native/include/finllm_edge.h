@@ -624,7 +624,21 @@ FE_API fe_status fe_request_prompt_tokens(const fe_session *session, int32_t *to
  * llama.cpp's CPU kernels evaluate a decode row of one sequence with the same bits alone or next
  * to rows of other sequences (measured on the pinned build: bit-identical logits for 1 vs 2, 4 and
  * 8 rows, SmolLM2 Q4_0 and Q4_1; test_sched checks 8 concurrent requests against sessions).
- * Prefix reuse is not done here: every request evaluates its whole prompt.
+ * flash_attn: faster (decode 1.1-1.3x here: the attention skips the empty cells of each KV
+ * stream), and a request gives the same tokens as on a session with flash_attn on while its
+ * stream holds at most 256 cells, or at any length with n_threads 1. Beyond, with 2+ threads, a
+ * lone decoding request and a session take llama.cpp's split-KV kernel, batched rows the row
+ * kernel, which rounds differently: the tokens are then those of a valid run, not necessarily
+ * of a solo one. Prompts are chunked on one kernel path as in a session (the "prefix reuse"
+ * rule: chunks of >= 64 tokens for prompts of >= 64 tokens, at least 128 per chunk then).
+ * Prefix reuse (prefix_reuse, default on): a slot keeps the K/V of its last request's prompt
+ * (not of its generated tokens), and a new request takes the free slot whose cached prompt
+ * shares the longest start with its own (a system prompt, a repeated question) and evaluates
+ * only the rest, with the session's rule so that its tokens stay the same as without reuse (at
+ * least its last 2 prompt tokens, 64 on flash attention's tiled path, are evaluated again).
+ * Slots are chosen to keep the running requests' sequence ids consecutive (a decode batch
+ * costs one graph evaluation per run of consecutive ids) unless another slot saves >= 64
+ * prompt tokens. fe_profile.n_prompt_reused and the stats' prompt_tokens_reused report it.
  * Thread safety: every fe_sched_* / fe_scheduler_* call may come from any thread; one
  * request's events are read by one thread at a time. The model must outlive the scheduler.
  */
@@ -641,6 +655,8 @@ typedef struct fe_scheduler_params {
     int32_t  n_threads_batch; /* prefill threads, 1..CPUs online (default: same as n_threads) */
     int32_t  max_queued;      /* requests waiting for a slot at most (default 64); 1..65536 */
     double   p99_token_ms;    /* bound on the p99 inter-token latency the batch size keeps (default 150); > 0 */
+    bool     flash_attn;      /* llama.cpp's flash attention (default false); see "Tokens" above */
+    bool     prefix_reuse;    /* a slot keeps its last prompt's K/V for the next request (default true) */
 } fe_scheduler_params;
 
 FE_API fe_scheduler_params fe_scheduler_default_params(void);

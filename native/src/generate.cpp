@@ -43,18 +43,18 @@ int32_t chunk_limit(const fe_session *s) { return (int32_t)std::min<uint32_t>(s-
 
 }  // namespace
 
-fe::RowPath fe::prompt_path(const fe_session *s, int32_t n_prompt) {
-    if (!s->params.flash_attn) return fe::ROWS_PLAIN;
-    return n_prompt >= fe::kFaTileRows && chunk_limit(s) >= 2 * fe::kFaTileRows ? fe::ROWS_FA_TILED : fe::ROWS_FA_VEC;
+fe::RowPath fe::prompt_path(bool flash_attn, int32_t chunk_limit, int32_t n_prompt) {
+    if (!flash_attn) return fe::ROWS_PLAIN;
+    return n_prompt >= fe::kFaTileRows && chunk_limit >= 2 * fe::kFaTileRows ? fe::ROWS_FA_TILED : fe::ROWS_FA_VEC;
 }
+
+fe::RowPath fe::prompt_path(const fe_session *s, int32_t n_prompt) {
+    return prompt_path(s->params.flash_attn, chunk_limit(s), n_prompt);
+}
+
+int32_t fe::min_rows(fe::RowPath path) { return path == fe::ROWS_FA_TILED ? fe::kFaTileRows : 2; }
 
 namespace {
-
-// Fewest and most rows of a prefill chunk on `path`.
-int32_t min_rows(fe::RowPath path) { return path == fe::ROWS_FA_TILED ? fe::kFaTileRows : 2; }
-int32_t max_rows(const fe_session *s, fe::RowPath path) {
-    return path == fe::ROWS_FA_VEC ? std::min(chunk_limit(s), fe::kFaTileRows - 1) : chunk_limit(s);
-}
 
 // The path of the rows of one prefill chunk of n tokens (-1: a lone token, never reusable).
 int row_path(const fe_session *s, int32_t n) {
@@ -63,21 +63,25 @@ int row_path(const fe_session *s, int32_t n) {
     return n >= fe::kFaTileRows ? fe::ROWS_FA_TILED : fe::ROWS_FA_VEC;
 }
 
-// Size of the next prefill chunk with `left` tokens to go on `path`: as large as allowed, but
-// never leaving a last chunk below the path's minimum. Measured on the pinned build: a token's
-// K/V bits depend only on the kernel path its batch takes (and on the tokens before it):
+}  // namespace
+
+// Measured on the pinned build: a token's K/V bits depend only on the kernel path its batch
+// takes (and on the tokens before it):
 //   flash attention off: any batch of >= 2 tokens gives the same bits; a lone token differs
 //     (logits by ~1 here);
 //   flash attention on: the tiled kernel (>= 64 rows) and the row kernel (2..63 rows) round
 //     differently, and a lone token takes a third (split-KV) kernel over >= 512 cells.
 // So a prompt evaluated in any split of chunks on one path gives the same K/V and logits: the
 // basis of exact prefix reuse.
-int32_t next_chunk(const fe_session *s, fe::RowPath path, int32_t left) {
-    const int32_t lo = min_rows(path);
-    int32_t n = std::min(max_rows(s, path), left);
+int32_t fe::next_chunk(fe::RowPath path, int32_t limit, int32_t left) {
+    const int32_t lo = fe::min_rows(path);
+    const int32_t hi = path == fe::ROWS_FA_VEC ? std::min(limit, fe::kFaTileRows - 1) : limit;
+    int32_t n = std::min(hi, left);
     if (left - n > 0 && left - n < lo && n - (lo - (left - n)) >= lo) n -= lo - (left - n);
     return n;
 }
+
+namespace {
 
 // The prefix of the prompt kept from the KV cache (0 = start from an empty cache). Only tokens
 // that a fresh prefill of this prompt would give the same bits are reusable: the leading
@@ -93,7 +97,7 @@ int32_t keep_prefix(fe_session *s) {
     // reuse_generated: every cached token counts, whichever path computed it, and only the last
     // prompt token must be evaluated again (not bit-exact anyway)
     const bool any = s->params.reuse_generated;
-    const size_t lo = any ? 1 : (size_t)min_rows(path);
+    const size_t lo = any ? 1 : (size_t)fe::min_rows(path);
     int32_t n_keep = 0;
     if (s->params.prefix_reuse && chunk_limit(s) >= 3 && prompt.size() > lo && !cached.empty() &&
         (any || s->exact_path == path) && llama_memory_seq_pos_min(mem, 0) == 0 &&
@@ -258,7 +262,7 @@ fe_status step(fe_session *s, fe_token_event *ev) {
         int32_t n_keep = keep_prefix(s);
         r.n_reused = n_keep;
         for (int32_t i = n_keep, n = 0; i < n_prompt; i += n) {
-            n = next_chunk(s, path, n_prompt - i);
+            n = fe::next_chunk(path, chunk_limit(s), n_prompt - i);
             int32_t rc = llama_decode(s->ctx, llama_batch_get_one(r.prompt.data() + i, n));
             if (rc != 0) {
                 fe_status st = decode_status(s, rc, "prefill");

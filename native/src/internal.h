@@ -109,8 +109,16 @@ enum RowPath : uint8_t {
     ROWS_FA_TILED = 2,  // flash attention on, batches of >= 64 tokens (ggml's tiled kernel)
 };
 constexpr int32_t kFaTileRows = 64;  // GGML_FA_TILE_Q of the pinned ggml
-// The path a fresh prefill of an n_prompt-token prompt gives every row (a 1-token prompt aside).
+// The path a fresh prefill of an n_prompt-token prompt gives every row (a 1-token prompt aside),
+// with chunks of at most chunk_limit tokens.
+RowPath prompt_path(bool flash_attn, int32_t chunk_limit, int32_t n_prompt);
 RowPath prompt_path(const fe_session *s, int32_t n_prompt);
+// Size of the next prefill chunk with `left` tokens to go on `path`, at most `limit` tokens: as
+// large as allowed, never leaving a last chunk off the path. Sessions and the scheduler chunk
+// with it, so a request gives the same bits in either.
+int32_t next_chunk(RowPath path, int32_t limit, int32_t left);
+// Fewest rows of a prefill chunk on `path` (so: the prompt tokens a reuse evaluates again at least).
+int32_t min_rows(RowPath path);
 // generate.cpp: tokenizes `text` into `out` (llama_tokenize with a growing buffer).
 fe_status tokenize_text(const fe_model *model, const char *text, bool add_special, bool parse_special,
                         std::vector<llama_token> &out);

@@ -54,6 +54,10 @@ struct Request {
     std::unique_ptr<fe::TextStream> text;
     int32_t seq = -1;
     int32_t n_prefilled = 0;
+    int32_t n_keep = 0;       // prompt tokens its slot's cache gives (chosen at admission)
+    int32_t n_reused = 0;     // ... taken (set at its first prefill step)
+    bool kv_ready = false;    // the slot's cache was cut to n_keep
+    bool kv_ok = true;        // every llama_decode with its tokens succeeded (its cache may be kept)
     int32_t n_past = 0;
     int32_t n_gen = 0;
     llama_token last = -1;
@@ -77,6 +81,7 @@ struct Shared {
     // stats, under mu
     int32_t n_active = 0, batch_size = 1, peak_active = 0, peak_batch_size = 1;
     int64_t steps = 0, generated = 0, submitted = 0, completed = 0, cancelled = 0, rejected = 0, failed = 0;
+    int64_t prompt_tokens = 0, prompt_tokens_reused = 0;
     fe::LatencyWindow latency{64};
     fe::RateWindow rate{10000.0};
 };
@@ -101,6 +106,10 @@ struct fe_scheduler {
     // ---- decode thread only
     std::vector<RequestPtr> slots;      // by sequence id; NULL = free
     std::vector<int32_t> cells;         // positions each sequence holds in the KV cache (stats, checks)
+    // prefix reuse: the prompt tokens a free slot's KV stream still holds, all computed on the
+    // kernel path cached_path (fe::RowPath), so a request on that path may take them
+    std::vector<std::vector<llama_token>> cached;
+    std::vector<uint8_t> cached_path;
     size_t rr = 0;                      // round-robin position among prefilling requests
     int64_t steps_since_change = 0;
     std::atomic<const std::atomic<bool> *> abort_flag{nullptr};  // the prefilling request's cancel
@@ -127,7 +136,8 @@ void fill_profile(fe_scheduler *s, Request &r) {
     p.load_ms = s->model->load_ms;
     p.prefill_ms = r.prefill_ms;
     p.ttft_ms = r.ttft;
-    p.prefill_tok_s = r.prefill_ms > 0 ? 1000.0 * (double)r.n_prefilled / r.prefill_ms : 0.0;
+    p.prefill_tok_s = r.prefill_ms > 0 ? 1000.0 * (double)(r.n_prefilled - r.n_reused) / r.prefill_ms : 0.0;
+    p.n_prompt_reused = r.n_reused;
     double sum = 0;
     for (double v : r.lat) sum += v;
     p.decode_tok_s = sum > 0 ? 1000.0 * (double)r.lat.size() / sum : 0.0;
@@ -140,12 +150,64 @@ void fill_profile(fe_scheduler *s, Request &r) {
     p.n_gen = r.n_gen;
 }
 
+fe::RowPath path_of(const fe_scheduler *s, const Request &r) {
+    return fe::prompt_path(s->params.flash_attn, (int32_t)s->params.n_batch, (int32_t)r.prompt.size());
+}
+
+// Frees a request's slot. With prefix reuse, the slot keeps the K/V of the prompt tokens the
+// request evaluated (chunks of >= 2 tokens on its path: what a fresh prefill reproduces bit for
+// bit); its generated tokens, decoded one at a time, are removed.
 void release_slot(fe_scheduler *s, Request &r) {
     if (r.seq < 0) return;
-    llama_memory_seq_rm(llama_get_memory(s->ctx), r.seq, -1, -1);
-    s->cells[(size_t)r.seq] = 0;
-    s->slots[(size_t)r.seq].reset();
+    const size_t seq = (size_t)r.seq;
+    llama_memory_t mem = llama_get_memory(s->ctx);
+    const bool keep = s->params.prefix_reuse && r.kv_ok && r.kv_ready && r.n_prefilled >= 2;
+    llama_memory_seq_rm(mem, r.seq, keep ? r.n_prefilled : -1, -1);
+    s->cached[seq].assign(r.prompt.begin(), r.prompt.begin() + (keep ? r.n_prefilled : 0));
+    s->cached_path[seq] = (uint8_t)path_of(s, r);
+    s->cells[seq] = keep ? r.n_prefilled : 0;
+    s->slots[seq].reset();
     r.seq = -1;
+}
+
+// Prompt tokens request r may take from free slot `seq`: the common prefix with the slot's
+// cached tokens when they were computed on r's path, leaving at least the path's fewest rows to
+// evaluate (the session's rule: the output stays the same as without reuse).
+int32_t reusable(const fe_scheduler *s, const Request &r, size_t seq) {
+    const std::vector<llama_token> &c = s->cached[seq];
+    const fe::RowPath path = path_of(s, r);
+    const int32_t n_prompt = (int32_t)r.prompt.size(), lo = fe::min_rows(path);
+    if (!s->params.prefix_reuse || c.empty() || s->cached_path[seq] != path || n_prompt <= lo) return 0;
+    size_t n = 0;
+    while (n < c.size() && n < r.prompt.size() && c[n] == r.prompt[n]) n++;
+    return std::min((int32_t)n, n_prompt - lo);
+}
+
+// A decode batch splits where the sequence ids of its rows are not consecutive (llama.cpp's
+// sequential split over per-sequence KV streams): one graph evaluation per run of ids. A slot
+// that starts a new run must save at least this many prompt tokens to be chosen over one that
+// does not.
+constexpr int32_t kGapWorthTokens = 64;
+
+// The free slot for request r (-1: none): the one whose cache gives the most reuse, among those
+// that keep the running ids one run (next to it or in one of its gaps) unless another saves
+// kGapWorthTokens more; ties go to the lowest id.
+int32_t choose_slot(const fe_scheduler *s, const Request &r, int32_t *keep) {
+    const int32_t n = s->params.n_slots;
+    int32_t lo_busy = n, hi_busy = -1;
+    for (int32_t i = 0; i < n; i++)
+        if (s->slots[(size_t)i]) lo_busy = std::min(lo_busy, i), hi_busy = std::max(hi_busy, i);
+    int32_t best = -1, best_keep = -1, near = -1, near_keep = -1;
+    for (int32_t i = 0; i < n; i++) {
+        if (s->slots[(size_t)i]) continue;
+        const int32_t k = reusable(s, r, (size_t)i);
+        if (k > best_keep) best = i, best_keep = k;
+        const bool joins_run = hi_busy < 0 || i == lo_busy - 1 || i == hi_busy + 1 || (i > lo_busy && i < hi_busy);
+        if (joins_run && k > near_keep) near = i, near_keep = k;
+    }
+    if (near >= 0 && best_keep - near_keep < kGapWorthTokens) best = near, best_keep = near_keep;
+    *keep = std::max(best_keep, 0);
+    return best;
 }
 
 // Ends a request: its last event (done with `reason`, or the error `st` with `msg`), its profile,
@@ -249,7 +311,9 @@ std::string decode_error(int32_t rc, const char *what) {
 // ------------------------------------------------------------------ one step (decode thread)
 
 // One prefill chunk of the next prefilling request (round-robin). The chunk rule is the
-// session's: as large as allowed, never leaving a last chunk of one token.
+// session's (fe::next_chunk): as large as allowed, every chunk on the kernel path a session's
+// prefill of this prompt takes (with flash attention: >= 128 tokens per chunk on the tiled path,
+// even while others decode).
 void prefill_one(fe_scheduler *s, bool others_decoding) {
     std::vector<RequestPtr> pre;
     for (auto &r : s->slots)
@@ -258,9 +322,20 @@ void prefill_one(fe_scheduler *s, bool others_decoding) {
     RequestPtr rp = pre[s->rr++ % pre.size()];
     Request &r = *rp;
     const int32_t n_prompt = (int32_t)r.prompt.size();
-    const int32_t limit = (int32_t)(others_decoding ? s->params.n_batch_busy : s->params.n_batch);
-    int32_t left = n_prompt - r.n_prefilled, n = std::min(limit, left);
-    if (left - n == 1 && n > 2) n--;
+    if (!r.kv_ready) {  // the slot's cache, cut to what this prompt reuses
+        llama_memory_seq_rm(llama_get_memory(s->ctx), r.seq, r.n_keep, -1);
+        s->cached[(size_t)r.seq].clear();
+        r.n_prefilled = r.n_reused = r.n_keep;
+        s->cells[(size_t)r.seq] = r.n_keep;
+        r.kv_ready = true;
+        std::lock_guard<std::mutex> lk(s->shared->mu);
+        s->shared->prompt_tokens += n_prompt;
+        s->shared->prompt_tokens_reused += r.n_keep;
+    }
+    const fe::RowPath path = path_of(s, r);
+    int32_t limit = (int32_t)(others_decoding ? s->params.n_batch_busy : s->params.n_batch);
+    if (path == fe::ROWS_FA_TILED) limit = std::max(limit, 2 * fe::kFaTileRows);
+    const int32_t n = fe::next_chunk(path, limit, n_prompt - r.n_prefilled);
     llama_batch b = llama_batch_init(n, 0, 1);
     for (int32_t i = 0; i < n; i++) {
         b.token[i] = r.prompt[(size_t)(r.n_prefilled + i)];
@@ -277,6 +352,7 @@ void prefill_one(fe_scheduler *s, bool others_decoding) {
     s->abort_flag.store(nullptr, std::memory_order_release);
     llama_batch_free(b);
     if (rc != 0) {
+        r.kv_ok = false;  // the chunk may be half in the cache: the slot is cleared
         if (rc == 2 || r.cancel.load()) return end(s, rp, FE_STOP_CANCELLED);
         return end(s, rp, FE_STOP_NONE, FE_ERR_DECODE, decode_error(rc, "prefill"));
     }
@@ -323,6 +399,7 @@ void decode_all(fe_scheduler *s) {
         std::string msg = decode_error(rc, "generation");
         bool closing = s->shared->closing_flag.load();
         for (auto &r : run) {
+            r->kv_ok = false;
             if (rc == 2 && closing) end(s, r, FE_STOP_CANCELLED);
             else end(s, r, FE_STOP_NONE, FE_ERR_DECODE, msg);
         }
@@ -396,12 +473,13 @@ void run(fe_scheduler *s) {
                 }
             }
             while (!closing && !sh.queue.empty() && active < sh.batch_size) {
-                int32_t seq = 0;
-                while (seq < s->params.n_slots && s->slots[(size_t)seq]) seq++;
-                if (seq >= s->params.n_slots) break;
+                int32_t keep = 0;
+                const int32_t seq = choose_slot(s, *sh.queue.front(), &keep);
+                if (seq < 0) break;
                 RequestPtr r = sh.queue.front();
                 sh.queue.pop_front();
                 r->seq = seq;
+                r->n_keep = keep;
                 s->slots[(size_t)seq] = r;
                 active++;
             }
@@ -567,6 +645,7 @@ fe_scheduler_params fe_scheduler_default_params(void) {
     p.n_threads_batch = p.n_threads;
     p.max_queued = 64;
     p.p99_token_ms = 150.0;
+    p.prefix_reuse = true;
     return p;
 }
 
@@ -586,6 +665,8 @@ fe_status fe_scheduler_create(fe_model *model, const fe_scheduler_params *params
         s->shared = std::make_shared<Shared>();
         s->slots.resize((size_t)s->n_seq);
         s->cells.assign((size_t)s->n_seq, 0);
+        s->cached.assign((size_t)s->n_seq, {});
+        s->cached_path.assign((size_t)s->n_seq, 0);
         llama_context_params cp = llama_context_default_params();
         cp.n_ctx = p.n_ctx * (uint32_t)s->n_seq;
         cp.n_batch = std::max<uint32_t>(p.n_batch, (uint32_t)s->n_seq);
@@ -597,7 +678,8 @@ fe_status fe_scheduler_create(fe_model *model, const fe_scheduler_params *params
         cp.abort_callback = abort_requested;
         cp.abort_callback_data = s.get();
         cp.no_perf = true;
-        cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;  // as sessions: the batch-invariant path
+        // as sessions: off is the batch-invariant path; on, prompts are chunked on one kernel path
+        cp.flash_attn_type = p.flash_attn ? LLAMA_FLASH_ATTN_TYPE_ENABLED : LLAMA_FLASH_ATTN_TYPE_DISABLED;
         fe::clear_llama_errors();
         s->ctx = llama_init_from_model(model->model, cp);
         if (!s->ctx) {
@@ -733,12 +815,13 @@ char *fe_scheduler_stats_json(fe_scheduler *sched) {
                  "{\"n_slots\": %d, \"queued\": %zu, \"active\": %d, \"batch_size\": %d, \"p99_bound_ms\": %.3f, "
                  "\"tokens_per_s\": %.3f, \"token_ms_p50\": %.3f, \"token_ms_p99\": %.3f, \"steps\": %lld, "
                  "\"generated\": %lld, \"submitted\": %lld, \"completed\": %lld, \"cancelled\": %lld, "
-                 "\"rejected\": %lld, \"failed\": %lld, \"peak_active\": %d, \"peak_batch_size\": %d}",
+                 "\"rejected\": %lld, \"failed\": %lld, \"peak_active\": %d, \"peak_batch_size\": %d, "
+                 "\"prompt_tokens\": %lld, \"prompt_tokens_reused\": %lld}",
                  sched->params.n_slots, sh.queue.size(), sh.n_active, sh.batch_size, sched->params.p99_token_ms,
                  sh.rate.per_second(now), sh.latency.percentile(50), sh.latency.percentile(99), (long long)sh.steps,
                  (long long)sh.generated, (long long)sh.submitted, (long long)sh.completed,
                  (long long)sh.cancelled, (long long)sh.rejected, (long long)sh.failed, sh.peak_active,
-                 sh.peak_batch_size);
+                 sh.peak_batch_size, (long long)sh.prompt_tokens, (long long)sh.prompt_tokens_reused);
     }
     char *out = (char *)malloc(strlen(buf) + 1);
     if (!out) {

@@ -55,13 +55,15 @@ class Job:
 
 class ServeBackend:
     """`parallel` == 1: one Engine, requests in turn. `parallel` > 1: finllm_edge.Scheduler with
-    that many slots (each of n_ctx tokens)."""
+    that many slots (each of n_ctx tokens). flash_attn None: on with parallel > 1, off with 1."""
 
     def __init__(self, model_path: str | Path | None = None, *, n_ctx: int = 2048, n_threads: int | None = None,
-                 parallel: int = 1, max_pending: int = 32) -> None:
+                 parallel: int = 1, max_pending: int = 32, flash_attn: bool | None = None) -> None:
         from finllm_edge import Engine
 
         self.parallel = parallel
+        if flash_attn is None:  # auto: on for the scheduler (throughput), off for the session (finer prefix reuse)
+            flash_attn = parallel > 1
         self.max_pending = max_pending
         self._pending = 0
         self._admit = threading.Lock()
@@ -73,13 +75,15 @@ class ServeBackend:
             except ImportError:
                 raise ValueError("--parallel > 1 needs finllm_edge.Scheduler (concurrent sessions in the core), "
                                  "which this build does not have; use --parallel 1") from None
-            self.impl: Any = Scheduler(model_path, n_slots=parallel, n_ctx=n_ctx, n_threads=n_threads)
+            self.impl: Any = Scheduler(model_path, n_slots=parallel, n_ctx=n_ctx, n_threads=n_threads,
+                                       flash_attn=flash_attn)
             self.mode = "scheduler"
         else:
-            self.impl = Engine(model_path, n_ctx=n_ctx, n_threads=n_threads)
+            self.impl = Engine(model_path, n_ctx=n_ctx, n_threads=n_threads, flash_attn=flash_attn)
             self.mode = "engine"
         self.model_path = Path(getattr(self.impl, "model_path", model_path or ""))
         self.n_ctx = n_ctx
+        self.flash_attn = flash_attn
 
     @property
     def response_format_supported(self) -> bool:
@@ -172,7 +176,8 @@ class ServeBackend:
                 steps.cancel()
 
     def stats(self) -> dict:
-        out: dict[str, Any] = {"mode": self.mode, "parallel": self.parallel, "pending": self._pending,
+        out: dict[str, Any] = {"mode": self.mode, "parallel": self.parallel, "flash_attn": self.flash_attn,
+                               "pending": self._pending,
                                "max_pending": self.max_pending}
         if self.mode == "scheduler" and hasattr(self.impl, "stats"):
             out["scheduler"] = self.impl.stats()

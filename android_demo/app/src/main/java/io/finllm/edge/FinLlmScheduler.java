@@ -111,8 +111,18 @@ public final class FinLlmScheduler implements AutoCloseable {
      */
     public static FinLlmScheduler open(String modelPath, int nSlots, int nCtx, int nThreads, double p99TokenMs,
                                        int maxQueued) {
+        return open(modelPath, nSlots, nCtx, nThreads, p99TokenMs, maxQueued, false);
+    }
+
+    /**
+     * As above, with llama.cpp's flash attention on or off (fe_scheduler_params.flash_attn): on decodes
+     * faster; a request then gives a session-with-flash-attention's tokens up to 256 cells of context
+     * (at any length with one thread), see finllm_edge.h.
+     */
+    public static FinLlmScheduler open(String modelPath, int nSlots, int nCtx, int nThreads, double p99TokenMs,
+                                       int maxQueued, boolean flashAttn) {
         FinLlm.loadLibrary();
-        return new FinLlmScheduler(nativeOpen(modelPath, nSlots, nCtx, nThreads, p99TokenMs, maxQueued));
+        return new FinLlmScheduler(nativeOpen(modelPath, nSlots, nCtx, nThreads, p99TokenMs, maxQueued, flashAttn));
     }
 
     /**
@@ -152,7 +162,7 @@ public final class FinLlmScheduler implements AutoCloseable {
     }
 
     private static native long nativeOpen(String modelPath, int nSlots, int nCtx, int nThreads, double p99TokenMs,
-                                          int maxQueued);
+                                          int maxQueued, boolean flashAttn);
     private static native void nativeFree(long handle);
     private static native long nativeSubmit(long handle, String prompt, int maxTokens, float temperature, int seed,
                                             String[] stop);
