@@ -132,7 +132,7 @@ async def _one_request(client: httpx.AsyncClient, srv: Server, prompt: str, max_
             "ignore_eos": True, "stream_options": {"include_usage": True}}
     t0 = time.perf_counter()
     stamps: list[float] = []
-    n_usage = None
+    n_usage = n_prompt = None
     async with client.stream("POST", srv.base + "/v1/completions", json=body) as resp:
         if resp.status_code != 200:
             return {"error": f"HTTP {resp.status_code}: {(await resp.aread())[:200]!r}"}
@@ -142,6 +142,7 @@ async def _one_request(client: httpx.AsyncClient, srv: Server, prompt: str, max_
             ev = json.loads(line[6:])
             if ev.get("usage"):
                 n_usage = ev["usage"].get("completion_tokens")
+                n_prompt = ev["usage"].get("prompt_tokens")
             for ch in ev.get("choices") or []:
                 if ch.get("text"):
                     stamps.append(time.perf_counter())
@@ -149,13 +150,23 @@ async def _one_request(client: httpx.AsyncClient, srv: Server, prompt: str, max_
     if not stamps:
         return {"error": "no tokens streamed"}
     return {"ttft_ms": (stamps[0] - t0) * 1e3, "gaps_ms": [(b - a) * 1e3 for a, b in zip(stamps, stamps[1:])],
-            "n_gen": n_usage if n_usage is not None else len(stamps), "t0": t0, "t1": t1}
+            "n_gen": n_usage if n_usage is not None else len(stamps), "n_prompt": n_prompt, "t0": t0, "t1": t1}
 
 
-async def run_point(srv: Server, point: str, n_requests: int, max_tokens: int, time_cap: float, seed: int) -> dict:
-    """One bounded load point on one server."""
+def system_preamble(n_tokens: int) -> str:
+    """About n_tokens tokens of shared system text (~33 SmolLM2 tokens a rule), or ''."""
+    rules = [f"Rule {i + 1}: the loan-to-value ratio of segment {i + 1} stays below {60 + i}% and its coverage "
+             f"above {1 + i / 10:.1f}x." for i in range(max(0, round(n_tokens / 33)))]
+    return ("You are a careful financial analyst. " + " ".join(rules) + "\n\n") if rules else ""
+
+
+async def run_point(srv: Server, point: str, n_requests: int, max_tokens: int, time_cap: float, seed: int,
+                    system: str = "") -> dict:
+    """One bounded load point on one server. Every prompt is unique to its round, load point and
+    position (a server's cache of earlier prompts never answers a whole one); `system` is a shared
+    start of every prompt (--system-tokens), which servers with prefix reuse evaluate once."""
     rng = random.Random(seed)
-    prompts = [f"Question {i + 1}. {PROMPTS[(i + seed) % len(PROMPTS)]}" for i in range(n_requests)]
+    prompts = [f"{system}Question {seed}-{i + 1}. {PROMPTS[(i + seed) % len(PROMPTS)]}" for i in range(n_requests)]
     results: list[dict] = []
     # a fresh connection per request (no keep-alive): cpp-httplib closes idle ones, which httpx would reuse
     limits = httpx.Limits(max_connections=32, max_keepalive_connections=0)
@@ -189,6 +200,8 @@ async def run_point(srv: Server, point: str, n_requests: int, max_tokens: int, t
             "first_error": errors[0] if errors else None, "wall_s": round(wall, 3),
             "tokens": sum(r["n_gen"] for r in ok),
             "tok_s": round(sum(r["n_gen"] for r in ok) / wall, 2) if wall > 0 else 0.0,
+            "prompt_tokens_mean": round(statistics.mean(r["n_prompt"] for r in ok), 1)
+            if ok and all(r["n_prompt"] is not None for r in ok) else None,
             "ttft_ms_p50": round(pct(ttfts, 50), 1), "ttft_ms_p99": round(pct(ttfts, 99), 1),
             "itl_ms_p50": round(pct(gaps, 50), 1), "itl_ms_p99": round(pct(gaps, 99), 1)}
 
@@ -213,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rates", default="2,4", help="Poisson arrival rates in requests/s (default 2,4)")
     ap.add_argument("--requests", type=int, default=12, help="requests per load point (default 12)")
     ap.add_argument("--max-tokens", type=int, default=48, help="tokens generated per request (default 48)")
+    ap.add_argument("--system-tokens", type=int, default=0,
+                    help="a shared system preamble of about this many tokens before every prompt (default 0; "
+                         "the issue's case: 300)")
     ap.add_argument("--ctx", type=int, default=512, help="context per slot (default 512)")
     ap.add_argument("--threads", "-t", type=int, default=2, help="threads of every server (default 2)")
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds (default 2)")
@@ -220,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--flash-attn", choices=["auto", "on", "off"], default="auto",
                     help="every server's flash attention (default auto, each server's default: on for "
                          "llama-server and finllm-N, off for finllm-1)")
+    ap.add_argument("--llama-server-flash-attn", dest="llama_fa", choices=["auto", "on", "off"], default=None,
+                    help="llama-server's flash attention when it should differ from --flash-attn")
     ap.add_argument("--servers", default=None, help="comma list among finllm-N,finllm-1,llama-server (default all)")
     ap.add_argument("--json-out", type=Path, default=None, help="also write the JSON here")
     a = ap.parse_args(argv)
@@ -253,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             servers.append(Server("llama-server", [str(exe), "-m", str(model), "--host", "127.0.0.1", "--port", str(p),
                                                    "-np", str(n), "-cb", "-c", str(n * a.ctx), "-t", str(a.threads),
                                                    "-tb", str(a.threads), "--alias", "bench", "--no-webui",
-                                                   "-fa", a.flash_attn],
+                                                   "-fa", a.llama_fa or a.flash_attn],
                                   p, "bench"))
     for note in notes:
         print(f"[serve] {note}", file=sys.stderr)
@@ -265,11 +283,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[serve] starting {s.name}: {' '.join(s.cmd)}", file=sys.stderr)
             s.start()
             asyncio.run(run_point(s, "c1", 1, 8, 60, 0))  # warm-up
+        system = system_preamble(a.system_tokens)
         for rnd in range(a.rounds):
             for i, point in enumerate(points):
                 k = (rnd + i) % len(servers)
                 for s in servers[k:] + servers[:k]:
-                    r = asyncio.run(run_point(s, point, a.requests, a.max_tokens, a.time_cap, seed=rnd * 100 + i))
+                    r = asyncio.run(run_point(s, point, a.requests, a.max_tokens, a.time_cap, seed=rnd * 100 + i,
+                                              system=system))
                     r["round"] = rnd
                     rows.append(r)
                     print(f"[serve] round {rnd} {point:4s} {s.name:13s} {r['tok_s']:7.1f} tok/s  TTFT p50/p99 "
@@ -280,8 +300,9 @@ def main(argv: list[str] | None = None) -> int:
         for s in servers:
             s.stop()
     summary = summarize(rows, [s.name for s in servers], points, a.rounds)
-    out = {"model": str(model), "parallel": n, "threads": a.threads, "flash_attn": a.flash_attn, "requests": a.requests,
-           "max_tokens": a.max_tokens, "ctx_per_slot": a.ctx, "rounds": a.rounds, "points": points, "notes": notes,
+    out = {"model": str(model), "parallel": n, "threads": a.threads, "flash_attn": a.flash_attn,
+           "requests": a.requests, "max_tokens": a.max_tokens, "system_tokens": a.system_tokens,
+           "ctx_per_slot": a.ctx, "rounds": a.rounds, "points": points, "notes": notes,
            "p99_bound_ms": P99_BOUND_MS, "rows": rows, "summary": summary}
     print(json.dumps(out, indent=2))
     if a.json_out:
