@@ -30,6 +30,7 @@ from pathlib import Path
 from finllm_edge.lab.calibrate import Rate, calibrate_host, llama_prefix
 from finllm_edge.lab.estimate import ModelStats, estimate, load_device, model_stats
 from finllm_edge.lab.latency_model import host_terms, loo_errors
+from finllm_edge.lab.llama_bench import rates as llama_bench_rates
 from finllm_edge.models import default_model_path
 from finllm_edge.paths import cache_dir
 
@@ -56,13 +57,7 @@ def variant_model(quant: str) -> Path:
 
 
 def llama_bench(binary: Path, model: Path, threads: int, n_prompt: int, n_gen: int, reps: int) -> dict:
-    r = subprocess.run([str(binary), "-m", str(model), "-t", str(threads), "-p", str(n_prompt), "-n", str(n_gen),
-                        "-r", str(reps), "-o", "json"], check=True, capture_output=True, text=True)
-    out = {}
-    for row in json.loads(r.stdout):
-        key = "pp" if row["n_gen"] == 0 else "tg"
-        out[key] = row["samples_ts"]
-    return out
+    return llama_bench_rates(binary, model, threads, reps, n_prompt, n_gen)
 
 
 def synthetic_stats(name, n_layer, n_embd, n_ff, n_head, n_head_kv, n_vocab, tied, wtype="Q4_0",

@@ -38,17 +38,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_runtime_overhead import q4_0_model  # noqa: E402  (the one Q4_0 helper)
 
 from finllm_edge import cpu_variant  # noqa: E402
+from finllm_edge.lab import llama_bench  # noqa: E402
 from finllm_edge.models import default_model_path  # noqa: E402
 from finllm_edge.native import build as nb  # noqa: E402
 from finllm_edge.native.targets import HOST_VARIANT_TARGETS  # noqa: E402
 
 
 def _llama_bench(exe: Path, model: Path, threads: int, reps: int, test: list[str]) -> float:
-    cmd = [str(exe), "-m", str(model), "-t", str(threads), "-r", str(reps), "-o", "json", *test]
-    rows = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-    if len(rows) != 1:
-        raise RuntimeError(f"llama-bench returned {len(rows)} results for {' '.join(test)}")
-    return statistics.median(float(x) for x in rows[0]["samples_ts"])
+    return statistics.median(float(x) for x in llama_bench.one_row(exe, model, threads, reps, *test)["samples_ts"])
 
 
 def _fe_bench(exe: Path, model: Path, threads: int, reps: int, n_prompt: int, n_gen: int) -> dict:

@@ -113,12 +113,9 @@ def _figures(p: dict) -> dict:
 
 def _llama_bench_seconds(exe: Path, model: Path, a, test: list[str]) -> list[float]:
     """Seconds of each repetition of one llama-bench test."""
-    cmd = [str(exe), "-m", str(model), "-t", str(a.threads), "-r", str(a.repetitions), "-fa", a.fa, "-o", "json",
-           *test]
-    rows = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-    if len(rows) != 1:
-        raise RuntimeError(f"llama-bench returned {len(rows)} results for {' '.join(test)}")
-    return [float(x) / 1e9 for x in rows[0]["samples_ns"]]
+    from finllm_edge.lab.llama_bench import one_row
+
+    return [float(x) / 1e9 for x in one_row(exe, model, a.threads, a.repetitions, "-fa", a.fa, *test)["samples_ns"]]
 
 
 def run_llama_bench(exe: Path, model: Path, a) -> dict:

@@ -16,9 +16,7 @@ structure scales with n_layer in every model, which is what the N_ops term assum
 
 from __future__ import annotations
 
-import json
 import statistics
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -91,15 +89,10 @@ def tiny_model(cache: Path) -> Path:
 
 def measure(llama_bench: Path, model: Path, threads: int, reps: int) -> dict[str, list[float]]:
     """Seconds per decoded token ("tg") and per 64-token prefill micro-batch ("pp"), every repetition."""
-    r = subprocess.run([str(llama_bench), "-m", str(model), "-t", str(threads), "-p", str(N_PROMPT),
-                        "-n", str(N_GEN), "-r", str(reps), "-o", "json"], check=True, capture_output=True, text=True)
-    out = {}
-    for row in json.loads(r.stdout):
-        if row["n_gen"] == 0:
-            out["pp"] = [N_PROMPT / ts for ts in row["samples_ts"]]
-        else:
-            out["tg"] = [1.0 / ts for ts in row["samples_ts"]]
-    return out
+    from finllm_edge.lab.llama_bench import rates
+
+    r = rates(llama_bench, model, threads, reps, N_PROMPT, N_GEN)
+    return {"pp": [N_PROMPT / ts for ts in r["pp"]], "tg": [1.0 / ts for ts in r["tg"]]}
 
 
 def per_op_costs(cal, llama_bench: Path, cache: Path, threads: list[int], reps: int) -> dict:
