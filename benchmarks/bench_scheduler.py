@@ -125,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-gen", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--p99-token-ms", type=float, default=150.0)
+    ap.add_argument("--flash-attn", action="store_true", help="flash attention on every arm (default off)")
+    ap.add_argument("--prefix-reuse", action="store_true",
+                    help="prefix reuse on every arm (default off: every request evaluates its whole prompt, so the "
+                         "arms compare batching alone)")
     ap.add_argument("-o", "--output", type=Path, default=Path("out/bench/scheduler.json"))
     a = ap.parse_args(argv)
     model = _model(a.model)
@@ -134,8 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     samples: dict[str, list[dict]] = {k: [] for k in arms}
     ratios: dict[str, list[float]] = {k: [] for k in arms[1:]}
     ratios_c1: dict[str, list[float]] = {k: [] for k in arms[1:]}  # batching gain alone (same code path)
-    eng = Engine(model, n_ctx=512, n_threads=a.threads, prefix_reuse=False)
-    scheds = {f"c{c}": Scheduler(model, n_slots=c, n_ctx=512, n_threads=a.threads, p99_token_ms=a.p99_token_ms)
+    eng = Engine(model, n_ctx=512, n_threads=a.threads, prefix_reuse=a.prefix_reuse, flash_attn=a.flash_attn)
+    scheds = {f"c{c}": Scheduler(model, n_slots=c, n_ctx=512, n_threads=a.threads, p99_token_ms=a.p99_token_ms,
+                                 flash_attn=a.flash_attn, prefix_reuse=a.prefix_reuse)
               for c in levels}
     try:
         eng.complete("warm up", 4)
@@ -169,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
                      "itl_p50_ms": med(arm, "itl_p50_ms"), "itl_p99_ms": med(arm, "itl_p99_ms"),
                      "ttft_p50_ms": med(arm, "ttft_p50_ms"), "ttft_p99_ms": med(arm, "ttft_p99_ms"),
                      "peak_batch_size": max((x.get("peak_batch_size", 1) for x in samples[arm]), default=1)})
-    doc = {"model": str(model), "threads": a.threads, "requests": a.requests, "n_gen": a.n_gen, "rounds": a.rounds,
+    doc = {"model": str(model), "threads": a.threads, "flash_attn": a.flash_attn, "prefix_reuse": a.prefix_reuse,
+           "requests": a.requests, "n_gen": a.n_gen, "rounds": a.rounds,
            "p99_token_ms": a.p99_token_ms, "rows": rows, "samples": samples, "ratios": ratios,
            "ratios_vs_c1": ratios_c1}
     print(f"{a.requests} chat requests x {a.n_gen} tokens (greedy, ignore_eos), {a.threads} threads, "
