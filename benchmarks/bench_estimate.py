@@ -2,7 +2,8 @@
 
     flock ~/.cache/finllm-edge/heavy.lock python benchmarks/bench_estimate.py --no-lock [--rounds 3 -r 3]
 
-1. Host: calibrate the model with the kernel micro-benchmarks (finllm_edge.lab.calibrate), then
+1. Host: calibrate the model with the kernel micro-benchmarks (finllm_edge.lab.calibrate: per
+   weight type, then per weight shape of the four files; --no-shapes keeps the per-type rates), then
    measure SmolLM2-135M F16 / Q8_0 / Q4_0 / Q4_K_M with llama-bench of the same llama.cpp build
    (AVX-512 variant; --avx2 adds one AVX2 pass for reference) at 1 and 2 threads, pp64 and tg64.
    Rounds interleave calibration and measurement, the order rotating; both sides are best-of
@@ -27,7 +28,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from finllm_edge.lab.calibrate import Rate, calibrate_host, llama_prefix
+from finllm_edge.lab.calibrate import Rate, calibrate_host, calibrate_shapes, llama_prefix
 from finllm_edge.lab.estimate import ModelStats, estimate, load_device, model_stats
 from finllm_edge.lab.latency_model import host_terms, loo_errors
 from finllm_edge.lab.llama_bench import rates as llama_bench_rates
@@ -85,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-prompt", type=int, default=64)
     ap.add_argument("--n-gen", type=int, default=64)
     ap.add_argument("--avx2", action="store_true", help="also one llama-bench pass of the AVX2 build (reference)")
+    ap.add_argument("--no-shapes", action="store_true",
+                    help="estimate with per-type kernel rates only (skip the per-shape micro-benchmarks)")
     ap.add_argument("--no-lock", action="store_true", help="the caller holds the heavy lock (flock ... python ...)")
     ap.add_argument("-o", "--output", type=Path, default=Path("out/bench/estimate_calibration.json"))
     args = ap.parse_args(argv)
@@ -98,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     stats = {q: model_stats(p) for q, p in models.items()}
     types = sorted({t for s in stats.values() for t in s.matmul_bytes_by_type} | {s.head_type for s in stats.values()}
                    | {"F16", "Q4_0"})
+    shapes = [] if args.no_shapes else sorted({k for s in stats.values() for k in s.matmul_bytes_by_shape}
+                                              | {s.head_shape for s in stats.values() if s.head_shape})
     bench = llama_prefix() / "bin" / "llama-bench"
     meas: dict[tuple[str, int], dict[str, list[float]]] = {}
     cal = None
@@ -106,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         load["locked"] = loadavg()
         for rnd in range(args.rounds):
             c = calibrate_host(types, threads, reps=5)
+            calibrate_shapes(c, shapes, threads, reps=5)
             cal = c if cal is None else (cal.merge_best(c) or cal)
             order = list(models.items())
             order = order[rnd % len(order):] + order[:rnd % len(order)]
@@ -155,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                             "e2e_ms": e.e2e_ms_range, "decode_bound": e.decode_bound, "why": e.why})
 
     doc = {"host": {"cpu": cal.cpu, "variant": cal.variant, "calibration_seconds": round(cal.seconds, 1),
+                    "shape_rates": len(shapes),
                     "loadavg": load, "threads": threads, "rounds": args.rounds, "repetitions": args.repetitions,
                     "median_abs_error": statistics.median(errs), "worst_abs_error": max(errs),
                     "within_20pct": sum(e <= 0.2 for e in errs), "n": len(errs)},
@@ -163,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
            "arm_loo": arm, "arm": {"median_abs_error": statistics.median(arm_errs), "worst_abs_error": max(arm_errs),
                                    "within_30pct": sum(e <= 0.3 for e in arm_errs), "n": len(arm_errs)},
            "snapdragon_865": sd_rows, "calibration": cal.to_dict()}
-    print(f"host: {cal.cpu}, {cal.variant}; calibration {cal.seconds:.0f} s; loadavg {load}")
+    print(f"host: {cal.cpu}, {cal.variant}; calibration {cal.seconds:.0f} s ({len(shapes)} weight shapes measured "
+          f"besides the per-type rates); loadavg {load}")
     nan = Rate(float("nan"), float("nan"))
     per_op = "; ".join(f"{t} thr: decode {cal.node_s[t].best * 1e6:.2f} us, prefill micro-batch "
                        f"{cal.node_prefill_s.get(t, nan).best * 1e6:.2f} us, chain of tiny ops "

@@ -161,3 +161,80 @@ def test_per_op_cost_is_measured_minus_predicted_over_ops(monkeypatch, tmp_path)
     assert g["prefill"][1].best == pytest.approx((4e-2 - pred.prefill_s) / 484)
     monkeypatch.setattr(gc, "measure", lambda *a: {"tg": [1e-9], "pp": [1e-9]})  # faster than predicted
     assert gc.per_op_costs(c, tmp_path / "llama-bench", tmp_path, [1], 1)["decode"][1].best == 0.0
+
+
+def test_model_stats_groups_matrices_by_shape(tmp_path):
+    from finllm_edge.lab import graph_calibration as gc
+    from finllm_edge.lab.estimate import parse_shape_key, shape_key
+
+    s = model_stats(gc.write_tiny_gguf(tmp_path / "tiny.gguf"))
+    n, d, kv, ff = gc.N_LAYER, gc.N_EMBD, gc.N_HEAD_KV * (gc.N_EMBD // gc.N_HEAD), gc.N_FF
+    want = {shape_key("F16", d, d): 2 * n * d * d, shape_key("F16", d, kv): 2 * n * d * kv,
+            shape_key("F16", d, ff): 2 * n * d * ff, shape_key("F16", ff, d): n * ff * d}
+    assert s.matmul_params_by_shape == want
+    assert s.matmul_bytes_by_shape == {k: 2 * p for k, p in want.items()}  # F16: 2 bytes per weight
+    assert sum(s.matmul_bytes_by_shape.values()) == sum(s.matmul_bytes_by_type.values())
+    assert s.head_shape == shape_key("F16", d, 312)  # tied: the embedding is the head
+    assert parse_shape_key(s.head_shape) == ("F16", d, 312)
+
+
+def test_measured_shape_rates_replace_the_type_rate_for_their_matrices():
+    from finllm_edge.lab.estimate import shape_key
+
+    a, b = shape_key("Q4_0", 576, 576), shape_key("Q4_0", 576, 1536)
+    shaped = replace(STATS, matmul_bytes_by_shape={a: 20_000_000, b: 30_000_000},
+                     matmul_params_by_shape={a: 35_000_000, b: 55_000_000}, head_shape=shape_key("Q8_0", 576, 49152))
+    c = cal()  # per type: DRAM 10 GB/s, 64-column products 100 Gops/s at 1 thread
+    base = host_terms(shaped, c, 1, 64, 0)
+    # unmeasured shapes and the unshaped rest (10 MB, 16 M params of Q4_0) run at the type's rates
+    assert base.decode_s == pytest.approx(host_terms(STATS, c, 1, 64, 0).decode_s)
+    c.shape_decode_bytes_s[a] = {1: Rate(5e9, 4e9)}
+    c.shape_prefill_ops_s[b] = {1: Rate(50e9, 40e9)}
+    c.shape_decode_bytes_s[shaped.head_shape] = {1: Rate(20e9, 10e9)}
+    t = host_terms(shaped, c, 1, 64, 0)
+    assert t.decode["weights, memory-bound types"] == pytest.approx(20e6 / 5e9 + 30e6 / 10e9 + 10e6 / 10e9)
+    assert t.decode["output head"] == pytest.approx(30e6 / 20e9)
+    assert t.prefill["matmul compute"] == pytest.approx(2 * 64 * (35e6 / 100e9 + 55e6 / 50e9 + 16e6 / 100e9))
+    # another thread count has no shape rate: the type's rate again
+    assert host_terms(shaped, c, 2, 64, 0).decode_s == pytest.approx(host_terms(STATS, c, 2, 64, 0).decode_s)
+    # shape rates survive the cache file and merge as best-of; older files without them still load
+    back = HostCalibration.from_dict(json.loads(json.dumps(c.to_dict())))
+    assert back.shape_decode_bytes_s[a][1] == Rate(5e9, 4e9)
+    back.merge_best(replace(cal(), shape_decode_bytes_s={a: {1: Rate(6e9, 3e9)}}))
+    assert back.shape_decode_bytes_s[a][1] == Rate(6e9, 4e9)
+    d = c.to_dict()
+    d.pop("shape_decode_bytes_s"), d.pop("shape_prefill_ops_s")
+    assert HostCalibration.from_dict(d).shape_decode_bytes_s == {}
+
+
+@pytest.mark.slow
+def test_calibrate_shapes_times_the_given_shape_with_llama_cpp_kernels():
+    """The per-shape micro-benchmark (fe-kernel-bench from the pinned llama.cpp) fills only the shapes asked for."""
+    from finllm_edge.lab.calibrate import calibrate_shapes
+    from finllm_edge.lab.estimate import shape_key
+
+    c = HostCalibration(variant="host-avx512", cpu="test")
+    key = shape_key("Q8_0", 576, 1536)
+    calibrate_shapes(c, [key], [1], reps=2)
+    assert set(c.shape_decode_bytes_s) == {key} and set(c.shape_prefill_ops_s) == {key}
+    r = c.shape_decode_bytes_s[key][1]
+    assert 1e8 < r.median <= r.best < 1e12  # bytes/s: between 0.1 GB/s and 1 TB/s
+    assert c.shape_prefill_ops_s[key][1].best > 1e8 and c.seconds > 0
+
+
+def test_arm_relative_kernel_speed_comes_from_the_host_only_for_like_kernels():
+    from finllm_edge.lab.latency_model import relative_kernel_speed
+
+    c = cal()
+    for ty, rate in (("Q4_0", 100e9), ("Q8_0", 50e9), ("Q4_K", 80e9), ("F16", 40e9)):
+        c.prefill_ops_s[ty] = {1: Rate(rate, rate / 2)}
+    c.repacked = {"Q4_0": True, "Q4_K": True, "Q8_0": False, "F16": False}  # as on AVX-512 hosts
+    assert relative_kernel_speed(c, "Q4_K") == pytest.approx(0.8)  # repacked on both
+    assert relative_kernel_speed(c, "F16") == pytest.approx(0.4)  # plain on both
+    assert relative_kernel_speed(c, "Q8_0") == 1.0  # ARM repacks Q8_0, this host does not
+    assert relative_kernel_speed(c, "Q5_K") == 1.0  # not measured
+    # before runtime repacking ARM ran Q4_0 on a plain dot product too: no host ratio applies
+    assert all(relative_kernel_speed(c, t, "pre-repack") == 1.0 for t in ("Q4_K", "F16", "Q8_0"))
+    c.repacked = {}  # calibrations that did not record it
+    assert relative_kernel_speed(c, "Q4_K") == 1.0
+    assert relative_kernel_speed(None, "Q4_K") == 1.0

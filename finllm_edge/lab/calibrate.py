@@ -9,6 +9,9 @@ times, per weight type and thread count:
   R_cache / R_dram > 1.3 means decode of that type is memory-bandwidth-bound, else compute-bound;
 * prefill rate G(type, T): ops/s of a 64-column matrix-matrix product over ~64 MiB of weights
   (a prompt micro-batch; weights streamed once per micro-batch, as in a model);
+* per-shape rates: the decode and prefill rates again for the weight shapes of the model being
+  estimated (`calibrate_shapes`): a kernel's rate depends on the matrix shape (on this host at 2
+  threads, Q8_0 matrix-vector products with 576-long rows stream at ~28 GB/s, 1024-long at ~37);
 * node cost c_node(T): seconds per op of a real llama.cpp graph (graph_calibration.py: llama-bench
   on a tiny 30-layer model), for decode and for a prefill micro-batch; a chain of tiny ops
   (`node_chain_s`, the executor's hand-off alone) is kept for reference and is the fallback when the
@@ -85,6 +88,9 @@ class HostCalibration:
     decode_bytes_s: dict[str, dict[int, Rate]] = field(default_factory=dict)  # R_dram
     cache_bytes_s: dict[str, dict[int, Rate]] = field(default_factory=dict)  # R_cache
     prefill_ops_s: dict[str, dict[int, Rate]] = field(default_factory=dict)  # G
+    # per weight shape, keyed estimate.shape_key(type, K, M): R_dram and G of the model's own matrices
+    shape_decode_bytes_s: dict[str, dict[int, Rate]] = field(default_factory=dict)
+    shape_prefill_ops_s: dict[str, dict[int, Rate]] = field(default_factory=dict)
     node_s: dict[int, Rate] = field(default_factory=dict)  # c_node of decode (s per op: best = smallest)
     node_prefill_s: dict[int, Rate] = field(default_factory=dict)  # c_pp: per op of a prefill micro-batch
     node_chain_s: dict[int, Rate] = field(default_factory=dict)  # per node of a chain of tiny ops
@@ -103,6 +109,8 @@ class HostCalibration:
         return cls(variant=d["variant"], cpu=d["cpu"], seconds=d.get("seconds", 0.0),
                    decode_bytes_s=rates(d["decode_bytes_s"]), cache_bytes_s=rates(d["cache_bytes_s"]),
                    prefill_ops_s=rates(d["prefill_ops_s"]),
+                   shape_decode_bytes_s=rates(d.get("shape_decode_bytes_s", {})),
+                   shape_prefill_ops_s=rates(d.get("shape_prefill_ops_s", {})),
                    node_s={int(k): Rate(**v) for k, v in d["node_s"].items()},
                    node_prefill_s={int(k): Rate(**v) for k, v in d.get("node_prefill_s", {}).items()},
                    node_chain_s={int(k): Rate(**v) for k, v in d.get("node_chain_s", {}).items()},
@@ -112,7 +120,9 @@ class HostCalibration:
     def merge_best(self, other: "HostCalibration") -> None:
         """Keep, per figure, the best of both (repeated calibration rounds on a shared machine)."""
         for mine, theirs in ((self.decode_bytes_s, other.decode_bytes_s), (self.cache_bytes_s, other.cache_bytes_s),
-                             (self.prefill_ops_s, other.prefill_ops_s)):
+                             (self.prefill_ops_s, other.prefill_ops_s),
+                             (self.shape_decode_bytes_s, other.shape_decode_bytes_s),
+                             (self.shape_prefill_ops_s, other.shape_prefill_ops_s)):
             for t, per in theirs.items():
                 for n, r in per.items():
                     cur = mine.setdefault(t, {}).get(n)
@@ -163,6 +173,26 @@ def calibrate_host(types: list[str], threads: list[int], reps: int = 5,
     graph_per_op(cal, threads, reps, variant)
     cal.seconds = time.perf_counter() - t0
     return cal
+
+
+def calibrate_shapes(cal: HostCalibration, shapes: list[str], threads: list[int], reps: int = 5) -> None:
+    """Decode and prefill rates of each weight shape (estimate.shape_key) into `cal`, ~0.5 s per shape
+    and thread count. The per-type rates stay for shapes not measured."""
+    import time
+
+    from finllm_edge.lab.estimate import parse_shape_key
+
+    binary = kernel_bench(cal.variant)
+    t0 = time.perf_counter()
+    for t in threads:
+        for key in shapes:
+            ty, k, m = parse_shape_key(key)
+            for target, mib, cols in ((cal.shape_decode_bytes_s, DECODE_MIB, 1),
+                                      (cal.shape_prefill_ops_s, PREFILL_MIB, PREFILL_COLS)):
+                r = _run(binary, "mul_mat", ty, t, cols, mib, reps, k, m)
+                work = r["weight_bytes"] if cols == 1 else r["ops"]
+                target.setdefault(key, {})[t] = Rate(work / min(r["seconds"]), work / statistics.median(r["seconds"]))
+    cal.seconds += time.perf_counter() - t0
 
 
 def graph_per_op(cal: HostCalibration, threads: list[int], reps: int, variant: str) -> None:

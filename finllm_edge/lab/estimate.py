@@ -116,10 +116,25 @@ class ModelStats:
     head_params: int = 0
     n_embd: int = 0
     n_vocab: int = 0
+    # the same matrices by shape, keyed shape_key(type, K, M) (K = row length, M = rows): kernel
+    # rates depend on the shape, so the host calibration can measure the model's own shapes
+    matmul_bytes_by_shape: dict[str, int] = field(default_factory=dict)
+    matmul_params_by_shape: dict[str, int] = field(default_factory=dict)
+    head_shape: str = ""
 
     @property
     def kv_bytes_per_position(self) -> int:
         return 2 * self.n_layer * self.n_head_kv * self.head_dim * KV_BYTES_PER_VALUE
+
+
+def shape_key(ty: str, k: int, m: int) -> str:
+    return f"{ty}:{k}x{m}"
+
+
+def parse_shape_key(key: str) -> tuple[str, int, int]:
+    ty, dims = key.split(":")
+    k, m = dims.split("x")
+    return ty, int(k), int(m)
 
 
 def _field(reader, key: str, default=None):
@@ -151,12 +166,16 @@ def model_stats(path: str | os.PathLike) -> ModelStats:
     by_type: dict[str, int] = {}
     mm_bytes: dict[str, int] = {}
     mm_params: dict[str, int] = {}
+    sh_bytes: dict[str, int] = {}
+    sh_params: dict[str, int] = {}
     head = ("", 0, 0)
+    head_shape = ""
     n_vocab = int(_field(r, f"{arch}.vocab_size", 0) or 0)
     for t in r.tensors:
         n, b, ty = int(t.n_elements), int(t.n_bytes), t.tensor_type.name
         n_params += n
         weight_bytes += b
+        key = shape_key(ty, int(t.shape[0]), int(t.shape[1])) if len(t.shape) == 2 else ""
         by_type[ty] = by_type.get(ty, 0) + b
         if t.name == "token_embd.weight":
             rows = int(t.shape[-1]) if len(t.shape) > 1 else 1
@@ -164,21 +183,25 @@ def model_stats(path: str | os.PathLike) -> ModelStats:
             decode_bytes += b if tied else b // max(1, rows)
             matmul += n if tied else 0
             if tied:
-                head = (ty, b, n)
+                head, head_shape = (ty, b, n), key
         else:
             decode_bytes += b
             if len(t.shape) > 1:
                 matmul += n
                 if t.name == "output.weight":
-                    head = (ty, b, n)
+                    head, head_shape = (ty, b, n), key
                 else:
                     mm_bytes[ty] = mm_bytes.get(ty, 0) + b
                     mm_params[ty] = mm_params.get(ty, 0) + n
+                    if key:
+                        sh_bytes[key] = sh_bytes.get(key, 0) + b
+                        sh_params[key] = sh_params.get(key, 0) + n
     return ModelStats(path=str(path), n_params=n_params, matmul_params=matmul, weight_bytes=weight_bytes,
                       decode_weight_bytes=decode_bytes, n_layer=n_layer, n_head=n_head, n_head_kv=n_head_kv,
                       head_dim=head_dim, tied_embeddings=tied, bytes_by_type=by_type,
                       matmul_bytes_by_type=mm_bytes, matmul_params_by_type=mm_params, head_type=head[0],
-                      head_bytes=head[1], head_params=head[2], n_embd=n_embd, n_vocab=n_vocab)
+                      head_bytes=head[1], head_params=head[2], n_embd=n_embd, n_vocab=n_vocab,
+                      matmul_bytes_by_shape=sh_bytes, matmul_params_by_shape=sh_params, head_shape=head_shape)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ output head H apart: in a prompt llama.cpp computes logits for the last token on
   prefill_s = sum_t 2 P_t n / G(t, T)  +  B_H / R(h, T)  +  attn_ops(n) / G(F16, T)  +  ceil(n/512) N_ops c_pp(T)
 
 Host (`host_terms`): R = measured matrix-vector rate over DRAM-sized weights, G = measured 64-column
-matrix-matrix rate (finllm_edge.lab.calibrate), c_node / c_pp = per-op cost of a decode step / of a
+matrix-matrix rate (finllm_edge.lab.calibrate), per weight shape of the model where measured
+(calibrate_shapes), else per type, c_node / c_pp = per-op cost of a decode step / of a
 prefill micro-batch measured on a real llama.cpp graph (finllm_edge.lab.graph_calibration: a tiny
 30-layer model, its measured time minus its predicted weight terms, over its N_ops), all per type and
 thread count. N_ops = non-matmul ops per token = n_layer x OPS_PER_LAYER + 4.
@@ -18,7 +19,8 @@ ARM device (`device_terms`), from device figures and published measurements:
   c_node    = host c_node(1 thread) x host GHz / fastest core GHz x [1, 2] (IPC range)
 where k (the fraction of that int8 peak llama.cpp's kernels reach in a prompt) and eta are fitted
 on published llama.cpp figures of A76/A77/A78-class devices (published_arm.json), and rel(t) is
-the kernel speed of type t relative to Q4_0 measured on this host. The range comes from the
+the kernel speed of type t relative to Q4_0 measured on this host where the host and ARM run both
+on the same kind of kernel (repacked or not: ARM_REPACKED), else 1. The range comes from the
 spread of the fitted k and eta (device) or from best vs median micro-benchmark timings (host).
 """
 
@@ -68,6 +70,30 @@ def _rate(table: dict, ty: str, threads: int, which: str, fallback: str = "Q8_0"
     return getattr(r, which)
 
 
+def _weight_groups(stats) -> list[tuple[str, str, int, int]]:
+    """(type, shape key or "", bytes, params) of the matrices multiplied per token (head apart):
+    by shape where the GGUF gave shapes, the rest of each type as one group."""
+    out, shaped_b, shaped_p = [], {}, {}
+    for key, b in getattr(stats, "matmul_bytes_by_shape", {}).items():
+        ty = key.split(":")[0]
+        p = stats.matmul_params_by_shape[key]
+        out.append((ty, key, b, p))
+        shaped_b[ty], shaped_p[ty] = shaped_b.get(ty, 0) + b, shaped_p.get(ty, 0) + p
+    for ty, b in stats.matmul_bytes_by_type.items():
+        rest_b, rest_p = b - shaped_b.get(ty, 0), stats.matmul_params_by_type.get(ty, 0) - shaped_p.get(ty, 0)
+        if rest_b > 0:
+            out.append((ty, "", rest_b, rest_p))
+    return out
+
+
+def _shape_rate(cal, kind: str, ty: str, shape: str, threads: int, which: str) -> float:
+    """kind: 'decode_bytes_s' or 'prefill_ops_s'; the shape's own measured rate, else the type's."""
+    per = getattr(cal, "shape_" + kind, {}).get(shape) if shape else None
+    if per and threads in per:
+        return getattr(per[threads], which)
+    return _rate(getattr(cal, kind), ty, threads, which)
+
+
 def host_terms(stats, cal, threads: int, n_prompt: int, n_gen: int, which: str = "best",
                per_op: bool = True) -> Terms:
     """`which`: 'best' (fastest micro-benchmark repetition) or 'median' (the slow end of the range).
@@ -77,20 +103,22 @@ def host_terms(stats, cal, threads: int, n_prompt: int, n_gen: int, which: str =
     if per_op:
         node = getattr(cal.node_s[threads], which)
         node_pp = getattr((getattr(cal, "node_prefill_s", None) or cal.node_s)[threads], which)
-    head = stats.head_bytes / _rate(cal.decode_bytes_s, stats.head_type, threads, which) if stats.head_bytes else 0.0
-    w_mem = w_cmp = 0.0
-    for ty, b in stats.matmul_bytes_by_type.items():
-        t = b / _rate(cal.decode_bytes_s, ty, threads, which)
+    head = 0.0
+    if stats.head_bytes:
+        head = stats.head_bytes / _shape_rate(cal, "decode_bytes_s", stats.head_type,
+                                              getattr(stats, "head_shape", ""), threads, which)
+    w_mem = w_cmp = mm = 0.0
+    for ty, shape, b, p in _weight_groups(stats):
+        t = b / _shape_rate(cal, "decode_bytes_s", ty, shape, threads, which)
         cache_ratio = _rate(cal.cache_bytes_s, ty, threads, which) / _rate(cal.decode_bytes_s, ty, threads, which)
         if cache_ratio > 1.3:
             w_mem += t
         else:
             w_cmp += t
+        mm += 2.0 * p * n_prompt / _shape_rate(cal, "prefill_ops_s", ty, shape, threads, which)
     decode = {"weights, memory-bound types": w_mem, "weights, compute-bound types": w_cmp, "output head": head,
               "per-op overhead": n_ops(stats) * node,
               "KV cache": stats.kv_bytes_per_position * ctx / _rate(cal.decode_bytes_s, "F16", threads, which)}
-    mm = sum(2.0 * p * n_prompt / _rate(cal.prefill_ops_s, ty, threads, which)
-             for ty, p in stats.matmul_params_by_type.items())
     prefill = {"matmul compute": mm, "output head (last token)": head,
                "attention": _attn_ops(stats, n_prompt) / _rate(cal.prefill_ops_s, "F16", threads, which),
                "per-op overhead": math.ceil(n_prompt / UBATCH) * n_ops(stats) * node_pp}
@@ -135,9 +163,24 @@ def _quant_type(q: str) -> str:
     return {"Q4_K_S": "Q4_K", "Q4_K_M": "Q4_K", "Q5_K_M": "Q5_K", "Q8_K_XL": "Q8_0"}.get(q, q)
 
 
-def relative_kernel_speed(cal, ty: str) -> float:
-    """rel(t): prefill kernel rate of type t / Q4_0 at 1 thread, measured on this host (1.0 if unmeasured)."""
+# Weight types llama.cpp repacks at load on ARM cores with int8 dot-product instructions, by kernel
+# generation: the pinned source's ggml-cpu/repack.cpp (ggml_repack_get_optimal_repack_type, dotprod
+# or i8mm) repacks these; before runtime repacking (PR #9921, Dec 2024) ARM repacked nothing.
+ARM_REPACKED = {"repack": frozenset({"Q4_0", "Q4_K", "Q5_K", "Q6_K", "Q8_0", "IQ4_NL"}),
+                "pre-repack": frozenset()}
+
+
+def relative_kernel_speed(cal, ty: str, kernels: str = "repack") -> float:
+    """rel(t): prompt kernel rate of type t / Q4_0's on ARM llama.cpp of that kernel generation.
+
+    Taken from this host (1 thread) only where the host runs both t and Q4_0 on the same kind of
+    kernel as ARM does, repacked or not (cal.repacked, measured): a repacked tile kernel against a
+    plain dot product is a difference of the host's kernel set, not of the types. Else 1.0: on
+    ARM both go through int8 dot products of Q8_0 activations."""
     if cal is None or "Q4_0" not in cal.prefill_ops_s or ty not in cal.prefill_ops_s:
+        return 1.0
+    arm, host = ARM_REPACKED[kernels], getattr(cal, "repacked", {}) or {}
+    if any(t not in host or host[t] != (t in arm) for t in (ty, "Q4_0")):
         return 1.0
     return cal.prefill_ops_s[ty][1].best / cal.prefill_ops_s["Q4_0"][1].best
 
@@ -157,7 +200,7 @@ def fit_points(points: list[dict], devs: dict, cal=None) -> list[dict]:
     for m in points:
         x = _point_inputs(m, devs)
         eta = x["bytes"] * m["tg_tok_s"] / x["bw"]
-        k = 2 * x["params"] * m["pp_tok_s"] / (relative_kernel_speed(cal, x["type"]) * x["ghz"] * 1e9)
+        k = 2 * x["params"] * m["pp_tok_s"] / (relative_kernel_speed(cal, x["type"], m["kernels"]) * x["ghz"] * 1e9)
         out.append({"id": m["id"], "eta": eta, "k": k, "kernels": m["kernels"], **x})
     return out
 
@@ -225,7 +268,7 @@ def loo_errors(cal=None) -> list[dict]:
         x = _point_inputs(m, doc["devices"])
         fit = fit_arm(cal, exclude=m["id"], kernels=m["kernels"])
         tg = fit.eta[1] * x["bw"] / x["bytes"]
-        pp = fit.k[1] * relative_kernel_speed(cal, x["type"]) * x["ghz"] * 1e9 / (2 * x["params"])
+        pp = fit.k[1] * relative_kernel_speed(cal, x["type"], m["kernels"]) * x["ghz"] * 1e9 / (2 * x["params"])
         rows.append({"id": m["id"], "device": m["device"], "model": m["model"], "quant": m["quant"],
                      "threads": m["threads"], "assumed": m["assumed_for_estimate"], "url": m["url"],
                      "measured_pp": m["pp_tok_s"], "estimated_pp": pp, "error_pp": pp / m["pp_tok_s"] - 1,
