@@ -37,17 +37,11 @@ class DeviceSpec:
     name: str
     clusters: tuple[Cluster, ...]
     memory: str
-    memory_bandwidth_gbs: float  # theoretical peak
-    bandwidth_efficiency: float  # fraction of it the CPU cores reach when streaming weights
-    compute_efficiency: float  # fraction of peak int8 ops llama.cpp's quantized matmuls reach
+    memory_bandwidth_gbs: float  # theoretical peak (the fraction cores reach is fitted: latency_model.fit_arm)
     default_threads: int
     isa: str = ""
     assumptions: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()
-
-    @property
-    def usable_bandwidth_gbs(self) -> float:
-        return self.memory_bandwidth_gbs * self.bandwidth_efficiency
 
     def cores_by_speed(self) -> list[Cluster]:
         return sorted(self.clusters, key=lambda c: -c.max_freq_ghz * c.int8_ops_per_cycle)
@@ -63,16 +57,12 @@ class DeviceSpec:
                 break
         return total
 
-    def usable_gops(self, n_threads: int | None = None) -> float:
-        return self.peak_int8_gops(n_threads) * self.compute_efficiency
-
     @classmethod
     def from_dict(cls, d: dict) -> "DeviceSpec":
         clusters = tuple(Cluster(**c) for c in d["clusters"])
         return cls(id=d["id"], name=d["name"], clusters=clusters, memory=d["memory"],
                    memory_bandwidth_gbs=float(d["memory_bandwidth_gbs"]),
-                   bandwidth_efficiency=float(d["bandwidth_efficiency"]),
-                   compute_efficiency=float(d["compute_efficiency"]), default_threads=int(d["default_threads"]),
+                   default_threads=int(d["default_threads"]),
                    isa=d.get("isa", ""), assumptions=tuple(d.get("assumptions", ())),
                    sources=tuple(d.get("sources", ())))
 
@@ -263,7 +253,8 @@ def estimate(stats: ModelStats, device: DeviceSpec, n_prompt: int = 64, n_gen: i
         f"prefill = 2 x params x tokens / (k x relative kernel speed x peak int8 ops of the cores used); "
         f"k {fit.k[0]:.2f}..{fit.k[2]:.2f} of peak (median {fit.k[1]:.2f})",
         f"eta and k {fit.source}; relative kernel speed per type "
-        + ("measured on this host" if cal is not None else "not calibrated (all types at the Q4_0 rate)"),
+        + ("measured on this host where it runs the type and Q4_0 on the same kind of kernel as ARM "
+           "(repacked or not), else 1" if cal is not None else "not calibrated (all types at the Q4_0 rate)"),
         "per-op cost = host per-op cost x host/device clock x IPC factor 1..2",
         "sustained clocks (no thermal throttling), no background load",
         *device.assumptions,
