@@ -9,6 +9,7 @@ No rule that decides tokens, timing or validation lives here: only the translati
 from __future__ import annotations
 
 import ctypes as C
+import os
 import threading
 from functools import lru_cache
 
@@ -188,6 +189,8 @@ _SIGNATURES: dict[str, tuple] = {
     "fe_model_meta": (C.c_int, [_P, C.c_char_p, C.c_char_p, C.c_size_t, C.POINTER(C.c_size_t)]),
     "fe_model_set_chat_template": (C.c_int, [_P, C.c_char_p]),
     "fe_model_set_sha256": (C.c_int, [_P, C.c_char_p]),
+    "fe_file_sha256": (C.c_int, [C.c_char_p, C.c_char_p]),
+    "fe_set_hash_index_dir": (C.c_int, [C.c_char_p]),
     "fe_gguf_preflight": (C.c_int, [C.c_char_p]),
     "fe_tokenize": (C.c_int, [_P, C.c_char_p, C.c_bool, C.c_bool, C.POINTER(C.c_int32), C.c_int32,
                               C.POINTER(C.c_int32)]),
@@ -339,7 +342,33 @@ class Lib:
 @lru_cache(maxsize=1)
 def _lib() -> Lib:
     with _load_lock:
-        return Lib()
+        lib_ = Lib()
+        set_hash_index_dir(lib_)
+        return lib_
+
+
+def set_hash_index_dir(lib_: Lib, folder: str | os.PathLike | None = "") -> None:
+    """Where the core remembers file hashes across processes (fe_set_hash_index_dir): by default
+    the cache folder, so a model is hashed once, not in every process; None turns it off."""
+    if not hasattr(lib_.cdll, "fe_set_hash_index_dir"):
+        return  # an older library: a hash per process, as before
+    if folder == "":
+        try:
+            from .paths import cache_dir
+
+            folder = cache_dir()
+        except OSError:
+            folder = None  # no writable home: no index
+    lib_.check(lib_.fe_set_hash_index_dir(None if folder is None else os.fsencode(os.fspath(folder))),
+               "hash index folder")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The core's fe_file_sha256 (cached in the process and in the hash index)."""
+    L = lib()
+    out = C.create_string_buffer(65)
+    L.check(L.fe_file_sha256(os.fsencode(os.fspath(path)), out), "sha256")
+    return out.value.decode("ascii")
 
 
 def lib() -> Lib:

@@ -38,7 +38,6 @@ from .backend import (
     normalize_stop,
 )
 from .errors import EngineBusyError, FinLLMEdgeError, InvalidArgumentError, StateFileError
-from .hashing import sha256_file_cached
 from .models import default_model_path
 from .structured import Constraint, as_grammar_error, constraint_of
 
@@ -70,7 +69,8 @@ class EngineOptions:
     adapters: Any = None
     # The model file's sha256 as you know it (convert's manifest, your check of the download): saved prompt
     # state is tagged and checked with it instead of a hash of the file. None: the file is hashed once and
-    # remembered by its stat stamp across processes (finllm_edge.hashing.sha256_file_cached).
+    # remembered by its stat stamp across processes (the core's hash index, fe_set_hash_index_dir: the
+    # binding keeps it in the cache folder).
     model_sha256: str | None = None
 
 
@@ -128,7 +128,6 @@ class Engine(AdapterMixin, Backend):
         super().__init__()
         self._model = self._session = None
         self._loaded_adapters = []
-        self._sha256_declared = False
         self._closed = True
         self._step_lock = threading.Lock()  # held while the core runs a step; close() waits for none
         if options is None:
@@ -174,7 +173,6 @@ class Engine(AdapterMixin, Backend):
                     raise InvalidArgumentError(f"model_sha256 = {options.model_sha256!r}: give 64 hex digits")
                 L.check(L.fe_model_set_sha256(model, options.model_sha256.encode("ascii", "replace")),
                         "EngineOptions.model_sha256")
-                self._sha256_declared = True
             session = C.c_void_p()
             L.check(L.fe_session_create(model, C.byref(sp), C.byref(session)), "cannot create the session")
             self._session = session
@@ -428,7 +426,6 @@ class Engine(AdapterMixin, Backend):
         self._require()
         if (prompt is None) == (messages is None):
             raise InvalidArgumentError("save_state: give exactly one of prompt= or messages=")
-        self._declare_sha256()
         L = _native.lib()
         target = os.fsencode(os.fspath(path))
         if prompt is not None:
@@ -452,7 +449,6 @@ class Engine(AdapterMixin, Backend):
         is refused with StateFileError (the cache is then empty); a missing file is
         ModelNotFoundError (a FileNotFoundError)."""
         self._require()
-        self._declare_sha256()
         L = _native.lib()
         with self._lock:
             st = L.fe_session_load_state(self._session, os.fsencode(os.fspath(path)))
@@ -462,16 +458,6 @@ class Engine(AdapterMixin, Backend):
             n = C.c_int32(0)
             L.check(L.fe_session_cached_tokens(self._session, None, 0, C.byref(n)))
         return int(n.value)
-
-    def _declare_sha256(self) -> None:
-        """Give the core the model's sha256 from the cross-process index (a hash per file, not per
-        process) unless EngineOptions.model_sha256 declared one."""
-        if self._sha256_declared:
-            return
-        sha = sha256_file_cached(self.model_path)
-        with self._lock:
-            _native.lib().check(_native.lib().fe_model_set_sha256(self._model, sha.encode()), "model sha256")
-        self._sha256_declared = True
 
     # drift monitoring (finllm_edge/drift.py) ------------------------------------------------
     def enable_drift(self, reference_path: str | os.PathLike | None):

@@ -972,8 +972,21 @@ FE_API char *fe_device_json(void);
 FE_API char *fe_thermal_json(void);
 
 /* SHA-256 of a file as 64 lowercase hex digits + NUL in hex_out. Cached per (path, size,
- * mtime) for the life of the process. FE_ERR_FILE_NOT_FOUND if it cannot be read. */
+ * mtime) for the life of the process, and across processes when a hash index is set
+ * (fe_set_hash_index_dir). FE_ERR_FILE_NOT_FOUND if it cannot be read. */
 FE_API fe_status fe_file_sha256(const char *path, char hex_out[65]);
+
+/* Remember file hashes across processes in DIR/sha256-index.txt (created on first use; DIR is
+ * created if its parent exists): fe_file_sha256 -- and with it the model identity of saved
+ * prompt state and profiles -- then hashes a file once, not once per process launch (a 100 MB
+ * model costs ~60 ms here, several hundred ms for a 1B model on a phone). Entries are keyed by
+ * the file's real path and stat stamp (device, inode, size, mtime and ctime in ns), so any write
+ * or replacement hashes the file again. The index is bounded (256 entries, 1 MiB), read as
+ * untrusted input (a damaged file or line is ignored, never trusted) and rewritten atomically;
+ * a folder that cannot be written costs a hash per process, nothing else. Process-wide; NULL or
+ * "" turns it off (the default). Android: pass Context.getCacheDir(). The Python binding sets
+ * its cache folder (~/.cache/finllm-edge) when it loads the library. */
+FE_API fe_status fe_set_hash_index_dir(const char *dir);
 /* The SHA-256 code in use: "x86-sha-ni" or "armv8-sha2" (the CPU's SHA instructions, 3.7-5.5x
  * faster here) or "portable" (forced by the environment variable FE_SHA256_PORTABLE=1). */
 FE_API const char *fe_sha256_impl(void);

@@ -503,6 +503,21 @@ JNIEXPORT jstring JNICALL Java_io_finllm_edge_FinLlm_nativeJsonSchemaToGrammar(J
     });
 }
 
+// Process-wide folder of the cross-process hash index (fe_set_hash_index_dir); null turns it off.
+JNIEXPORT void JNICALL Java_io_finllm_edge_FinLlm_nativeSetHashIndexDir(JNIEnv *env, jclass, jstring jdir) {
+    guarded<int>(env, "FinLlm.setHashIndexDir", 0, [&]() -> int {
+        std::string dir;
+        if (jdir) {
+            bool ok = false;
+            dir = copy_jstring(env, jdir, "FinLlm.setHashIndexDir: dir", &ok);
+            if (!ok) return 0;
+        }
+        fe_status st = fe_set_hash_index_dir(jdir ? dir.c_str() : nullptr);
+        if (st != FE_OK) throw_status(env, st, "FinLlm.setHashIndexDir");
+        return 0;
+    });
+}
+
 // Renders chat messages with the model's own template.
 JNIEXPORT jstring JNICALL Java_io_finllm_edge_FinLlm_nativeChatFormat(JNIEnv *env, jclass, jlong handle,
                                                                      jobjectArray jroles, jobjectArray jcontents,

@@ -358,8 +358,15 @@ fe_status fe_file_sha256(const char *path, char hex_out[65]) {
             }
         }
         char hex[65] = {0};
-        if (fe_sha256_hex_file(path, hex) != 0)
-            return fe::set_error(FE_ERR_FILE_NOT_FOUND, "cannot read '%s' to hash it", path);
+        const fe::FileStamp stamp = fe::file_stamp(st);
+        const bool real_ok = key_path[0] == '/';
+        if (!(real_ok && fe::hash_index_lookup(key_path, stamp, hex))) {
+            if (fe_sha256_hex_file(path, hex) != 0)
+                return fe::set_error(FE_ERR_FILE_NOT_FOUND, "cannot read '%s' to hash it", path);
+            struct stat after;  // a file that changed while it was read is not remembered
+            if (real_ok && stat(path, &after) == 0 && fe::file_stamp(after) == stamp)
+                fe::hash_index_record(key_path, stamp, hex);
+        }
         {
             std::lock_guard<std::mutex> lock(g_sha_mutex);
             g_sha_cache[key] = hex;

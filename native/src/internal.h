@@ -12,6 +12,7 @@
 #include <memory>
 #include <new>
 #include <string>
+#include <sys/stat.h>
 #include <vector>
 
 namespace fe {
@@ -151,6 +152,17 @@ void model_drop_adapters(fe_model *m);
 // model.cpp: the model file's sha256 (64 hex + NUL): the declared one (fe_model_set_sha256) or
 // fe_file_sha256 of its path. Errors name the path.
 fe_status model_sha256(const fe_model *m, char hex[65]);
+// hash_index.cpp: the cross-process index of file hashes (fe_set_hash_index_dir), keyed by the
+// real path and the stat stamp. Lookup is false when the index is off, missing or has no match.
+struct FileStamp {
+    uint64_t dev, ino, size, mtime_ns, ctime_ns;
+    bool operator==(const FileStamp &o) const {
+        return dev == o.dev && ino == o.ino && size == o.size && mtime_ns == o.mtime_ns && ctime_ns == o.ctime_ns;
+    }
+};
+FileStamp file_stamp(const struct stat &st);
+bool hash_index_lookup(const std::string &real_path, const FileStamp &stamp, char hex[65]);
+void hash_index_record(const std::string &real_path, const FileStamp &stamp, const char *hex);
 // adapter.cpp: hex sha256 naming the session's active adapter set ("" when none), for state files.
 std::string adapter_set_id(const fe_session *s);
 

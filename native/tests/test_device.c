@@ -1,9 +1,11 @@
 /* The device part of the core: the big-core thread rule against fake sysfs trees (the cases
  * of tests/test_engine_threads.py), thermal and device blocks, sha256, the profile writer on
  * synthetic runs and fe_benchmark on the model. argv[1] = SmolLM2 GGUF. */
+#define _XOPEN_SOURCE 700 /* realpath */
 #include "finllm_edge.h"
 #include "fe_test.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -268,6 +270,77 @@ static void test_sha256(void) {
     CHECK(strcmp(hex, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0") == 0);
 }
 
+/* the index line fe_file_sha256 would trust for `path` as it is now, with `hex` as its hash */
+static void index_line(char *out, size_t n, const char *path, const char *hex) {
+    struct stat st;
+    char real[4096];
+    if (stat(path, &st) != 0 || !realpath(path, real)) { out[0] = 0; return; }
+    snprintf(out, n, "%s %llu %llu %llu %llu %llu %s\n", hex, (unsigned long long)st.st_dev,
+             (unsigned long long)st.st_ino, (unsigned long long)st.st_size,
+             (unsigned long long)st.st_mtim.tv_sec * 1000000000ull + (unsigned long long)st.st_mtim.tv_nsec,
+             (unsigned long long)st.st_ctim.tv_sec * 1000000000ull + (unsigned long long)st.st_ctim.tv_nsec, real);
+}
+
+static void test_hash_index(void) {
+    static const char *abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+    static const char *fake = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    char dir[512], idx[600], path[512], hex[65], line[8192], text[20000];
+    snprintf(dir, sizeof dir, "%s/hash-index", g_tmp);
+    snprintf(idx, sizeof idx, "%s/sha256-index.txt", dir);
+    CHECK_STATUS(fe_set_hash_index_dir(dir), FE_OK, NULL);
+    /* a hash computed is recorded: header + one line naming the file's real path */
+    snprintf(path, sizeof path, "%s/idx-a.bin", g_tmp);
+    write_text("abc", "%s", path);
+    CHECK_STATUS(fe_file_sha256(path, hex), FE_OK, NULL);
+    CHECK(strcmp(hex, abc) == 0);
+    char want[8192];
+    index_line(want, sizeof want, path, abc);
+    FILE *f = fopen(idx, "rb");
+    REQUIRE(f);
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = 0;
+    CHECK(strncmp(text, "finllm-edge sha256-index 1\n", 27) == 0);
+    CHECK(want[0] && strstr(text, want) != NULL);
+    /* a matching entry is what a later process uses: a file not hashed in this process yet,
+     * with a planted hash, gets the planted hash (the file is not read) */
+    snprintf(path, sizeof path, "%s/idx-b.bin", g_tmp);
+    write_text("abc", "%s", path);
+    index_line(line, sizeof line, path, fake);
+    write_text(line, "%s", idx);  /* no header: ignored whole */
+    CHECK_STATUS(fe_file_sha256(path, hex), FE_OK, NULL);
+    CHECK(strcmp(hex, abc) == 0);
+    /* damaged entries are never trusted; each case hashes a fresh file (no in-process cache) */
+    const char *cases[] = {"GOOD", "UPPER", "STAMP", "NOEOL", "OVERFLOW", "RELATIVE", "HUGE", "OFF"};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        snprintf(path, sizeof path, "%s/idx-c%zu.bin", g_tmp, i);
+        write_text("abc", "%s", path);
+        index_line(line, sizeof line, path, fake);
+        const char *c = cases[i];
+        if (!strcmp(c, "UPPER")) for (int k = 0; k < 64; k++) line[k] = (char)toupper((unsigned char)line[k]);
+        if (!strcmp(c, "STAMP")) { char *sp = strchr(line, ' '); sp[1] = sp[1] == '9' ? '8' : '9'; }
+        if (!strcmp(c, "NOEOL")) line[strlen(line) - 1] = 0;
+        if (!strcmp(c, "OVERFLOW")) { memmove(line + 65 + 23, line + 65, strlen(line) - 65 + 1); memset(line + 65, '9', 23); }
+        if (!strcmp(c, "RELATIVE")) { char *slash = strchr(line + 65, '/'); memmove(slash, slash + 1, strlen(slash)); }
+        FILE *w = fopen(idx, "wb");
+        REQUIRE(w);
+        fputs("finllm-edge sha256-index 1\n", w);
+        if (!strcmp(c, "HUGE")) for (int k = 0; k < 40000; k++) fputs("junk line of an oversize index\n", w);
+        fputs(line, w);
+        fclose(w);
+        if (!strcmp(c, "OFF")) CHECK_STATUS(fe_set_hash_index_dir(NULL), FE_OK, NULL);
+        CHECK_STATUS(fe_file_sha256(path, hex), FE_OK, NULL);
+        if (!strcmp(c, "GOOD")) {
+            if (strcmp(hex, fake) != 0) fprintf(stderr, "  a good planted entry was not used\n");
+            CHECK(strcmp(hex, fake) == 0);
+        } else {
+            if (strcmp(hex, abc) != 0) fprintf(stderr, "  case %s: trusted a damaged entry\n", c);
+            CHECK(strcmp(hex, abc) == 0);
+        }
+    }
+    CHECK_STATUS(fe_set_hash_index_dir(NULL), FE_OK, NULL);
+}
+
 /* the value after "key": in a profile, as a double */
 static double jnum(const char *json, const char *key) {
     char k[128];
@@ -467,6 +540,7 @@ int main(int argc, char **argv) {
     RUN(test_default_n_threads_follows_fe_sysfs_root());
     RUN(test_thermal_and_device_blocks());
     RUN(test_sha256());
+    RUN(test_hash_index());
     RUN(test_profile_json_on_synthetic_runs());
     RUN(test_benchmark(model));
     char cmd[600];

@@ -39,6 +39,8 @@ public final class FinLlmTest {
         void run() throws Exception;
     }
 
+    static File hashIndexDir;
+
     public static void main(String[] args) throws Exception {
         if (args.length == 3 && args[0].equals("--choose")) {
             // FinLlmTest --choose <os.arch> <cpuinfo file>: print the library FinLlm would load.
@@ -72,6 +74,9 @@ public final class FinLlmTest {
         }
         modelPath = args[0];
         if (args.length > 1) expectedVariant = args[1];
+        // the cross-process hash index, as an app sets it at start (context.getCacheDir())
+        hashIndexDir = java.nio.file.Files.createTempDirectory("fehash").toFile();
+        FinLlm.setHashIndexDir(hashIndexDir.getPath());
 
         check("library_loads_and_reports_versions", FinLlmTest::libraryLoads);
         check("cpu_variant_choice", FinLlmTest::cpuVariantChoice);
@@ -91,6 +96,9 @@ public final class FinLlmTest {
         check("release_from_another_thread_during_generation", FinLlmTest::releaseDuringGeneration);
         check("prefix_reuse_and_saved_state", FinLlmTest::prefixReuseAndSavedState);
         check("grammar_and_json_schema", FinLlmTest::grammarAndJsonSchema);
+        FinLlm.setHashIndexDir(null);
+        new File(hashIndexDir, "sha256-index.txt").delete();
+        hashIndexDir.delete();
 
         System.out.println(failures == 0 ? "ALL PASSED" : failures + " FAILED");
         System.exit(failures);
@@ -486,6 +494,11 @@ public final class FinLlmTest {
             String systemPart = llm.formatChat(new String[] {"system"}, new String[] {SYSTEM}, false);
             nState = llm.saveState(state.getPath(), systemPart);
             require(nState > 5 && state.length() > 1000, "state saved: " + nState + " tokens");
+            // the model's hash (the state file's tag) is in the index for the next launch
+            String index = new String(java.nio.file.Files.readAllBytes(new File(hashIndexDir, "sha256-index.txt").toPath()),
+                    StandardCharsets.UTF_8);
+            require(index.startsWith("finllm-edge sha256-index 1\n")
+                    && index.contains(" " + new File(modelPath).getCanonicalPath() + "\n"), "model in the hash index: " + index);
         }
         try (FinLlm llm = FinLlm.open(modelPath, OPTS)) {
             requireEq(nState, llm.loadState(state.getPath()), "tokens loaded");

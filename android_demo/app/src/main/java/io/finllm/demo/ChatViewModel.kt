@@ -80,6 +80,8 @@ class ChatViewModel(app: Application) : AndroidViewModel(app) {
                 llm?.release()
                 llm = null
                 val lib = FinLlm.loadLibrary()
+                // the model is hashed once, not per launch (its sha256 tags saved prompt state)
+                FinLlm.setHashIndexDir(getApplication<Application>().cacheDir.path)
                 val opened = FinLlm.open(
                     file.path,
                     FinLlm.Options().nCtx(N_CTX).nThreads(bigCoreCount()),

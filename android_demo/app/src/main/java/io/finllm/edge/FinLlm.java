@@ -435,6 +435,19 @@ public final class FinLlm implements AutoCloseable {
         return generate(formatChat(system, user), maxTokens, null, callback, null, jsonSchema);
     }
 
+    /**
+     * Remembers file hashes across app launches in {@code dir}/sha256-index.txt (pass
+     * {@code context.getCacheDir().getPath()}): the model's sha256, which tags and checks saved
+     * prompt state, is then computed once per model file, not at every launch (several hundred
+     * ms for a 1B model). Entries are keyed by the file's path and stat stamp, so a changed or
+     * replaced model is hashed again; a damaged index is ignored. Process-wide; null turns it
+     * off (the default). Not needed when the app declares {@link Options#modelSha256}.
+     */
+    public static void setHashIndexDir(String dir) {
+        loadLibrary();
+        nativeSetHashIndexDir(dir);
+    }
+
     /** The GBNF grammar the core makes of a JSON Schema (what chatJson decodes with). */
     public static String jsonSchemaToGrammar(String jsonSchema) {
         loadLibrary();
@@ -684,6 +697,7 @@ public final class FinLlm implements AutoCloseable {
     private static native String nativeVersion();
     private static native String nativeJsonSchemaToGrammar(String jsonSchema);
     private static native String nativeBuildVariant();
+    private static native void nativeSetHashIndexDir(String dir);
     private static native long nativeOpen(String modelPath, int nCtx, int nBatch, int nThreads, int seed,
                                           float temperature, int topK, float topP, float repeatPenalty,
                                           boolean useMmap, boolean prefixReuse, boolean flashAttn,
