@@ -110,6 +110,16 @@ class Server:
         self.stop()
         raise SystemExit(f"[serve] {self.name} did not come up in {timeout:.0f} s; see {self.log}")
 
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system, all threads) the server process has used so far."""
+        if self.proc is None:
+            return 0.0
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            return 0.0
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
@@ -170,6 +180,7 @@ async def run_point(srv: Server, point: str, n_requests: int, max_tokens: int, t
     results: list[dict] = []
     # a fresh connection per request (no keep-alive): cpp-httplib closes idle ones, which httpx would reuse
     limits = httpx.Limits(max_connections=32, max_keepalive_connections=0)
+    cpu0 = srv.cpu_s()
     async with httpx.AsyncClient(timeout=httpx.Timeout(time_cap + 30), limits=limits) as client:
         start = time.perf_counter()
         deadline = start + time_cap
@@ -192,6 +203,7 @@ async def run_point(srv: Server, point: str, n_requests: int, max_tokens: int, t
                 await asyncio.sleep(rng.expovariate(rate))
             results = list(await asyncio.wait_for(asyncio.gather(*tasks), time_cap + 60))
         wall = time.perf_counter() - start
+    cpu = srv.cpu_s() - cpu0
     ok = [r for r in results if "error" not in r]
     errors = [r["error"] for r in results if "error" in r]
     gaps = sorted(g for r in ok for g in r["gaps_ms"])
@@ -203,7 +215,11 @@ async def run_point(srv: Server, point: str, n_requests: int, max_tokens: int, t
             "prompt_tokens_mean": round(statistics.mean(r["n_prompt"] for r in ok), 1)
             if ok and all(r["n_prompt"] is not None for r in ok) else None,
             "ttft_ms_p50": round(pct(ttfts, 50), 1), "ttft_ms_p99": round(pct(ttfts, 99), 1),
-            "itl_ms_p50": round(pct(gaps, 50), 1), "itl_ms_p99": round(pct(gaps, 99), 1)}
+            "itl_ms_p50": round(pct(gaps, 50), 1), "itl_ms_p99": round(pct(gaps, 99), 1),
+            # the server's own CPU time (decode threads, HTTP, streaming) per generated token and its
+            # share of the wall time in cores: what serving costs beyond the model
+            "server_cpu_ms_per_token": round(1e3 * cpu / max(1, sum(r["n_gen"] for r in ok)), 2),
+            "server_cpu_cores": round(cpu / wall, 2) if wall > 0 else 0.0}
 
 
 def pct(sorted_vals: list[float], q: float) -> float:
@@ -293,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
                     r["round"] = rnd
                     rows.append(r)
                     print(f"[serve] round {rnd} {point:4s} {s.name:13s} {r['tok_s']:7.1f} tok/s  TTFT p50/p99 "
-                          f"{r['ttft_ms_p50']:.0f}/{r['ttft_ms_p99']:.0f} ms  ITL p99 {r['itl_ms_p99']:.0f} ms"
+                          f"{r['ttft_ms_p50']:.0f}/{r['ttft_ms_p99']:.0f} ms  ITL p99 {r['itl_ms_p99']:.0f} ms  "
+                          f"server CPU {r['server_cpu_ms_per_token']:.2f} ms/token ({r['server_cpu_cores']:.2f} cores)"
                           f"{'  errors ' + str(r['errors']) + ': ' + str(r['first_error']) if r['errors'] else ''}",
                           file=sys.stderr)
     finally:
