@@ -140,7 +140,7 @@ class SchedulerParams(C.Structure):
     _fields_ = [("n_slots", C.c_int32), ("n_ctx", C.c_uint32), ("n_batch", C.c_uint32), ("n_batch_busy", C.c_uint32),
                 ("n_threads", C.c_int32), ("n_threads_batch", C.c_int32), ("max_queued", C.c_int32),
                 ("p99_token_ms", C.c_double), ("flash_attn", C.c_bool),
-                ("prefix_reuse", C.c_bool)]
+                ("prefix_reuse", C.c_bool), ("reuse_generated", C.c_bool)]
 
 
 class BenchParams(C.Structure):

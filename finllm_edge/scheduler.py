@@ -128,7 +128,10 @@ class Scheduler(Backend):
     flash-attention session's up to 256 cells of context (at any length with n_threads=1), see
     fe_scheduler_params in finllm_edge.h; prefix_reuse (default on): a slot keeps its last prompt's
     K/V and a request whose prompt starts the same (a system prompt) evaluates only the rest, with
-    the same tokens as without reuse (stream.profile["n_prompt_reused"], stats()["prompt_tokens_reused"])."""
+    the same tokens as without reuse (stream.profile["n_prompt_reused"], stats()["prompt_tokens_reused"]);
+    reuse_generated (default off): the slot also keeps its answer's K/V and a request reuses every cached
+    token it starts with, as Engine(reuse_generated=True) does (a chat that sends back the model's
+    answers evaluates only the new message; tokens are no longer identical to a run without reuse)."""
 
     TOOL = "finllm_edge.Scheduler"
     supports_response_format = True  # grammar=, json_schema=, response_format= (the core's constrained decoding)
@@ -137,7 +140,7 @@ class Scheduler(Backend):
                  n_threads: int | None = None, p99_token_ms: float = 150.0, *, max_queued: int = 64,
                  n_batch: int = 512, n_batch_busy: int = 64, seed: int | None = None,
                  chat_template: str | None = None, use_mmap: bool = True, flash_attn: bool = False,
-                 prefix_reuse: bool = True) -> None:
+                 prefix_reuse: bool = True, reuse_generated: bool = False) -> None:
         super().__init__()
         self._model = self._sched = None
         self._closed = True
@@ -160,6 +163,9 @@ class Scheduler(Backend):
         if not isinstance(prefix_reuse, bool):
             raise InvalidArgumentError(f"prefix_reuse = {prefix_reuse!r}: use True or False")
         sp.prefix_reuse = prefix_reuse
+        if not isinstance(reuse_generated, bool):
+            raise InvalidArgumentError(f"reuse_generated = {reuse_generated!r}: use True or False")
+        sp.reuse_generated = reuse_generated
         if seed is not None:
             SamplingOptions(seed=seed).to_c()
         self.seed = seed
@@ -187,6 +193,7 @@ class Scheduler(Backend):
         self.n_threads = int(sp.n_threads)
         self.p99_token_ms = float(sp.p99_token_ms)
         self.flash_attn = flash_attn
+        self.reuse_generated = reuse_generated
 
     # lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:

@@ -260,3 +260,37 @@ def test_slot_prefix_reuse_gives_the_same_tokens(flash_attn):
             st = s.chat(_ask(q), 12, **kw)
             assert _run(st) == w and st.profile["n_prompt_reused"] == 0
         assert s.stats()["prompt_tokens_reused"] == 0
+
+
+@pytest.mark.slow
+def test_reuse_generated_reuses_the_answers_a_chat_sends_back():
+    """reuse_generated: a slot keeps its answer's K/V, so the next turn of a chat (the earlier turns and
+    the model's answer sent back) evaluates only the new message; the tokens are those of an Engine
+    with reuse_generated=True taking the same turns (the same cache contents, bit for bit), and the
+    default (exact reuse) re-evaluates the answer."""
+    turns = ["What is a bond coupon?", "And what is its yield?", "Give one example."]
+
+    def chat_turns(backend) -> tuple[list[tuple], list[int]]:
+        messages, outs, reused = [{"role": "system", "content": SYSTEM}], [], []
+        for q in turns:
+            messages.append({"role": "user", "content": q})
+            st = backend.chat(list(messages), 16)
+            out = _run(st)
+            outs.append(out)
+            reused.append(st.profile["n_prompt_reused"])
+            messages.append({"role": "assistant", "content": out[1]})
+        return outs, reused
+
+    with Engine(n_ctx=1024, n_threads=1, reuse_generated=True) as eng:
+        want, eng_reused = chat_turns(eng)
+    with Scheduler(n_slots=2, n_ctx=1024, n_threads=1, p99_token_ms=1e6, reuse_generated=True) as s:
+        got, reused = chat_turns(s)
+    assert got == want
+    assert reused == eng_reused and reused[0] == 0
+    with Scheduler(n_slots=2, n_ctx=1024, n_threads=1, p99_token_ms=1e6) as s:
+        _, exact = chat_turns(s)
+    # turn 2 and 3 start with the whole previous prompt and answer: exact reuse stops before the answer
+    for k in (1, 2):
+        assert reused[k] > exact[k] + 5, (reused, exact)
+    with pytest.raises(InvalidArgumentError):
+        Scheduler(n_slots=2, n_ctx=256, reuse_generated=1)

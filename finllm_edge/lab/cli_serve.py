@@ -36,6 +36,11 @@ Flash attention (--flash-attn auto, the default): on with --parallel N > 1, wher
 1.1-1.3x faster (as llama-server's default); off with --parallel 1, where it would make the
 session's prefix reuse coarser (see the README). A request's tokens equal a solo run's with the
 same setting (with flash attention on: up to 256 tokens of context, or at any length with -t 1).
+
+Prefix reuse: a request that starts like an earlier one (a system prompt) evaluates only the rest,
+with the same tokens as without reuse. --reuse-generated also reuses the K/V of the answers a chat
+sends back (as llama-server does): only the new message is evaluated, and the tokens are no longer
+identical to a run without reuse.
 """
 
 EPILOG = """\
@@ -66,6 +71,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "scheduler with N slots of --ctx tokens each)")
     parser.add_argument("--flash-attn", "-fa", choices=["auto", "on", "off"], default="auto",
                         help="llama.cpp's flash attention (default auto: on with --parallel > 1, off with 1)")
+    parser.add_argument("--reuse-generated", action="store_true",
+                        help="also reuse the cached answers a chat sends back (faster chats; tokens may then differ "
+                             "from a run without reuse)")
     parser.add_argument("--max-pending", type=positive_int, default=32,
                         help="requests running or waiting at most; more get 503 (default 32)")
     parser.add_argument("--max-body-bytes", type=int_range(1024), default=1 << 20,
@@ -83,7 +91,8 @@ def main(args: argparse.Namespace) -> int:
                          f"pip install 'finllm-edge[serve]'") from None
     backend = ServeBackend(args.model, n_ctx=args.ctx, n_threads=args.threads, parallel=args.parallel,
                            max_pending=args.max_pending,
-                           flash_attn=None if args.flash_attn == "auto" else args.flash_attn == "on")
+                           flash_attn=None if args.flash_attn == "auto" else args.flash_attn == "on",
+                           reuse_generated=args.reuse_generated)
     try:
         model_id = args.model_id or backend.model_path.name.removesuffix(".gguf")
         print(f"finllm-edge serve: {backend.model_path} as '{model_id}' ({backend.mode}, parallel {args.parallel}, "

@@ -657,6 +657,11 @@ typedef struct fe_scheduler_params {
     double   p99_token_ms;    /* bound on the p99 inter-token latency the batch size keeps (default 150); > 0 */
     bool     flash_attn;      /* llama.cpp's flash attention (default false); see "Tokens" above */
     bool     prefix_reuse;    /* a slot keeps its last prompt's K/V for the next request (default true) */
+    bool     reuse_generated; /* with prefix_reuse: the slot also keeps its answer's K/V, and a request
+                                 reuses every cached token it starts with, as a session with
+                                 reuse_generated does (a chat that sends back the model's answers
+                                 evaluates only the new message; tokens are then no longer identical
+                                 to a run without reuse). Default false. */
 } fe_scheduler_params;
 
 FE_API fe_scheduler_params fe_scheduler_default_params(void);

@@ -59,6 +59,7 @@ struct Request {
     bool kv_ready = false;    // the slot's cache was cut to n_keep
     bool kv_ok = true;        // every llama_decode with its tokens succeeded (its cache may be kept)
     int32_t n_past = 0;
+    std::vector<llama_token> decoded;  // generated tokens evaluated into the cache, in order
     int32_t n_gen = 0;
     llama_token last = -1;
     bool need_decode = false;
@@ -162,10 +163,15 @@ void release_slot(fe_scheduler *s, Request &r) {
     const size_t seq = (size_t)r.seq;
     llama_memory_t mem = llama_get_memory(s->ctx);
     const bool keep = s->params.prefix_reuse && r.kv_ok && r.kv_ready && r.n_prefilled >= 2;
-    llama_memory_seq_rm(mem, r.seq, keep ? r.n_prefilled : -1, -1);
+    // reuse_generated: the answer's evaluated tokens stay too (the cache holds exactly these)
+    const bool answer = keep && s->params.reuse_generated && r.n_prefilled == (int32_t)r.prompt.size() &&
+                        r.n_past == r.n_prefilled + (int32_t)r.decoded.size();
+    const int32_t n_keep = !keep ? 0 : answer ? r.n_past : r.n_prefilled;
+    llama_memory_seq_rm(mem, r.seq, n_keep, -1);
     s->cached[seq].assign(r.prompt.begin(), r.prompt.begin() + (keep ? r.n_prefilled : 0));
+    if (answer) s->cached[seq].insert(s->cached[seq].end(), r.decoded.begin(), r.decoded.end());
     s->cached_path[seq] = (uint8_t)path_of(s, r);
-    s->cells[seq] = keep ? r.n_prefilled : 0;
+    s->cells[seq] = n_keep;
     s->slots[seq].reset();
     r.seq = -1;
 }
@@ -176,8 +182,11 @@ void release_slot(fe_scheduler *s, Request &r) {
 int32_t reusable(const fe_scheduler *s, const Request &r, size_t seq) {
     const std::vector<llama_token> &c = s->cached[seq];
     const fe::RowPath path = path_of(s, r);
-    const int32_t n_prompt = (int32_t)r.prompt.size(), lo = fe::min_rows(path);
-    if (!s->params.prefix_reuse || c.empty() || s->cached_path[seq] != path || n_prompt <= lo) return 0;
+    // reuse_generated: any cached token counts, whichever path computed it; only the last prompt
+    // token is evaluated again (its logits give the first answer token)
+    const bool any = s->params.reuse_generated;
+    const int32_t n_prompt = (int32_t)r.prompt.size(), lo = any ? 1 : fe::min_rows(path);
+    if (!s->params.prefix_reuse || c.empty() || (!any && s->cached_path[seq] != path) || n_prompt <= lo) return 0;
     size_t n = 0;
     while (n < c.size() && n < r.prompt.size() && c[n] == r.prompt[n]) n++;
     return std::min((int32_t)n, n_prompt - lo);
@@ -408,6 +417,7 @@ void decode_all(fe_scheduler *s) {
     double t = fe::now_ms();
     for (int32_t i = 0; i < n; i++) {
         const RequestPtr &rp = run[(size_t)i];
+        if (s->params.reuse_generated) rp->decoded.push_back(rp->last);
         rp->n_past++;
         s->cells[(size_t)rp->seq] = rp->n_past;
         rp->need_decode = false;
@@ -646,6 +656,7 @@ fe_scheduler_params fe_scheduler_default_params(void) {
     p.max_queued = 64;
     p.p99_token_ms = 150.0;
     p.prefix_reuse = true;
+    p.reuse_generated = false;
     return p;
 }
 

@@ -55,10 +55,12 @@ class Job:
 
 class ServeBackend:
     """`parallel` == 1: one Engine, requests in turn. `parallel` > 1: finllm_edge.Scheduler with
-    that many slots (each of n_ctx tokens). flash_attn None: on with parallel > 1, off with 1."""
+    that many slots (each of n_ctx tokens). flash_attn None: on with parallel > 1, off with 1.
+    reuse_generated: a chat's next request reuses the K/V of the answers it sends back (see Engine)."""
 
     def __init__(self, model_path: str | Path | None = None, *, n_ctx: int = 2048, n_threads: int | None = None,
-                 parallel: int = 1, max_pending: int = 32, flash_attn: bool | None = None) -> None:
+                 parallel: int = 1, max_pending: int = 32, flash_attn: bool | None = None,
+                 reuse_generated: bool = False) -> None:
         from finllm_edge import Engine
 
         self.parallel = parallel
@@ -76,14 +78,16 @@ class ServeBackend:
                 raise ValueError("--parallel > 1 needs finllm_edge.Scheduler (concurrent sessions in the core), "
                                  "which this build does not have; use --parallel 1") from None
             self.impl: Any = Scheduler(model_path, n_slots=parallel, n_ctx=n_ctx, n_threads=n_threads,
-                                       flash_attn=flash_attn)
+                                       flash_attn=flash_attn, reuse_generated=reuse_generated)
             self.mode = "scheduler"
         else:
-            self.impl = Engine(model_path, n_ctx=n_ctx, n_threads=n_threads, flash_attn=flash_attn)
+            self.impl = Engine(model_path, n_ctx=n_ctx, n_threads=n_threads, flash_attn=flash_attn,
+                               reuse_generated=reuse_generated)
             self.mode = "engine"
         self.model_path = Path(getattr(self.impl, "model_path", model_path or ""))
         self.n_ctx = n_ctx
         self.flash_attn = flash_attn
+        self.reuse_generated = reuse_generated
 
     @property
     def response_format_supported(self) -> bool:
@@ -177,6 +181,7 @@ class ServeBackend:
 
     def stats(self) -> dict:
         out: dict[str, Any] = {"mode": self.mode, "parallel": self.parallel, "flash_attn": self.flash_attn,
+                               "reuse_generated": self.reuse_generated,
                                "pending": self._pending,
                                "max_pending": self.max_pending}
         if self.mode == "scheduler" and hasattr(self.impl, "stats"):
