@@ -14,7 +14,8 @@ from finllm_edge.models import default_model_path
 from test_jni import JAVA_SOURCES, ROOT, _jdk_tool, _run, host_jni_lib  # noqa: F401 - fixture
 
 JVM_TEST = ROOT / "tests" / "jvm" / "FinLlmSchedulerTest.java"
-EXPECTED = ["concurrent_requests_equal_solo_and_cancel", "queue_full_throws_busy_and_bad_params_throw",
+EXPECTED = ["concurrent_requests_equal_solo_and_cancel", "reuse_generated_keeps_the_answer",
+            "queue_full_throws_busy_and_bad_params_throw",
             "close_while_running_ends_requests"]
 
 

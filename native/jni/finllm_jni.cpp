@@ -936,7 +936,7 @@ extern "C" {
 JNIEXPORT jlong JNICALL Java_io_finllm_edge_FinLlmScheduler_nativeOpen(JNIEnv *env, jclass, jstring jpath,
                                                                       jint n_slots, jint n_ctx, jint n_threads,
                                                                       jdouble p99_token_ms, jint max_queued,
-                                                                      jboolean flash_attn) {
+                                                                      jboolean flash_attn, jboolean reuse_generated) {
     return guarded<jlong>(env, "FinLlmScheduler.open", 0, [&]() -> jlong {
         bool ok = false;
         std::string path = copy_jstring(env, jpath, "FinLlmScheduler.open: modelPath", &ok);
@@ -952,6 +952,7 @@ JNIEXPORT jlong JNICALL Java_io_finllm_edge_FinLlmScheduler_nativeOpen(JNIEnv *e
         sp.p99_token_ms = p99_token_ms;
         sp.max_queued = max_queued;
         sp.flash_attn = flash_attn == JNI_TRUE;
+        sp.reuse_generated = reuse_generated == JNI_TRUE;
         fe_model *model = nullptr;
         fe_status st = fe_model_load(path.c_str(), nullptr, &model);
         if (st != FE_OK || !model) {

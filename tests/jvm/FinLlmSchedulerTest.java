@@ -107,6 +107,26 @@ public final class FinLlmSchedulerTest {
                 expect(stats.contains("\"cancelled\": 1") && stats.contains("\"batch_size\""), stats);
             }
         });
+        check("reuse_generated_keeps_the_answer", () -> {
+            long[] reused = new long[2];
+            for (int k = 0; k < 2; k++) {
+                try (FinLlmScheduler s = FinLlmScheduler.open(modelPath, 2, 512, 1, 1e6, 4, false, k == 1)) {
+                    String first;
+                    try (FinLlmScheduler.Request r = s.submit(PROMPTS[0], 16, -1f, -1, null)) {
+                        first = readAll(r, 0).text.toString();
+                    }
+                    // the next turn sends the answer back: with reuseGenerated its K/V is reused too
+                    try (FinLlmScheduler.Request r = s.submit(PROMPTS[0] + first + "\nQ: Why?\nA:", 4, -1f, -1, null)) {
+                        readAll(r, 0);
+                    }
+                    String stats = s.statsJson();
+                    int at = stats.indexOf("\"prompt_tokens_reused\": ");
+                    expect(at >= 0, stats);
+                    reused[k] = Long.parseLong(stats.substring(at + 24).split("[,}]")[0].trim());
+                }
+            }
+            expect(reused[1] > reused[0] + 5, "the answer's tokens were reused: " + reused[1] + " vs " + reused[0]);
+        });
         check("queue_full_throws_busy_and_bad_params_throw", () -> {
             try {
                 FinLlmScheduler.open(modelPath, 0, 256, 1, 150.0, 4).close();

@@ -121,8 +121,19 @@ public final class FinLlmScheduler implements AutoCloseable {
      */
     public static FinLlmScheduler open(String modelPath, int nSlots, int nCtx, int nThreads, double p99TokenMs,
                                        int maxQueued, boolean flashAttn) {
+        return open(modelPath, nSlots, nCtx, nThreads, p99TokenMs, maxQueued, flashAttn, false);
+    }
+
+    /**
+     * As above; reuseGenerated (fe_scheduler_params.reuse_generated): a slot also keeps its
+     * answer's K/V, so a chat that sends the model's answers back evaluates only the new message
+     * (tokens then match a session with FinLlm.Options.reuseGenerated, not one without reuse).
+     */
+    public static FinLlmScheduler open(String modelPath, int nSlots, int nCtx, int nThreads, double p99TokenMs,
+                                       int maxQueued, boolean flashAttn, boolean reuseGenerated) {
         FinLlm.loadLibrary();
-        return new FinLlmScheduler(nativeOpen(modelPath, nSlots, nCtx, nThreads, p99TokenMs, maxQueued, flashAttn));
+        return new FinLlmScheduler(nativeOpen(modelPath, nSlots, nCtx, nThreads, p99TokenMs, maxQueued, flashAttn,
+                reuseGenerated));
     }
 
     /**
@@ -162,7 +173,7 @@ public final class FinLlmScheduler implements AutoCloseable {
     }
 
     private static native long nativeOpen(String modelPath, int nSlots, int nCtx, int nThreads, double p99TokenMs,
-                                          int maxQueued, boolean flashAttn);
+                                          int maxQueued, boolean flashAttn, boolean reuseGenerated);
     private static native void nativeFree(long handle);
     private static native long nativeSubmit(long handle, String prompt, int maxTokens, float temperature, int seed,
                                             String[] stop);
