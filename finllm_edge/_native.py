@@ -343,7 +343,10 @@ class Lib:
 def _lib() -> Lib:
     with _load_lock:
         lib_ = Lib()
-        set_hash_index_dir(lib_)
+        try:
+            set_hash_index_dir(lib_)
+        except errors.FinLLMEdgeError:
+            pass  # a cache path the core refuses (too long): a hash per process, as without an index
         return lib_
 
 
