@@ -80,4 +80,7 @@ python -c "from finllm_edge.models import default_model_path; default_model_path
 #    finllm_edge/_lib/<variant>/, where finllm_edge.cpu_variant.library_path() picks the best
 #    one this CPU runs. A rebuild is a no-op.
 finllm-edge native fetch
+# Build folders of deleted clones (each checkout has its own, ~1 GB) are removed first; a
+# folder built in during the last 2 hours stays (see finllm_edge/native/cache_prune.py).
+python -m finllm_edge.native.cache_prune
 finllm-edge native build --target host-variants

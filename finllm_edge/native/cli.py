@@ -27,6 +27,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     i.add_argument("--target", default="host", choices=list(TARGETS))
     i.add_argument("--build", action="store_true", help="build first if needed")
     sub.add_parser("targets", help="list the build targets")
+    c = sub.add_parser("clean", help="remove the build folders of checkouts that no longer exist "
+                                     "(each clone builds its own, ~1 GB; scripts/bootstrap.sh runs this)")
+    c.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    c.add_argument("--min-age-hours", type=float, default=2.0,
+                   help="keep folders built in during the last H hours even when their checkout is not "
+                        "visible here (a CI clone in another mount namespace; default: 2)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -69,9 +75,17 @@ def main(args: argparse.Namespace) -> int:
             return 1
         print(json.dumps(info.to_json(), indent=2))
         return 0
+    if cmd == "clean":
+        from .cache_prune import prune, report
+
+        if args.min_age_hours < 0:
+            print("finllm-edge native clean: --min-age-hours must be >= 0", file=sys.stderr)
+            return 2
+        print(report(prune(args.min_age_hours * 3600, dry_run=args.dry_run), args.dry_run))
+        return 0
     if cmd == "targets":
         for t in TARGETS.values():
             print(f"{t.name:24s} {t.description}")
         return 0
-    print("usage: finllm-edge native {fetch,build,info,targets} (see --help)", file=sys.stderr)
+    print("usage: finllm-edge native {fetch,build,info,targets,clean} (see --help)", file=sys.stderr)
     return 2
