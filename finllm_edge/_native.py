@@ -290,6 +290,8 @@ _SIGNATURES: dict[str, tuple] = {
     "fe_drift_monitor_json": (_P, [_P]),
     "fe_session_enable_drift": (C.c_int, [_P, C.c_char_p]),
     "fe_session_drift_monitor": (_P, [_P]),
+    "fe_scheduler_enable_drift": (C.c_int, [_P, C.c_char_p]),
+    "fe_scheduler_drift_monitor": (_P, [_P]),
 }
 
 _load_lock = threading.Lock()

@@ -9,6 +9,10 @@
         print(monitor.status().state, monitor.status().kl)           # "none" | "watch" | "drift"
         Path("drift-state.json").write_text(monitor.state_json())     # for `finllm-edge drift report`
 
+    Scheduler(...).enable_drift(path) attaches the same monitor to concurrent requests: each
+    request is counted on the thread that submits it, and status()/state_json() may be read
+    from any thread meanwhile (`finllm-edge serve --drift-ref`, GET /v1/drift).
+
 A binding: the buckets, the window, the KL, the thresholds and their calibration are the core's
 (native/src/drift_ref.cpp, drift_monitor.cpp), the same code the phone runs through JNI. The
 monitor keeps bucket counts only; sampled prompts (token ids) are kept only after
@@ -17,11 +21,12 @@ set_sampling(), an explicit opt-in.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes as C
 import json
 import os
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -185,55 +190,61 @@ class DriftReference:
 
 
 class DriftMonitor:
-    """The core's monitor: stand-alone (DriftMonitor(reference)) or a session's (Engine.enable_drift)."""
+    """The core's monitor: stand-alone (DriftMonitor(reference)), an Engine's (Engine.enable_drift)
+    or a Scheduler's (Scheduler.enable_drift)."""
 
-    def __init__(self, reference: DriftReference | None = None, *, _engine=None) -> None:
+    def __init__(self, reference: DriftReference | None = None, *,
+                 _attached: Callable[[], contextlib.AbstractContextManager[int]] | None = None) -> None:
         self._own = None
-        self._engine = _engine
-        if _engine is None:
+        self._attached = _attached  # yields the owner's monitor handle while the owner cannot close
+        if _attached is None:
             if reference is None:
                 raise InvalidArgumentError("DriftMonitor needs a DriftReference")
             h = C.c_void_p()
             _native.lib().check(_native.lib().fe_drift_monitor_new(reference._handle(), C.byref(h)), "DriftMonitor")
             self._own = h
 
-    def _handle(self) -> int:
-        if self._engine is not None:
-            self._engine._require()
-            h = _native.lib().fe_session_drift_monitor(self._engine._session)
-            if not h:
-                raise InvalidArgumentError("the Engine has no drift monitor (enable_drift first)")
-            return h
+    @contextlib.contextmanager
+    def _use(self) -> Iterator[int]:
+        if self._attached is not None:
+            with self._attached() as h:
+                yield h
+            return
         if not self._own:
             raise InvalidArgumentError("this DriftMonitor is closed")
-        return self._own
+        yield self._own
 
     def observe(self, tokens: Sequence[int]) -> DriftStatus:
         """Count one request's token ids, then evaluate the KL and the state."""
         arr, n = _int32_array(tokens)
-        _native.lib().check(_native.lib().fe_drift_observe(self._handle(), arr, n), "observe")
+        with self._use() as h:
+            _native.lib().check(_native.lib().fe_drift_observe(h, arr, n), "observe")
         return self.status()
 
     def status(self) -> DriftStatus:
         s = _native.DriftStatus()
-        _native.lib().check(_native.lib().fe_drift_get_status(self._handle(), C.byref(s)))
+        with self._use() as h:
+            _native.lib().check(_native.lib().fe_drift_get_status(h, C.byref(s)))
         return DriftStatus.from_c(s)
 
     def state_json(self) -> str:
         """The monitor's state as JSON (counts, thresholds, KL history; samples only when opted in)."""
         L = _native.lib()
-        return L.take_string(L.fe_drift_monitor_json(self._handle()), "drift state")
+        with self._use() as h:
+            return L.take_string(L.fe_drift_monitor_json(h), "drift state")
 
     def state(self) -> dict:
         return json.loads(self.state_json())
 
     def set_sampling(self, max_samples: int, every_n: int = 1) -> None:
         """Opt in to keeping the token ids of every `every_n`-th request (the last `max_samples`)."""
-        _native.lib().check(_native.lib().fe_drift_monitor_set_sampling(self._handle(), int(max_samples),
-                                                                        int(every_n)), "set_sampling")
+        with self._use() as h:
+            _native.lib().check(_native.lib().fe_drift_monitor_set_sampling(h, int(max_samples), int(every_n)),
+                                "set_sampling")
 
     def reset(self) -> None:
-        _native.lib().fe_drift_monitor_reset(self._handle())
+        with self._use() as h:
+            _native.lib().fe_drift_monitor_reset(h)
 
     def close(self) -> None:
         if self._own:
@@ -247,11 +258,43 @@ class DriftMonitor:
             pass
 
 
+def _path_arg(path: str | os.PathLike | None) -> bytes | None:
+    return None if path is None else os.fsencode(os.fspath(path))
+
+
 def enable_drift(engine, path: str | os.PathLike | None) -> DriftMonitor | None:
     """Attach a monitor on the reference file at `path` to an Engine's session (None detaches)."""
     engine._require()
     L = _native.lib()
     with engine._lock:
-        _check_ref(L.fe_session_enable_drift(engine._session, None if path is None else os.fsencode(os.fspath(path))),
-                   f"enable_drift({path})")
-    return None if path is None else DriftMonitor(_engine=engine)
+        _check_ref(L.fe_session_enable_drift(engine._session, _path_arg(path)), f"enable_drift({path})")
+
+    @contextlib.contextmanager
+    def attached() -> Iterator[int]:
+        engine._require()
+        yield _attached_handle(L.fe_session_drift_monitor(engine._session), "Engine")
+
+    return None if path is None else DriftMonitor(_attached=attached)
+
+
+def enable_scheduler_drift(sched, path: str | os.PathLike | None) -> DriftMonitor | None:
+    """Attach a monitor on the reference file at `path` to a Scheduler (None detaches); requests
+    may run meanwhile."""
+    L = _native.lib()
+    with sched._lock:
+        sched._require()
+        _check_ref(L.fe_scheduler_enable_drift(sched._sched, _path_arg(path)), f"enable_drift({path})")
+
+    @contextlib.contextmanager
+    def attached() -> Iterator[int]:
+        with sched._lock:  # close() cannot free the monitor while it is in use
+            sched._require()
+            yield _attached_handle(L.fe_scheduler_drift_monitor(sched._sched), "Scheduler")
+
+    return None if path is None else DriftMonitor(_attached=attached)
+
+
+def _attached_handle(h: int | None, owner: str) -> int:
+    if not h:
+        raise InvalidArgumentError(f"the {owner} has no drift monitor (enable_drift first)")
+    return h

@@ -228,6 +228,16 @@ class Scheduler(Backend):
             L = _native.lib()
             return json.loads(L.take_string(L.fe_scheduler_stats_json(self._sched), "stats"))
 
+    # drift monitoring (finllm_edge/drift.py) ----------------------------------------------
+    def enable_drift(self, reference_path: str | os.PathLike | None):
+        """Monitor what this Scheduler's requests ask against a drift reference (as
+        Engine.enable_drift; requests may run meanwhile): each request is counted when it is
+        queued, as a session counts it. Returns the DriftMonitor (status(), state_json(), safe from
+        any thread); None detaches. A refused file is a DriftReferenceError (the monitor stays)."""
+        from .drift import enable_scheduler_drift
+
+        return enable_scheduler_drift(self, reference_path)
+
     # tokens ------------------------------------------------------------------------------
     def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = False) -> list[int]:
         L = _native.lib()

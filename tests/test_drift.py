@@ -1,6 +1,7 @@
 """Drift monitoring (issue 17): the core's KL against a direct numpy computation, window
-boundaries, deterministic calibration, hostile reference files, the session hook, and the
-Python, C (test_drift --stream) and JNI monitors on one token stream."""
+boundaries, deterministic calibration, hostile reference files, the session and scheduler hooks,
+`finllm-edge serve --drift-ref`, and the Python, C (test_drift --stream) and JNI monitors on one
+token stream."""
 
 from __future__ import annotations
 
@@ -8,15 +9,16 @@ import hashlib
 import json
 import struct
 import subprocess
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from finllm_edge import Engine
+from finllm_edge import Engine, Scheduler
 from finllm_edge.drift import DriftMonitor, DriftParams, DriftReference, tokenizer_sha256
 from finllm_edge.drift_build import make_reference, paragraphs, request_chunks
-from finllm_edge.errors import DriftReferenceError, InvalidArgumentError, ModelNotFoundError
+from finllm_edge.errors import DriftReferenceError, FinLLMEdgeError, InvalidArgumentError, ModelNotFoundError
 from finllm_edge.lab import drift_corpora
 from finllm_edge.models import default_model_path
 
@@ -272,6 +274,125 @@ def test_session_counts_what_the_user_asked(engine, ref_file):
         mon.status()
 
 
+def _foreign_ref(engine, path: Path) -> Path:
+    foreign = DriftReference.build("ab" * 32, engine.n_vocab, [1, 2, 3] * 400, DriftParams(window_tokens=64))
+    foreign.calibrate(foreign.window_kls([[1, 2, 3]] * 10, 50, 1), 0.05, 0.01, 1)
+    foreign.save(path)
+    return path
+
+
+def test_scheduler_counts_what_a_session_counts(engine, ref_file, tmp_path):
+    """The same requests on a Scheduler and on the Engine's session give the same monitor, step by
+    step; then threads submit at once while another reads the monitor."""
+    sys_prompt = "You are a careful analyst at a regional bank; answer in two sentences and cite numbers. "
+    system = [{"role": "system", "content": "You are a concise finance assistant."}]
+    history = [{"role": "user", "content": "What is a bond coupon?"}, {"role": "assistant", "content": "ok"}]
+    steps = [("prompt", "What is a bond coupon?", 2), ("prompt", sys_prompt + "What is EBITDA?", 2),
+             ("prompt", sys_prompt + "What is free cash flow?", 2),  # shares >= 16 tokens: counted once
+             ("chat", system + [{"role": "user", "content": "What is a bond ladder?"}], 2),
+             ("chat", system + history + [{"role": "user", "content": "And its yield?"}], 2),
+             ("prompt", "Counting only.", 0)]  # max_tokens 0: counted by neither
+    with Scheduler(default_model_path(), n_slots=4, n_ctx=512, n_threads=2) as sched:
+        with pytest.raises(DriftReferenceError, match="another tokenizer"):
+            sched.enable_drift(_foreign_ref(engine, tmp_path / "foreign.fedrift"))
+        mon = sched.enable_drift(ref_file)
+        emon = engine.enable_drift(ref_file)
+        try:
+            for kind, payload, n in steps:
+                for backend in (sched, engine):
+                    run = backend.chat if kind == "chat" else backend.generate
+                    "".join(run(payload, max_tokens=n))
+                got, want = mon.status(), emon.status()
+                assert (got.n_requests, got.n_tokens, got.kl, got.state) == \
+                    (want.n_requests, want.n_tokens, want.kl, want.state)
+            assert mon.status().n_requests == 5
+            # a refused file keeps the attached monitor
+            with pytest.raises(ModelNotFoundError):
+                sched.enable_drift(tmp_path / "missing.fedrift")
+            assert mon.status().n_requests == 5
+
+            before = mon.status()
+            questions = [f"Client {t} asks: what was the margin in quarter {i}?" for t in range(4) for i in range(4)]
+            errors: list[BaseException] = []
+            stop = threading.Event()
+            reads = [0]
+
+            def ask(qs):
+                try:
+                    for q in qs:
+                        "".join(sched.chat(system + [{"role": "user", "content": q}], max_tokens=2))
+                except BaseException as e:  # noqa: BLE001 - reported below
+                    errors.append(e)
+
+            def read():
+                while not stop.is_set():
+                    mon.status()
+                    json.loads(mon.state_json())
+                    reads[0] += 1
+
+            reader = threading.Thread(target=read)
+            reader.start()
+            askers = [threading.Thread(target=ask, args=(questions[t::4],)) for t in range(4)]
+            for t in askers:
+                t.start()
+            for t in askers:
+                t.join(120)
+            stop.set()
+            reader.join(30)
+            assert not errors and reads[0] > 0
+            after = mon.status()
+            assert after.n_requests == before.n_requests + len(questions)
+            assert after.n_tokens == before.n_tokens + sum(len(engine.tokenize(q, add_special=False))
+                                                           for q in questions)
+            assert sched.enable_drift(None) is None
+            with pytest.raises(InvalidArgumentError, match="Scheduler has no drift monitor"):
+                mon.status()
+            mon = sched.enable_drift(ref_file)
+        finally:
+            engine.enable_drift(None)
+    with pytest.raises(FinLLMEdgeError, match="closed"):
+        mon.status()
+
+
+def test_serve_drift_endpoint(engine, ref_file, tmp_path):
+    """`finllm-edge serve --drift-ref`: requests through the official openai client are counted;
+    GET /v1/drift is the state `finllm-edge drift report` reads; without a monitor it is a 404."""
+    import httpx
+    import openai
+
+    from finllm_edge.lab.serve import ServeBackend
+    from serve_helpers import running_server
+
+    questions = ["What is EBITDA?", "How is working capital computed?", "What moves a bond's yield?"]
+    with pytest.raises(DriftReferenceError, match="another tokenizer"):
+        ServeBackend(None, n_ctx=512, n_threads=1, parallel=2,
+                     drift_ref=_foreign_ref(engine, tmp_path / "foreign.fedrift"))
+    for parallel in (1, 2):
+        backend = ServeBackend(None, n_ctx=512, n_threads=1, parallel=parallel, drift_ref=ref_file)
+        try:
+            with running_server(backend, "m") as base:
+                client = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0, timeout=120)
+                for q in questions:
+                    client.chat.completions.create(model="m", messages=[{"role": "user", "content": q}],
+                                                   max_tokens=2)
+                state = httpx.get(base + "/v1/drift", timeout=30).json()
+                health = httpx.get(base + "/health", timeout=30).json()
+        finally:
+            backend.close()
+        assert state["schema"] == "finllm-edge/drift-state"
+        assert state["n_requests"] == len(questions)
+        assert state["n_tokens"] == sum(len(engine.tokenize(q, add_special=False)) for q in questions)
+        assert health["drift"]["n_requests"] == len(questions) and health["drift"]["state"] == state["state"]
+    plain = ServeBackend(None, n_ctx=512, n_threads=1, parallel=1)
+    try:
+        with running_server(plain, "m") as base:
+            r = httpx.get(base + "/v1/drift", timeout=30)
+    finally:
+        plain.close()
+    assert r.status_code == 404 and r.json()["error"]["code"] == "drift_not_enabled"
+    assert "--drift-ref" in r.json()["error"]["message"]
+
+
 def _stream(engine) -> tuple[list[list[int]], list[str]]:
     prompts = drift_corpora.requests("finance", 30, seed=9) + drift_corpora.requests("spanish", 30, seed=9)
     return [engine.tokenize(p, add_special=False) for p in prompts], prompts
@@ -324,9 +445,15 @@ def test_python_c_and_jni_monitors_agree(engine, ref_file, tmp_path):
         assert jg == eng
         state = json.loads(next(x for x in lines if x.startswith("JSON "))[5:])
         assert state["n_requests"] == len(prompts) and state["kl"] == eng[-1][0]
+        # FinLlmScheduler.enableDrift: the same counts as the session's
+        jq = [(float(x.split()[1]), x.split()[2], int(x.split()[3])) for x in lines if x.startswith("Q ")]
+        assert jq == eng
+        qstate = json.loads(next(x for x in lines if x.startswith("QJSON "))[6:])
+        assert qstate["n_requests"] == len(prompts) and qstate["window_counts"] == state["window_counts"]
     finally:
         engine.enable_drift(None)
-    assert "PASS drift_hostile bad.fedrift" in res.stdout and "WARNING in native method" not in res.stdout + res.stderr
+    assert "PASS drift_hostile bad.fedrift" in res.stdout and "PASS sched_drift_hostile bad.fedrift" in res.stdout
+    assert "WARNING in native method" not in res.stdout + res.stderr
 
 
 def test_convert_stage_writes_the_reference_next_to_the_artifacts(tmp_path, engine):

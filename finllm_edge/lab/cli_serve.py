@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .argtypes import int_range, positive_int
 from .cli_run import add_engine_args
@@ -13,7 +14,9 @@ Serve a GGUF model over HTTP with OpenAI's API, on 127.0.0.1 by default:
   POST /v1/chat/completions   chat (the model's chat template), "stream": true for SSE chunks
   POST /v1/completions        raw-prompt completion
   GET  /v1/models             the one model served (its id is --model-id)
-  GET  /health                status, mode, requests in flight
+  GET  /health                status, mode, requests in flight, the drift state
+  GET  /v1/drift              with --drift-ref: the drift monitor's state JSON (what users ask vs
+                              the tuning text), the file `finllm-edge drift report` reads
 
 Use it with the official openai client:
   from openai import OpenAI
@@ -41,12 +44,21 @@ Prefix reuse: a request that starts like an earlier one (a system prompt) evalua
 with the same tokens as without reuse. --reuse-generated also reuses the K/V of the answers a chat
 sends back (as llama-server does): only the new message is evaluated, and the tokens are no longer
 identical to a run without reuse.
+
+Drift (--drift-ref FILE, made by `finllm-edge convert --drift-ref` or `finllm-edge drift ref`):
+every request's question (a chat's last user message; a prompt's new tokens) is counted by the
+core's monitor, as on the phone; GET /v1/drift says whether what users ask has moved away from the
+tuning text (state none / watch / drift, the KL, the thresholds). A reference made for another
+tokenizer is refused at start.
 """
 
 EPILOG = """\
 examples:
   finllm-edge serve                                   # the embedded SmolLM2, 127.0.0.1:8000
   finllm-edge serve model.gguf --port 8080 --parallel 4 -c 2048
+  finllm-edge serve out/convert/model-q4_0.gguf --drift-ref out/convert/drift-ref.fedrift
+  curl -s http://127.0.0.1:8000/v1/drift > drift-state.json && \
+       finllm-edge drift report drift-state.json --model out/convert/model-q4_0.gguf -o out/drift
   curl -s http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' \\
        -d '{"model": "SmolLM2-135M-Instruct.Q4_1", "messages": [{"role": "user", "content": "Hi"}]}'
 
@@ -74,6 +86,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reuse-generated", action="store_true",
                         help="also reuse the cached answers a chat sends back (faster chats; tokens may then differ "
                              "from a run without reuse)")
+    parser.add_argument("--drift-ref", type=Path, default=None, metavar="FILE",
+                        help="monitor what requests ask against this drift reference (.fedrift); state at GET "
+                             "/v1/drift")
     parser.add_argument("--max-pending", type=positive_int, default=32,
                         help="requests running or waiting at most; more get 503 (default 32)")
     parser.add_argument("--max-body-bytes", type=int_range(1024), default=1 << 20,
@@ -92,11 +107,12 @@ def main(args: argparse.Namespace) -> int:
     backend = ServeBackend(args.model, n_ctx=args.ctx, n_threads=args.threads, parallel=args.parallel,
                            max_pending=args.max_pending,
                            flash_attn=None if args.flash_attn == "auto" else args.flash_attn == "on",
-                           reuse_generated=args.reuse_generated)
+                           reuse_generated=args.reuse_generated, drift_ref=args.drift_ref)
     try:
         model_id = args.model_id or backend.model_path.name.removesuffix(".gguf")
         print(f"finllm-edge serve: {backend.model_path} as '{model_id}' ({backend.mode}, parallel {args.parallel}, "
-              f"n_ctx {args.ctx}, flash attention {'on' if backend.flash_attn else 'off'}) "
+              f"n_ctx {args.ctx}, flash attention {'on' if backend.flash_attn else 'off'}"
+              f"{f', drift monitor on {args.drift_ref}' if backend.drift else ''}) "
               f"on http://{args.host}:{args.port}/v1", file=sys.stderr, flush=True)
         serve(backend, model_id, host=args.host, port=args.port, max_body_bytes=args.max_body_bytes,
               log_level=args.log_level)

@@ -904,6 +904,18 @@ FE_API fe_status fe_session_enable_drift(fe_session *session, const char *path);
  * by the session; valid until it is detached or the session is freed. */
 FE_API fe_drift_monitor *fe_session_drift_monitor(fe_session *session);
 
+/* The same monitor on a scheduler (see "concurrent requests"): every request queued with
+ * max_tokens > 0 is counted as a session counts it (the last user message of a chat; a prompt's
+ * tokens after a prefix shared with the previous request's), on the thread that submits it.
+ * NULL path detaches. May be called while requests run; FE_ERR_BAD_MODEL / FE_ERR_FILE_NOT_FOUND
+ * as fe_session_enable_drift (the attached monitor, if any, is kept then). A monitor is
+ * thread-safe: fe_drift_get_status, fe_drift_monitor_json and the others may be called from any
+ * thread while requests are submitted. */
+FE_API fe_status fe_scheduler_enable_drift(fe_scheduler *sched, const char *path);
+/* The scheduler's monitor (NULL when none); owned by it, valid until the next
+ * fe_scheduler_enable_drift or fe_scheduler_free. */
+FE_API fe_drift_monitor *fe_scheduler_drift_monitor(fe_scheduler *sched);
+
 /* ================================================================ profiles, device, benchmark
  *
  * One LatencyProfile writer for every binding (Python, JNI, fe-bench): the JSON follows

@@ -765,16 +765,27 @@ static fe_drift_monitor *session_drift(JNIEnv *env, jlong handle, const char *wh
     return m;
 }
 
+}  // extern "C"
+
+// enableDrift of a session or a scheduler: `attach` gets the reference path (NULL: detach).
+template <class Attach>
+static void enable_drift(JNIEnv *env, jstring jpath, const char *what, Attach &&attach) {
+    std::string path;
+    bool ok = true;
+    if (jpath) path = copy_jstring(env, jpath, (std::string(what) + ": referencePath").c_str(), &ok);
+    if (!ok) return;
+    fe_status st = attach(jpath ? path.c_str() : nullptr);
+    if (st != FE_OK) throw_status(env, st, what);
+}
+
+extern "C" {
+
 JNIEXPORT void JNICALL Java_io_finllm_edge_FinLlm_nativeEnableDrift(JNIEnv *env, jclass, jlong handle, jstring jpath) {
     guarded<int>(env, "FinLlm.enableDrift", 0, [&]() -> int {
         JniSession *s = from_handle(env, handle, "FinLlm.enableDrift");
-        if (!s) return 0;
-        std::string path;
-        bool ok = true;
-        if (jpath) path = copy_jstring(env, jpath, "FinLlm.enableDrift: referencePath", &ok);
-        if (!ok) return 0;
-        fe_status st = fe_session_enable_drift(s->session, jpath ? path.c_str() : nullptr);
-        if (st != FE_OK) throw_status(env, st, "FinLlm.enableDrift");
+        if (s)
+            enable_drift(env, jpath, "FinLlm.enableDrift",
+                         [&](const char *p) { return fe_session_enable_drift(s->session, p); });
         return 0;
     });
 }
@@ -1093,6 +1104,43 @@ JNIEXPORT jstring JNICALL Java_io_finllm_edge_FinLlmScheduler_nativeStats(JNIEnv
         jstring out = env->NewStringUTF(json);
         fe_free(json);
         return out;
+    });
+}
+
+// The scheduler's drift monitor (fe_scheduler_enable_drift): requests are counted when submitted;
+// the monitor locks itself, so status and JSON may be read while other threads submit.
+JNIEXPORT void JNICALL Java_io_finllm_edge_FinLlmScheduler_nativeEnableDrift(JNIEnv *env, jclass, jlong handle,
+                                                                             jstring jpath) {
+    guarded<int>(env, "FinLlmScheduler.enableDrift", 0, [&]() -> int {
+        JniScheduler *s = sched_from(env, handle, "FinLlmScheduler.enableDrift");
+        if (s)
+            enable_drift(env, jpath, "FinLlmScheduler.enableDrift",
+                         [&](const char *p) { return fe_scheduler_enable_drift(s->sched, p); });
+        return 0;
+    });
+}
+
+static fe_drift_monitor *scheduler_drift(JNIEnv *env, jlong handle, const char *what) {
+    JniScheduler *s = sched_from(env, handle, what);
+    if (!s) return nullptr;
+    fe_drift_monitor *m = fe_scheduler_drift_monitor(s->sched);
+    if (!m) throw_fe(env, FE_ERR_INVALID_ARG, std::string(what) + ": no drift monitor (call enableDrift first)");
+    return m;
+}
+
+JNIEXPORT jdoubleArray JNICALL Java_io_finllm_edge_FinLlmScheduler_nativeDriftStatus(JNIEnv *env, jclass,
+                                                                                     jlong handle) {
+    return guarded<jdoubleArray>(env, "FinLlmScheduler.driftStatus", nullptr, [&]() -> jdoubleArray {
+        fe_drift_monitor *m = scheduler_drift(env, handle, "FinLlmScheduler.driftStatus");
+        return m ? drift_status_array(env, m, "FinLlmScheduler.driftStatus") : nullptr;
+    });
+}
+
+JNIEXPORT jstring JNICALL Java_io_finllm_edge_FinLlmScheduler_nativeDriftStateJson(JNIEnv *env, jclass,
+                                                                                  jlong handle) {
+    return guarded<jstring>(env, "FinLlmScheduler.driftStateJson", nullptr, [&]() -> jstring {
+        fe_drift_monitor *m = scheduler_drift(env, handle, "FinLlmScheduler.driftStateJson");
+        return m ? drift_json(env, m, "FinLlmScheduler.driftStateJson") : nullptr;
     });
 }
 

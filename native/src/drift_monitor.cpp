@@ -1,5 +1,7 @@
 // The drift monitor: bucket counts of a sliding window of prompt tokens and KL(window || reference),
-// updated in O(1) per token; the state after each request; the state JSON; the session hook.
+// updated in O(1) per token; the state after each request; the state JSON; the session and
+// scheduler hooks. A monitor is thread-safe (its mutex): a scheduler counts requests on the
+// threads that submit them while others read the status.
 //
 // With smoothing a, B buckets, window counts c_b and n tokens in the window (Z = n + a*B):
 //   KL = sum_b p_b log(p_b / q_b),  p_b = (c_b + a) / Z
@@ -17,6 +19,7 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
+#include <mutex>
 
 namespace {
 
@@ -35,6 +38,7 @@ struct Eval {
 }  // namespace
 
 struct fe_drift_monitor {
+    mutable std::mutex mu;             // every public call and the hooks hold it
     fe_drift_ref ref;
     int32_t W = 0, B = 0;
     double a = 0;
@@ -49,7 +53,7 @@ struct fe_drift_monitor {
     std::deque<Eval> history;
     int32_t max_samples = 0, every_n = 0;
     std::deque<std::vector<int32_t>> samples;
-    std::vector<int32_t> session_prev;  // the previous request's prompt (session hook)
+    std::vector<int32_t> session_prev;  // the previous request's prompt (the hooks)
 
     void resync() {
         s1 = s2 = 0;
@@ -158,29 +162,52 @@ void append_num(std::string &s, double v) {
 
 namespace fe {
 
-void drift_on_request(fe_session *s) {
-    fe_drift_monitor *m = s->drift;
-    if (!m || s->req.gp.max_tokens == 0) return;
-    const std::vector<llama_token> &p = s->req.prompt;
+void drift_count_request(fe_drift_monitor *m, const fe_model *model, const std::vector<llama_token> &p,
+                         const fe_chat_message *chat, size_t n_chat) {
+    if (!m) return;
     std::vector<int32_t> fresh;
-    const fe_chat_message *user = nullptr;
-    for (size_t i = 0; i < s->req.n_chat; i++)
-        if (s->req.chat[i].role && s->req.chat[i].content && strcmp(s->req.chat[i].role, "user") == 0)
-            user = &s->req.chat[i];
-    if (s->req.chat) {  // a chat request: what the user asked is the last user message
+    if (chat) {  // a chat request: what the user asked is the last user message
+        const fe_chat_message *user = nullptr;
+        for (size_t i = 0; i < n_chat; i++)
+            if (chat[i].role && chat[i].content && strcmp(chat[i].role, "user") == 0) user = &chat[i];
         std::vector<llama_token> toks;
-        if (user && tokenize_text(s->model, user->content, false, false, toks) == FE_OK)
+        if (user && tokenize_text(model, user->content, false, false, toks) == FE_OK)
             fresh.assign(toks.begin(), toks.end());
-    } else {  // a prompt: skip a long prefix shared with the previous one (system prompt, chat history)
+    }
+    std::lock_guard<std::mutex> lk(m->mu);
+    if (!chat) {  // a prompt: skip a long prefix shared with the previous one (system prompt, chat history)
         size_t k = 0, n = std::min(p.size(), m->session_prev.size());
         while (k < n && p[k] == m->session_prev[k]) k++;
         if (k < kSharedPrefix) k = 0;
         fresh.reserve(p.size() - k);
         for (size_t i = k; i < p.size(); i++)
-            if (!llama_vocab_is_control(s->model->vocab, p[i])) fresh.push_back(p[i]);
+            if (!llama_vocab_is_control(model->vocab, p[i])) fresh.push_back(p[i]);
     }
     m->session_prev.assign(p.begin(), p.end());
     m->observe(fresh.data(), fresh.size());
+}
+
+void drift_on_request(fe_session *s) {
+    if (s->req.gp.max_tokens == 0) return;
+    drift_count_request(s->drift, s->model, s->req.prompt, s->req.chat, s->req.n_chat);
+}
+
+fe_status drift_monitor_for(const fe_model *model, const char *path, fe_drift_monitor **out) {
+    *out = nullptr;
+    fe_drift_ref *ref = nullptr;
+    fe_status st = fe_drift_ref_load(path, &ref);
+    if (st != FE_OK) return st;
+    std::unique_ptr<fe_drift_ref, void (*)(fe_drift_ref *)> hold(ref, fe_drift_ref_free);
+    char hex[65];
+    st = fe_model_tokenizer_sha256(model, hex);
+    if (st != FE_OK) return st;
+    int32_t n_vocab = llama_vocab_n_tokens(model->vocab);
+    if (ref->n_vocab != n_vocab || ref->tokenizer_sha256 != hex)
+        return set_error(FE_ERR_BAD_MODEL, "drift reference '%s' refused: made for another tokenizer "
+                         "(n_vocab %d, tokenizer sha256 %.12s...) than this model's (n_vocab %d, %.12s...); "
+                         "make the reference with this model (finllm-edge convert --drift-ref)",
+                         path, ref->n_vocab, ref->tokenizer_sha256.c_str(), n_vocab, hex);
+    return fe_drift_monitor_new(ref, out);
 }
 
 void drift_detach(fe_session *s) {
@@ -213,7 +240,9 @@ fe_status fe_drift_monitor_new(const fe_drift_ref *ref, fe_drift_monitor **out) 
 void fe_drift_monitor_free(fe_drift_monitor *monitor) { delete monitor; }
 
 void fe_drift_monitor_reset(fe_drift_monitor *monitor) {
-    if (monitor) monitor->reset();
+    if (!monitor) return;
+    std::lock_guard<std::mutex> lk(monitor->mu);
+    monitor->reset();
 }
 
 fe_status fe_drift_observe(fe_drift_monitor *monitor, const int32_t *tokens, size_t n) {
@@ -224,6 +253,7 @@ fe_status fe_drift_observe(fe_drift_monitor *monitor, const int32_t *tokens, siz
                 return fe::set_error(FE_ERR_INVALID_ARG, "fe_drift_observe: token %d at index %zu is outside the "
                                                          "vocabulary (0..%d); nothing was counted",
                                      tokens[i], i, monitor->ref.n_vocab - 1);
+        std::lock_guard<std::mutex> lk(monitor->mu);
         monitor->observe(tokens, n);
         return FE_OK;
     });
@@ -235,6 +265,7 @@ fe_status fe_drift_monitor_set_sampling(fe_drift_monitor *monitor, int32_t max_s
         return fe::set_error(FE_ERR_INVALID_ARG, "fe_drift_monitor_set_sampling: max_samples = %d (0..%d) and "
                                                  "every_n = %d (>= 1 when sampling) are out of range",
                              max_samples, kMaxSamples, every_n);
+    std::lock_guard<std::mutex> lk(monitor->mu);
     monitor->max_samples = max_samples;
     monitor->every_n = max_samples > 0 ? every_n : 0;
     if (max_samples == 0) monitor->samples.clear();
@@ -244,6 +275,7 @@ fe_status fe_drift_monitor_set_sampling(fe_drift_monitor *monitor, int32_t max_s
 
 fe_status fe_drift_get_status(const fe_drift_monitor *monitor, fe_drift_status *out) {
     if (!monitor || !out) return fe::set_error(FE_ERR_INVALID_ARG, "fe_drift_get_status: NULL argument");
+    std::lock_guard<std::mutex> lk(monitor->mu);
     *out = monitor->st;
     return FE_OK;
 }
@@ -254,6 +286,7 @@ char *fe_drift_monitor_json(const fe_drift_monitor *m) {
         return nullptr;
     }
     try {
+        std::lock_guard<std::mutex> lk(m->mu);
         const fe_drift_ref &r = m->ref;
         const fe_drift_status &st = m->st;
         std::string s = "{\"schema\":\"finllm-edge/drift-state\",\"version\":1,";
@@ -332,21 +365,8 @@ fe_status fe_session_enable_drift(fe_session *session, const char *path) {
             fe::drift_detach(session);
             return FE_OK;
         }
-        fe_drift_ref *ref = nullptr;
-        fe_status st = fe_drift_ref_load(path, &ref);
-        if (st != FE_OK) return st;
-        std::unique_ptr<fe_drift_ref, void (*)(fe_drift_ref *)> hold(ref, fe_drift_ref_free);
-        char hex[65];
-        st = fe_model_tokenizer_sha256(session->model, hex);
-        if (st != FE_OK) return st;
-        int32_t n_vocab = llama_vocab_n_tokens(session->model->vocab);
-        if (ref->n_vocab != n_vocab || ref->tokenizer_sha256 != hex)
-            return fe::set_error(FE_ERR_BAD_MODEL, "drift reference '%s' refused: made for another tokenizer "
-                                 "(n_vocab %d, tokenizer sha256 %.12s...) than this model's (n_vocab %d, %.12s...); "
-                                 "make the reference with this model (finllm-edge convert --drift-ref)",
-                                 path, ref->n_vocab, ref->tokenizer_sha256.c_str(), n_vocab, hex);
         fe_drift_monitor *m = nullptr;
-        st = fe_drift_monitor_new(ref, &m);
+        fe_status st = fe::drift_monitor_for(session->model, path, &m);
         if (st != FE_OK) return st;
         fe::drift_detach(session);
         session->drift = m;

@@ -93,8 +93,15 @@ void clear_llama_errors();
 void ensure_backend();
 void log(fe_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-// drift_monitor.cpp: counts the prompt of a request that is starting (no-op without a monitor),
-// and frees a session's monitor.
+// drift_monitor.cpp: the one rule for what a request adds to a drift monitor (a chat: its last
+// user message; a prompt: its non-control tokens after a prefix of >= 16 shared with the previous
+// request's prompt); no-op without a monitor. Takes the monitor's lock.
+void drift_count_request(fe_drift_monitor *m, const fe_model *model, const std::vector<llama_token> &prompt,
+                         const fe_chat_message *chat, size_t n_chat);
+// A new monitor on the reference at `path`, refused when made for another tokenizer than model's.
+fe_status drift_monitor_for(const fe_model *model, const char *path, fe_drift_monitor **out);
+// drift_monitor.cpp: counts the prompt of a session's request that is starting (skipped for
+// max_tokens 0), and frees a session's monitor.
 void drift_on_request(fe_session *s);
 void drift_detach(fe_session *s);
 // generate.cpp: ends the active request of a session (frees its sampler, keeps its profile).

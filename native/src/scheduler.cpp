@@ -104,6 +104,10 @@ struct fe_scheduler {
     int32_t n_seq = 0;  // sequences in the context (= n_slots)
     std::shared_ptr<Shared> shared;
     std::thread thread;
+    // fe_scheduler_enable_drift: counts requests on the submitting threads (drift_mu guards the
+    // pointer; the monitor locks itself)
+    std::mutex drift_mu;
+    fe_drift_monitor *drift = nullptr;
     // ---- decode thread only
     std::vector<RequestPtr> slots;      // by sequence id; NULL = free
     std::vector<int32_t> cells;         // positions each sequence holds in the KV cache (stats, checks)
@@ -549,7 +553,8 @@ fe_status check_params(const fe_model *model, const fe_scheduler_params &p) {
 
 // Checks + tokenization as fe_request_start does, then the queue (bounded).
 template <typename Tokenize>
-fe_status submit(fe_scheduler *s, const fe_generate_params *params, fe_sched_request **out, Tokenize &&tokenize) {
+fe_status submit(fe_scheduler *s, const fe_generate_params *params, fe_sched_request **out, Tokenize &&tokenize,
+                 const fe_chat_message *chat = nullptr, size_t n_chat = 0) {
     if (!out) return fe::set_error(FE_ERR_INVALID_ARG, "out is NULL");
     *out = nullptr;
     if (!s) return fe::set_error(FE_ERR_INVALID_ARG, "scheduler is NULL");
@@ -607,6 +612,10 @@ fe_status submit(fe_scheduler *s, const fe_generate_params *params, fe_sched_req
         s->shared->cv.notify_all();
     }
     *out = h.release();
+    if (gp.max_tokens > 0) {  // as a session counts it (a queued request; max_tokens 0 is not a question)
+        std::lock_guard<std::mutex> lk(s->drift_mu);
+        fe::drift_count_request(s->drift, s->model, r->prompt, chat, n_chat);
+    }
     return FE_OK;
 }
 
@@ -716,6 +725,7 @@ void fe_scheduler_free(fe_scheduler *sched) {
     }
     if (sched->thread.joinable()) sched->thread.join();
     llama_free(sched->ctx);
+    fe_drift_monitor_free(sched->drift);
     delete sched;
 }
 
@@ -749,7 +759,7 @@ fe_status fe_sched_submit_chat(fe_scheduler *sched, const fe_chat_message *messa
         fe::clear_error();
         return submit(sched, params, out, [&](std::vector<llama_token> &toks) {
             return fe::chat_tokens(sched->model, messages, n_messages, true, toks);
-        });
+        }, messages, n_messages);
     });
 }
 
@@ -810,6 +820,30 @@ void fe_sched_request_free(fe_sched_request *req) {
     if (!req) return;
     fe_sched_cancel(req);
     delete req;
+}
+
+fe_status fe_scheduler_enable_drift(fe_scheduler *sched, const char *path) {
+    return fe::guard("fe_scheduler_enable_drift", [&]() -> fe_status {
+        fe::clear_error();
+        if (!sched) return fe::set_error(FE_ERR_INVALID_ARG, "fe_scheduler_enable_drift: scheduler is NULL");
+        fe_drift_monitor *m = nullptr;
+        if (path) {
+            fe_status st = fe::drift_monitor_for(sched->model, path, &m);
+            if (st != FE_OK) return st;
+        }
+        {
+            std::lock_guard<std::mutex> lk(sched->drift_mu);
+            std::swap(sched->drift, m);
+        }
+        fe_drift_monitor_free(m);  // the one replaced
+        return FE_OK;
+    });
+}
+
+fe_drift_monitor *fe_scheduler_drift_monitor(fe_scheduler *sched) {
+    if (!sched) return nullptr;
+    std::lock_guard<std::mutex> lk(sched->drift_mu);
+    return sched->drift;
 }
 
 char *fe_scheduler_stats_json(fe_scheduler *sched) {

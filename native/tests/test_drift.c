@@ -1,6 +1,7 @@
 /* Drift references and monitors (finllm_edge.h "drift monitoring"): the KL against a direct
  * computation, window boundaries, deterministic calibration, save/load and refused files, the
- * tokenizer check and the session hook.
+ * tokenizer check, the session hook and the scheduler's (same counts as a session; submits from
+ * several threads while another reads the monitor).
  *
  *   test_drift MODEL DIR                 the tests (DIR: scratch folder)
  *   test_drift --stream REF STREAM       probe: one request per line of STREAM (token ids), prints
@@ -10,6 +11,8 @@
 #include "fe_test.h"
 
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #define NV 500
@@ -212,6 +215,166 @@ static void test_session(const char *model_path, const char *dir) {
     fe_model_free(model);
 }
 
+/* The scheduler counts what a session counts: the same requests (prompts sharing a long prefix,
+ * chats, a prefill-only one) give the same status on both; then 4 threads submit while a fifth
+ * reads status and JSON (the monitor locks itself; ASan/UBSan builds run this too). */
+#define N_SUBMITTERS 4
+#define PER_THREAD 6
+typedef struct {
+    fe_scheduler *sch;
+    int idx;
+    int failed;
+} submitter;
+
+static const char *SYSTEM =
+    "You are a careful financial analyst. Answer in one sentence, cite the figure you use, and say "
+    "when the report does not contain it. Quarterly revenue, margins and cash flow are the usual topics.";
+
+static void *submit_some(void *arg) {
+    submitter *t = (submitter *)arg;
+    fe_generate_params gp = fe_generate_default_params();
+    gp.max_tokens = 2;
+    for (int i = 0; i < PER_THREAD; i++) {
+        char q[160];
+        snprintf(q, sizeof q, "Thread %d question %d: what was the operating margin?", t->idx, i);
+        fe_chat_message msgs[2] = {{"system", SYSTEM}, {"user", q}};
+        fe_sched_request *rq = NULL;
+        if (fe_sched_submit_chat(t->sch, msgs, 2, &gp, &rq) != FE_OK) { t->failed++; continue; }
+        fe_token_event ev;
+        while (fe_sched_next(rq, &ev) == FE_OK && !ev.done) {}
+        fe_sched_request_free(rq);
+    }
+    return NULL;
+}
+
+static atomic_int readers_stop;
+static void *read_monitor(void *arg) {
+    fe_scheduler *sch = (fe_scheduler *)arg;
+    long reads = 0;
+    while (!atomic_load(&readers_stop)) {
+        fe_drift_monitor *m = fe_scheduler_drift_monitor(sch);
+        fe_drift_status ds;
+        if (m && fe_drift_get_status(m, &ds) == FE_OK) reads++;
+        char *json = m ? fe_drift_monitor_json(m) : NULL;
+        fe_free(json);
+    }
+    return (void *)reads;
+}
+
+static void run_to_end(fe_sched_request *rq) {
+    fe_token_event ev;
+    while (fe_sched_next(rq, &ev) == FE_OK && !ev.done) {}
+    fe_sched_request_free(rq);
+}
+
+static void test_scheduler(const char *model_path, const char *dir) {
+    fe_model *model = NULL;
+    fe_model_params mp = fe_model_default_params();
+    REQUIRE(fe_model_load(model_path, &mp, &model) == FE_OK);
+    fe_scheduler_params scp = fe_scheduler_default_params();
+    scp.n_ctx = 256;
+    scp.n_slots = 4;
+    fe_scheduler *sch = NULL;
+    REQUIRE(fe_scheduler_create(model, &scp, &sch) == FE_OK);
+    fe_session *s = NULL;
+    fe_session_params sp = fe_session_default_params();
+    sp.n_ctx = 256;
+    REQUIRE(fe_session_create(model, &sp, &s) == FE_OK);
+    char bad[1024], good[1024];
+    snprintf(bad, sizeof bad, "%s/test_drift_session0.fedrift", dir);   /* written by test_session */
+    snprintf(good, sizeof good, "%s/test_drift_session1.fedrift", dir);
+    CHECK_STATUS(fe_scheduler_enable_drift(NULL, good), FE_ERR_INVALID_ARG, "NULL");
+    CHECK_STATUS(fe_scheduler_enable_drift(sch, bad), FE_ERR_BAD_MODEL, "another tokenizer");
+    CHECK(fe_scheduler_drift_monitor(sch) == NULL);
+    CHECK_STATUS(fe_scheduler_enable_drift(sch, good), FE_OK, NULL);
+    fe_drift_monitor *m = fe_scheduler_drift_monitor(sch);
+    REQUIRE(m != NULL);
+    CHECK_STATUS(fe_scheduler_enable_drift(sch, "/nonexistent/ref.fedrift"), FE_ERR_FILE_NOT_FOUND, NULL);
+    CHECK(fe_scheduler_drift_monitor(sch) == m);  /* a refused file keeps the monitor */
+    CHECK_STATUS(fe_session_enable_drift(s, good), FE_OK, NULL);
+    fe_drift_monitor *ms = fe_session_drift_monitor(s);
+
+    /* the same requests on both, in order */
+    char long_prompt[2][600];
+    for (int k = 0; k < 2; k++)
+        snprintf(long_prompt[k], sizeof long_prompt[k], "%s Question: %s", SYSTEM,
+                 k ? "Did free cash flow cover the dividend?" : "What was revenue growth?");
+    fe_chat_message chat[3] = {{"system", SYSTEM}, {"user", "Summarise the margin trend."},
+                               {"assistant", "Margins rose."}};
+    fe_chat_message chat2[4] = {chat[0], chat[1], chat[2], {"user", "And net debt, in euros?"}};
+    fe_generate_params gp = fe_generate_default_params();
+    gp.max_tokens = 2;
+    for (int step = 0; step < 5; step++) {
+        fe_sched_request *rq = NULL;
+        fe_generate_params g = gp;
+        if (step == 4) g.max_tokens = 0;  /* prefill only: counted by neither */
+        if (step < 2 || step == 4) {
+            REQUIRE(fe_sched_submit(sch, long_prompt[step % 2], &g, &rq) == FE_OK);
+            CHECK_STATUS(fe_generate(s, long_prompt[step % 2], &g, NULL), FE_OK, NULL);
+        } else {
+            fe_chat_message *c = step == 2 ? chat : chat2;
+            size_t nc = step == 2 ? 2 : 4;
+            REQUIRE(fe_sched_submit_chat(sch, c, nc, &g, &rq) == FE_OK);
+            CHECK_STATUS(fe_request_start_chat(s, c, nc, &g), FE_OK, NULL);
+            fe_token_event ev;
+            while (fe_request_next(s, &ev) == FE_OK && !ev.done) {}
+        }
+        run_to_end(rq);
+        fe_drift_status a, b;
+        fe_drift_get_status(m, &a);
+        fe_drift_get_status(ms, &b);
+        CHECK(a.n_requests == b.n_requests && a.n_tokens == b.n_tokens && a.kl == b.kl && a.state == b.state);
+        CHECK(a.n_requests == (step < 4 ? step + 1 : 4));
+    }
+    fe_drift_status before;
+    fe_drift_get_status(m, &before);
+    CHECK(before.n_tokens > 0);
+
+    /* submits from several threads while another reads */
+    pthread_t rd, th[N_SUBMITTERS];
+    submitter sub[N_SUBMITTERS];
+    atomic_store(&readers_stop, 0);
+    pthread_create(&rd, NULL, read_monitor, sch);
+    for (int i = 0; i < N_SUBMITTERS; i++) {
+        sub[i] = (submitter){sch, i, 0};
+        pthread_create(&th[i], NULL, submit_some, &sub[i]);
+    }
+    int failed = 0;
+    for (int i = 0; i < N_SUBMITTERS; i++) {
+        pthread_join(th[i], NULL);
+        failed += sub[i].failed;
+    }
+    atomic_store(&readers_stop, 1);
+    void *reads = NULL;
+    pthread_join(rd, &reads);
+    CHECK(failed == 0);
+    CHECK((long)reads > 0);
+    fe_drift_status after;
+    fe_drift_get_status(m, &after);
+    CHECK(after.n_requests == before.n_requests + N_SUBMITTERS * PER_THREAD);
+    /* every question's user message, tokenized as the hook does it */
+    int64_t expect = 0;
+    for (int t = 0; t < N_SUBMITTERS; t++)
+        for (int i = 0; i < PER_THREAD; i++) {
+            char q[160];
+            int32_t toks[128], n = 0;
+            snprintf(q, sizeof q, "Thread %d question %d: what was the operating margin?", t, i);
+            REQUIRE(fe_tokenize(model, q, false, false, toks, 128, &n) == FE_OK);
+            expect += n;
+        }
+    CHECK(after.n_tokens == before.n_tokens + expect);
+
+    CHECK_STATUS(fe_scheduler_enable_drift(sch, NULL), FE_OK, NULL);
+    CHECK(fe_scheduler_drift_monitor(sch) == NULL);
+    fe_sched_request *rq = NULL;
+    REQUIRE(fe_sched_submit(sch, "After detaching.", &gp, &rq) == FE_OK);  /* nothing to count into */
+    run_to_end(rq);
+    CHECK_STATUS(fe_scheduler_enable_drift(sch, good), FE_OK, NULL);  /* freed with the scheduler */
+    fe_session_free(s);
+    fe_scheduler_free(sch);
+    fe_model_free(model);
+}
+
 static int stream_probe(const char *ref_path, const char *stream_path) {
     fe_drift_ref *ref = NULL;
     if (fe_drift_ref_load(ref_path, &ref) != FE_OK) {
@@ -253,5 +416,6 @@ int main(int argc, char **argv) {
     RUN(test_kl_and_window());
     RUN(test_calibrate_save_load(argv[2]));
     RUN(test_session(argv[1], argv[2]));
+    RUN(test_scheduler(argv[1], argv[2]));
     return fe_test_finish();
 }

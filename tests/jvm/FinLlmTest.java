@@ -2,6 +2,7 @@ import io.finllm.edge.DriftMonitor;
 import io.finllm.edge.DriftStatus;
 import io.finllm.edge.FinLlm;
 import io.finllm.edge.FinLlmException;
+import io.finllm.edge.FinLlmScheduler;
 
 import java.io.File;
 import java.io.FileOutputStream;
@@ -599,6 +600,30 @@ public final class FinLlmTest {
                 System.out.println("G " + s.kl + " " + s.state.name().toLowerCase(java.util.Locale.ROOT) + " " + s.nTokens);
             }
             System.out.println("JSON " + llm.driftStateJson().replace("\n", " "));
+        }
+        // the scheduler's monitor counts the same prompts as the session's: "Q kl state nTokens"
+        try (FinLlmScheduler sch = FinLlmScheduler.open(args[3], 2, 512, 1, 1e6, 8)) {
+            FinLlmException none = expectFinLlmException(() -> sch.driftStatus());
+            requireEq(FinLlmException.FE_ERR_INVALID_ARG, none.getStatus(), "driftStatus before enableDrift");
+            sch.enableDrift(ref);
+            for (String prompt : java.nio.file.Files.readAllLines(new File(args[4]).toPath(), StandardCharsets.UTF_8)) {
+                try (FinLlmScheduler.Request r = sch.submit(prompt, 1, -1f, -1, null)) {
+                    while (!r.next().done) { }
+                }
+                DriftStatus s = sch.driftStatus();
+                System.out.println("Q " + s.kl + " " + s.state.name().toLowerCase(java.util.Locale.ROOT) + " " + s.nTokens);
+            }
+            System.out.println("QJSON " + sch.driftStateJson().replace("\n", " "));
+            for (int i = 5; i < args.length; i++) {
+                final String bad = args[i];
+                check("sched_drift_hostile " + new File(bad).getName(), () -> {
+                    FinLlmException e = expectFinLlmException(() -> sch.enableDrift(bad));
+                    requireEq(FinLlmException.FE_ERR_BAD_MODEL, e.getStatus(), "FinLlmScheduler.enableDrift status");
+                    sch.driftStatus();  // the attached monitor stays
+                });
+            }
+        }
+        try (FinLlm llm = FinLlm.open(args[3], OPTS)) {
             for (int i = 5; i < args.length; i++) {
                 final String bad = args[i];
                 check("drift_hostile " + new File(bad).getName(), () -> {

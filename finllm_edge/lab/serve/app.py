@@ -176,6 +176,13 @@ def create_app(backend: ServeBackend, model_id: str, *, max_body_bytes: int = DE
         return JSONResponse({"status": "ok", "model": model_id,
                              "response_format": backend.response_format_supported, **backend.stats()})
 
+    async def drift(request: Request) -> Response:
+        if backend.drift is None:
+            raise APIError(404, "This server has no drift monitor; start it with --drift-ref FILE "
+                                "(a reference from `finllm-edge convert --drift-ref` or `finllm-edge drift ref`).",
+                           code="drift_not_enabled")
+        return Response(backend.drift.state_json(), media_type="application/json")
+
     async def on_api_error(request: Request, exc: Exception) -> Response:
         return error_response(exc)  # type: ignore[arg-type]
 
@@ -183,7 +190,7 @@ def create_app(backend: ServeBackend, model_id: str, *, max_body_bytes: int = DE
         assert isinstance(exc, HTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
         msg = (f"Unknown path {request.url.path}; this server has /v1/chat/completions, /v1/completions, "
-               f"/v1/models and /health." if exc.status_code == 404 else str(exc.detail))
+               f"/v1/models, /v1/drift and /health." if exc.status_code == 404 else str(exc.detail))
         return error_response(APIError(exc.status_code, msg, code=code))
 
     routes = [
@@ -192,5 +199,6 @@ def create_app(backend: ServeBackend, model_id: str, *, max_body_bytes: int = DE
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/models/{model:path}", model, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
+        Route("/v1/drift", drift, methods=["GET"]),
     ]
     return Starlette(routes=routes, exception_handlers={APIError: on_api_error, HTTPException: on_http_error})

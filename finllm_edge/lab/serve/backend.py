@@ -56,11 +56,12 @@ class Job:
 class ServeBackend:
     """`parallel` == 1: one Engine, requests in turn. `parallel` > 1: finllm_edge.Scheduler with
     that many slots (each of n_ctx tokens). flash_attn None: on with parallel > 1, off with 1.
-    reuse_generated: a chat's next request reuses the K/V of the answers it sends back (see Engine)."""
+    reuse_generated: a chat's next request reuses the K/V of the answers it sends back (see Engine).
+    drift_ref: a drift reference file; every request is counted by the core's monitor (`drift`)."""
 
     def __init__(self, model_path: str | Path | None = None, *, n_ctx: int = 2048, n_threads: int | None = None,
                  parallel: int = 1, max_pending: int = 32, flash_attn: bool | None = None,
-                 reuse_generated: bool = False) -> None:
+                 reuse_generated: bool = False, drift_ref: str | Path | None = None) -> None:
         from finllm_edge import Engine
 
         self.parallel = parallel
@@ -84,6 +85,13 @@ class ServeBackend:
             self.impl = Engine(model_path, n_ctx=n_ctx, n_threads=n_threads, flash_attn=flash_attn,
                                reuse_generated=reuse_generated)
             self.mode = "engine"
+        self.drift = None
+        if drift_ref is not None:
+            try:
+                self.drift = self.impl.enable_drift(drift_ref)
+            except BaseException:
+                self.impl.close()
+                raise
         self.model_path = Path(getattr(self.impl, "model_path", model_path or ""))
         self.n_ctx = n_ctx
         self.flash_attn = flash_attn
@@ -186,4 +194,7 @@ class ServeBackend:
                                "max_pending": self.max_pending}
         if self.mode == "scheduler" and hasattr(self.impl, "stats"):
             out["scheduler"] = self.impl.stats()
+        if self.drift is not None:
+            st = self.drift.status()
+            out["drift"] = {"state": st.state, "kl": st.kl, "n_requests": st.n_requests}
         return out

@@ -142,19 +142,44 @@ public final class FinLlmScheduler implements AutoCloseable {
      * nCtx FE_ERR_CONTEXT_OVERFLOW.
      */
     public Request submit(String prompt, int maxTokens, float temperature, int seed, String[] stop) {
-        lock.readLock().lock();
-        try {
-            return new Request(nativeSubmit(handle, prompt, maxTokens, temperature, seed, stop));
-        } finally {
-            lock.readLock().unlock();
-        }
+        return locked(h -> new Request(nativeSubmit(h, prompt, maxTokens, temperature, seed, stop)));
     }
 
     /** The scheduler now as JSON (queued, active, batch_size, tokens_per_s, token_ms_p99, ...). */
     public String statsJson() {
+        return locked(FinLlmScheduler::nativeStats);
+    }
+
+    /**
+     * Monitors what this scheduler's requests ask against a drift reference (made by {@code
+     * finllm-edge convert --drift-ref}), as {@link FinLlm#enableDrift} does for a session: each
+     * request is counted when it is submitted. May be called while requests run; null detaches.
+     *
+     * @throws FinLlmException FE_ERR_BAD_MODEL when the file is refused (made for another
+     *     tokenizer, truncated, altered; the attached monitor stays), FE_ERR_FILE_NOT_FOUND when missing
+     */
+    public void enableDrift(String referencePath) {
+        locked(h -> {
+            nativeEnableDrift(h, referencePath);
+            return null;
+        });
+    }
+
+    /** The drift state after the requests submitted so far (needs {@link #enableDrift}); any thread. */
+    public DriftStatus driftStatus() {
+        return locked(h -> new DriftStatus(nativeDriftStatus(h)));
+    }
+
+    /** The drift monitor's state as JSON: save it for {@code finllm-edge drift report}. */
+    public String driftStateJson() {
+        return locked(FinLlmScheduler::nativeDriftStateJson);
+    }
+
+    /** Runs a native call on the handle while close() cannot free it (a closed one is 0: the core says so). */
+    private <T> T locked(java.util.function.LongFunction<T> call) {
         lock.readLock().lock();
         try {
-            return nativeStats(handle);
+            return call.apply(handle);
         } finally {
             lock.readLock().unlock();
         }
@@ -182,4 +207,7 @@ public final class FinLlmScheduler implements AutoCloseable {
     private static native void nativeRequestFree(long request);
     private static native int[] nativeUsage(long request);
     private static native String nativeStats(long handle);
+    private static native void nativeEnableDrift(long handle, String referencePath);
+    private static native double[] nativeDriftStatus(long handle);
+    private static native String nativeDriftStateJson(long handle);
 }
