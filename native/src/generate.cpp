@@ -128,24 +128,17 @@ void drop_uncached(fe_session *s) {
 
 void finish_profile(fe_session *s) {
     const fe_request &r = s->req;
-    fe_profile &p = s->profile;
-    p = fe_profile{};
-    p.load_ms = s->model->load_ms;
-    p.tokenize_ms = r.t_tokenized;
-    p.prefill_ms = r.prefill_ms;
-    p.ttft_ms = r.ttft;
-    p.prefill_tok_s = r.prefill_ms > 0 ? 1000.0 * (double)(r.prompt.size() - (size_t)r.n_reused) / r.prefill_ms : 0.0;
-    double sum = 0;
-    for (double v : s->token_ms) sum += v;
-    p.decode_tok_s = sum > 0 ? 1000.0 * (double)s->token_ms.size() / sum : 0.0;
-    p.token_ms_p50 = fe_percentile(s->token_ms.data(), s->token_ms.size(), 50);
-    p.token_ms_p90 = fe_percentile(s->token_ms.data(), s->token_ms.size(), 90);
-    p.token_ms_p99 = fe_percentile(s->token_ms.data(), s->token_ms.size(), 99);
-    p.e2e_ms = fe::elapsed_ms(r.t_start);
-    p.peak_rss_mb = fe_peak_rss_mb();
-    p.n_prompt = (int32_t)r.prompt.size();
-    p.n_gen = r.n_gen;
-    p.n_prompt_reused = r.n_reused;
+    fe::RequestTimes t;
+    t.load_ms = s->model->load_ms;
+    t.tokenize_ms = r.t_tokenized;
+    t.prefill_ms = r.prefill_ms;
+    t.ttft_ms = r.ttft;
+    t.t_start = r.t_start;
+    t.n_prompt = (int32_t)r.prompt.size();
+    t.n_evaluated = (int32_t)r.prompt.size() - r.n_reused;
+    t.n_reused = r.n_reused;
+    t.n_gen = r.n_gen;
+    s->profile = fe::request_profile(t, s->token_ms);
 }
 
 // Checks shared by every way of starting a request; the session becomes busy on FE_OK.

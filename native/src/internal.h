@@ -176,6 +176,14 @@ std::string adapter_set_id(const fe_session *s);
 // metrics.cpp
 double now_ms();
 double elapsed_ms(double since_ms);
+// The one profile of a finished request (sessions and the scheduler): rates and percentiles from
+// the times and counts; e2e from t_start; peak RSS now. n_evaluated: prompt tokens evaluated
+// (not reused).
+struct RequestTimes {
+    double load_ms = 0, tokenize_ms = 0, prefill_ms = 0, ttft_ms = 0, t_start = 0;
+    int32_t n_prompt = 0, n_evaluated = 0, n_reused = 0, n_gen = 0;
+};
+fe_profile request_profile(const RequestTimes &t, const std::vector<double> &token_ms);
 
 // Runs `body` and turns any C++ exception into a status + message (the C boundary).
 template <typename F>

@@ -16,6 +16,27 @@ double now_ms() {
 
 double elapsed_ms(double since_ms) { return now_ms() - since_ms; }
 
+fe_profile request_profile(const RequestTimes &t, const std::vector<double> &token_ms) {
+    fe_profile p{};
+    p.load_ms = t.load_ms;
+    p.tokenize_ms = t.tokenize_ms;
+    p.prefill_ms = t.prefill_ms;
+    p.ttft_ms = t.ttft_ms;
+    p.prefill_tok_s = t.prefill_ms > 0 ? 1000.0 * (double)t.n_evaluated / t.prefill_ms : 0.0;
+    double sum = 0;
+    for (double v : token_ms) sum += v;
+    p.decode_tok_s = sum > 0 ? 1000.0 * (double)token_ms.size() / sum : 0.0;
+    p.token_ms_p50 = fe_percentile(token_ms.data(), token_ms.size(), 50);
+    p.token_ms_p90 = fe_percentile(token_ms.data(), token_ms.size(), 90);
+    p.token_ms_p99 = fe_percentile(token_ms.data(), token_ms.size(), 99);
+    p.e2e_ms = elapsed_ms(t.t_start);
+    p.peak_rss_mb = fe_peak_rss_mb();
+    p.n_prompt = t.n_prompt;
+    p.n_gen = t.n_gen;
+    p.n_prompt_reused = t.n_reused;
+    return p;
+}
+
 }  // namespace fe
 
 extern "C" {

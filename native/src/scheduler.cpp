@@ -136,23 +136,16 @@ bool abort_requested(void *data) {
 // ------------------------------------------------------------------ ending requests (decode thread)
 
 void fill_profile(fe_scheduler *s, Request &r) {
-    fe_profile &p = r.profile;
-    p = fe_profile{};
-    p.load_ms = s->model->load_ms;
-    p.prefill_ms = r.prefill_ms;
-    p.ttft_ms = r.ttft;
-    p.prefill_tok_s = r.prefill_ms > 0 ? 1000.0 * (double)(r.n_prefilled - r.n_reused) / r.prefill_ms : 0.0;
-    p.n_prompt_reused = r.n_reused;
-    double sum = 0;
-    for (double v : r.lat) sum += v;
-    p.decode_tok_s = sum > 0 ? 1000.0 * (double)r.lat.size() / sum : 0.0;
-    p.token_ms_p50 = fe_percentile(r.lat.data(), r.lat.size(), 50);
-    p.token_ms_p90 = fe_percentile(r.lat.data(), r.lat.size(), 90);
-    p.token_ms_p99 = fe_percentile(r.lat.data(), r.lat.size(), 99);
-    p.e2e_ms = fe::elapsed_ms(r.t_submit);
-    p.peak_rss_mb = fe_peak_rss_mb();
-    p.n_prompt = (int32_t)r.prompt.size();
-    p.n_gen = r.n_gen;
+    fe::RequestTimes t;
+    t.load_ms = s->model->load_ms;
+    t.prefill_ms = r.prefill_ms;
+    t.ttft_ms = r.ttft;
+    t.t_start = r.t_submit;
+    t.n_prompt = (int32_t)r.prompt.size();
+    t.n_evaluated = r.n_prefilled - r.n_reused;
+    t.n_reused = r.n_reused;
+    t.n_gen = r.n_gen;
+    r.profile = fe::request_profile(t, r.lat);
 }
 
 fe::RowPath path_of(const fe_scheduler *s, const Request &r) {
