@@ -17,12 +17,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "fake_adb"))
 import phones
-from tiny_gguf import make_tiny_gguf
 
 from finllm_edge.cpu_variant import VARIANT_BASE, VARIANT_DOTPROD
 from finllm_edge.lab.device import bench_devices
 from finllm_edge.lab.device.adb import Adb
 from finllm_edge.lab.device.bench import BenchOptions, fe_bench_for
+from finllm_edge.lab.tiny_llama import Shape, copy_tokenizer, write_random_llama
 from finllm_edge.profile import load_profiles, validate_profile
 
 pytestmark = pytest.mark.emulated
@@ -34,7 +34,11 @@ SCRIPTS = REPO / "scripts" / "device"
 def tiny_model(tmp_path_factory) -> Path:
     from finllm_edge.models import default_model_path
 
-    return make_tiny_gguf(tmp_path_factory.mktemp("model") / "tiny-llama-q4_0.gguf", default_model_path())
+    # 2 layers of width 64, SmolLM2's tokenizer (prompts tokenize as with the real model), Q4_0 block
+    # matrices (what llama.cpp repacks for dotprod at load): seconds under qemu instead of minutes
+    return write_random_llama(tmp_path_factory.mktemp("model") / "tiny-llama-q4_0.gguf", Shape(n_ctx=512),
+                              tokenizer=copy_tokenizer(default_model_path()), matrices="Q4_0", embedding="Q8_0",
+                              weight_std=0.05)
 
 
 @pytest.fixture(scope="module")

@@ -19,64 +19,17 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-import numpy as np
+from .tiny_llama import Shape, byte_letter_tokenizer, write_random_llama
 
 N_LAYER, N_EMBD, N_HEAD, N_HEAD_KV, N_FF = 30, 64, 4, 2, 128
 N_PROMPT = N_GEN = 64
-VERSION = 2  # bump when the file's shape changes (cached by name)
+VERSION = 3  # bump when the file changes (cached by name); 3: written by tiny_llama.py
 
 
 def write_tiny_gguf(path: Path, seed: int = 0) -> Path:
     """A random Llama GGUF of N_LAYER x N_EMBD, F16 matrices, an SPM vocabulary of bytes and letters (312 tokens)."""
-    import gguf
-
-    rng = np.random.default_rng(seed)
-    tmp = path.with_suffix(".part")
-    w = gguf.GGUFWriter(str(tmp), "llama")
-    w.add_name("finllm-edge graph calibration (random weights)")
-    w.add_context_length(2048)
-    w.add_embedding_length(N_EMBD)
-    w.add_block_count(N_LAYER)
-    w.add_feed_forward_length(N_FF)
-    w.add_head_count(N_HEAD)
-    w.add_head_count_kv(N_HEAD_KV)
-    w.add_rope_dimension_count(N_EMBD // N_HEAD)
-    w.add_layer_norm_rms_eps(1e-5)
-    w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
-    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
-    normal = ["\u2581"] + letters + ["\u2581" + c for c in letters]
-    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)] + normal
-    w.add_tokenizer_model("llama")
-    w.add_token_list(tokens)
-    w.add_token_scores([0.0] * 259 + [-float(i) for i in range(len(normal))])
-    w.add_token_types([2, 3, 3] + [6] * 256 + [1] * len(normal))  # unknown, control x2, byte, normal
-    w.add_unk_token_id(0)
-    w.add_bos_token_id(1)
-    w.add_eos_token_id(2)
-    hd = N_EMBD // N_HEAD
-
-    def mat(n_out: int, n_in: int) -> np.ndarray:
-        return (rng.standard_normal((n_out, n_in)) / np.sqrt(n_in)).astype(np.float16)
-
-    w.add_tensor("token_embd.weight", mat(len(tokens), N_EMBD))
-    for i in range(N_LAYER):
-        p = f"blk.{i}."
-        w.add_tensor(p + "attn_norm.weight", np.ones(N_EMBD, np.float32))
-        w.add_tensor(p + "attn_q.weight", mat(N_EMBD, N_EMBD))
-        w.add_tensor(p + "attn_k.weight", mat(N_HEAD_KV * hd, N_EMBD))
-        w.add_tensor(p + "attn_v.weight", mat(N_HEAD_KV * hd, N_EMBD))
-        w.add_tensor(p + "attn_output.weight", mat(N_EMBD, N_EMBD))
-        w.add_tensor(p + "ffn_norm.weight", np.ones(N_EMBD, np.float32))
-        w.add_tensor(p + "ffn_gate.weight", mat(N_FF, N_EMBD))
-        w.add_tensor(p + "ffn_up.weight", mat(N_FF, N_EMBD))
-        w.add_tensor(p + "ffn_down.weight", mat(N_EMBD, N_FF))
-    w.add_tensor("output_norm.weight", np.ones(N_EMBD, np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    tmp.rename(path)
-    return path
+    return write_random_llama(path, Shape(N_LAYER, N_EMBD, N_HEAD, N_HEAD_KV, N_FF), tokenizer=byte_letter_tokenizer,
+                              seed=seed, name="finllm-edge graph calibration (random weights)")
 
 
 def tiny_model(cache: Path) -> Path:
