@@ -18,9 +18,13 @@ monitor's cost on prefill and decode (issue 17).
                 rotating order (prefix reuse off, so every request prefills): prefill and decode
                 tok/s, median of per-round ratios; and the monitor's own time per request
                 (fe_drift_observe through ctypes) as a share of the request's prefill time.
+   scheduler  - the same on the core's Scheduler (8th session): one round = 16 requests from 4
+                client threads at once, with and without Scheduler.enable_drift (rotating order);
+                generated tok/s of the round, median of per-round ratios (--sched-rounds; 0 skips).
 
     flock /tmp/fe-bench.lock python benchmarks/bench_drift.py [--out out/bench/drift] [--rounds 20]
     flock /tmp/fe-bench.lock python benchmarks/bench_drift.py --overhead-only --rounds 40 --overhead-gen 64 --threads 1
+    flock /tmp/fe-bench.lock python benchmarks/bench_drift.py --overhead-only --rounds 0 --sched-rounds 10 --threads 1
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import argparse
 import json
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -37,7 +42,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from finllm_edge import Engine  # noqa: E402
+from finllm_edge import Engine, Scheduler  # noqa: E402
 from finllm_edge.drift import DriftMonitor, DriftParams  # noqa: E402
 from finllm_edge.drift_build import make_reference, paragraphs, request_chunks  # noqa: E402
 from finllm_edge.lab import drift_corpora as corpora  # noqa: E402
@@ -144,6 +149,41 @@ def overhead(engine, ref_path: Path, rounds: int, n_prompt: int = 128, n_gen: in
             "decode_tok_s": {s: statistics.median(raw[s]["decode"]) for s in raw}}
 
 
+def sched_overhead(model: Path, ref_path: Path, rounds: int, threads: int, n_gen: int = 16) -> dict:
+    """Generated tok/s of 16 concurrent requests (4 client threads) with / without the monitor."""
+    texts = corpora.requests("finance", 200, seed=78)
+    system = [{"role": "system", "content": "You are a concise finance assistant."}]
+    ratios, raw = [], {"on": [], "off": []}
+    with Scheduler(model, n_slots=4, n_ctx=512, n_threads=threads, prefix_reuse=False) as sched:
+        def one_round(r: int) -> float:
+            qs = texts[(16 * r) % 192:(16 * r) % 192 + 16]
+            t0 = time.perf_counter()
+
+            def client(mine):
+                for q in mine:
+                    "".join(sched.chat(system + [{"role": "user", "content": q}], max_tokens=n_gen, ignore_eos=True))
+
+            ts = [threading.Thread(target=client, args=(qs[k::4],)) for k in range(4)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+            return len(qs) * n_gen / (time.perf_counter() - t0)
+
+        one_round(0)  # warm-up
+        for r in range(rounds):
+            got = {}
+            for side in (("on", "off") if r % 2 == 0 else ("off", "on")):
+                sched.enable_drift(ref_path if side == "on" else None)
+                got[side] = one_round(r)
+                raw[side].append(got[side])
+            ratios.append(got["on"] / got["off"])
+        sched.enable_drift(None)
+    return {"rounds": rounds, "requests_per_round": 16, "clients": 4, "n_gen": n_gen,
+            "tok_s_ratio_median": statistics.median(ratios), "tok_s_ratio_ci95": median_ci(ratios),
+            "tok_s": {k: statistics.median(v) for k, v in raw.items()}}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=None)
@@ -157,6 +197,9 @@ def main(argv=None) -> int:
     ap.add_argument("--overhead-only", action="store_true", help="only part 4 (the reference of part 1 is built "
                     "for it; the detection figures are skipped)")
     ap.add_argument("--overhead-gen", type=int, default=16, help="tokens generated per overhead request (default 16)")
+    ap.add_argument("--sched-rounds", type=int, default=0,
+                    help="rounds of the scheduler overhead (16 requests, 4 clients, with/without the monitor; "
+                         "default 0: skipped)")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     res: dict = {"model": str(args.model or default_model_path()), "watch_rate": WATCH_RATE, "drift_rate": DRIFT_RATE}
@@ -172,11 +215,16 @@ def main(argv=None) -> int:
         print(f"reference: {summary.n_tokens} tokens; thresholds watch {summary.info['watch_threshold']:.4f} "
               f"drift {summary.info['drift_threshold']:.4f} ({time.perf_counter() - t0:.0f}s)", file=sys.stderr)
         if args.overhead_only:
-            res["overhead"] = overhead(e, ref_path, args.rounds, n_gen=args.overhead_gen)
+            if args.rounds > 0:
+                res["overhead"] = overhead(e, ref_path, args.rounds, n_gen=args.overhead_gen)
+                print(overhead_line(res["overhead"]))
+            if args.sched_rounds > 0:
+                res["sched_overhead"] = sched_overhead(args.model or default_model_path(), ref_path,
+                                                       args.sched_rounds, args.threads, args.overhead_gen)
+                print(sched_line(res["sched_overhead"]))
             res["seconds"] = round(time.perf_counter() - t0, 1)
             (args.out / "bench_drift_overhead.json").write_text(json.dumps(res, indent=2) + "\n")
             print(json.dumps(res, indent=2))
-            print(overhead_line(res["overhead"]))
             return 0
         streams = [[e.tokenize(r, add_special=False) for r in corpora.requests("finance", args.stream_requests, s)]
                    for s in (2, 3)]
@@ -234,6 +282,14 @@ def table(res: dict) -> str:
     if "overhead" not in res:
         return "\n".join(lines)
     return "\n".join(lines + ["", overhead_line(res["overhead"])])
+
+
+def sched_line(o: dict) -> str:
+    ci = o["tok_s_ratio_ci95"]
+    return (f"scheduler ({o['rounds']} interleaved rounds of {o['requests_per_round']} requests from {o['clients']} "
+            f"clients, {o['n_gen']} tokens each): generated tok/s with/without the monitor "
+            f"{o['tok_s_ratio_median']:.4f} (median 95% CI {ci[0]:.4f}..{ci[1]:.4f}; {o['tok_s']['on']:.1f} vs "
+            f"{o['tok_s']['off']:.1f} tok/s)")
 
 
 def overhead_line(o: dict) -> str:
