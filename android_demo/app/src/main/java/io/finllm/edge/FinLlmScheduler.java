@@ -159,10 +159,14 @@ public final class FinLlmScheduler implements AutoCloseable {
      *     tokenizer, truncated, altered; the attached monitor stays), FE_ERR_FILE_NOT_FOUND when missing
      */
     public void enableDrift(String referencePath) {
-        locked(h -> {
-            nativeEnableDrift(h, referencePath);
-            return null;
-        });
+        // the write lock: a driftStatus()/driftStateJson() on another thread may be using the
+        // monitor this call replaces and frees
+        lock.writeLock().lock();
+        try {
+            nativeEnableDrift(handle, referencePath);
+        } finally {
+            lock.writeLock().unlock();
+        }
     }
 
     /** The drift state after the requests submitted so far (needs {@link #enableDrift}); any thread. */
