@@ -12,6 +12,8 @@ Servers (all started once, idle while another is measured):
   finllm-N     finllm-edge serve --parallel N   (the core's Scheduler: N sequences per batch)
                (when this build has no finllm_edge.Scheduler: left out, and said so)
   finllm-1     finllm-edge serve --parallel 1   (one session, requests in turn)
+  finllm-N-base with --baseline-lib LIB: finllm-N on another libfinllm_edge.so (an earlier build
+               of the core, loaded through FINLLM_EDGE_LIB), to measure a core change side by side
   llama-server llama-server -np N (continuous batching), -c N * --ctx
 Flash attention: --flash-attn auto (default) leaves each server at its default: on for
 llama-server (-fa auto on a CPU) and finllm-N (serve's auto), off for finllm-1 (the session's
@@ -89,14 +91,15 @@ def has_scheduler() -> bool:
 
 
 class Server:
-    def __init__(self, name: str, cmd: list[str], port: int, model_id: str) -> None:
-        self.name, self.cmd, self.port, self.model_id = name, cmd, port, model_id
+    def __init__(self, name: str, cmd: list[str], port: int, model_id: str, env: dict | None = None) -> None:
+        self.name, self.cmd, self.port, self.model_id, self.env = name, cmd, port, model_id, env
         self.base = f"http://127.0.0.1:{port}"
         self.proc: subprocess.Popen | None = None
         self.log = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench_serve_{name}_{port}.log"
 
     def start(self, timeout: float = 180.0) -> None:
-        self.proc = subprocess.Popen(self.cmd, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
+        env = {**os.environ, **self.env} if self.env else None
+        self.proc = subprocess.Popen(self.cmd, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -254,9 +257,14 @@ def main(argv: list[str] | None = None) -> int:
                          "llama-server and finllm-N, off for finllm-1)")
     ap.add_argument("--llama-server-flash-attn", dest="llama_fa", choices=["auto", "on", "off"], default=None,
                     help="llama-server's flash attention when it should differ from --flash-attn")
+    ap.add_argument("--baseline-lib", type=Path, default=None,
+                    help="also run finllm-N on this libfinllm_edge.so (FINLLM_EDGE_LIB) as finllm-N-base: "
+                         "an earlier build of the core, measured side by side with this one")
     ap.add_argument("--servers", default=None, help="comma list among finllm-N,finllm-1,llama-server (default all)")
     ap.add_argument("--json-out", type=Path, default=None, help="also write the JSON here")
     a = ap.parse_args(argv)
+    if a.baseline_lib and not a.baseline_lib.is_file():
+        ap.error(f"--baseline-lib {a.baseline_lib}: no such file")
 
     from finllm_edge.native.llama_server import existing_llama_server
 
@@ -273,6 +281,11 @@ def main(argv: list[str] | None = None) -> int:
             p = free_port()
             servers.append(Server(f"finllm-{n}", py + ["--port", str(p), "--parallel", str(n), "-c", str(a.ctx)],
                                   p, "bench"))
+            if a.baseline_lib:
+                p = free_port()
+                cmd = py + ["--port", str(p), "--parallel", str(n), "-c", str(a.ctx)]
+                servers.append(Server(f"finllm-{n}-base", cmd, p, "bench",
+                                      env={"FINLLM_EDGE_LIB": str(a.baseline_lib.resolve())}))
         else:
             notes.append("finllm-N left out: this build has no finllm_edge.Scheduler (concurrent sessions)")
     if "finllm-1" in wanted:

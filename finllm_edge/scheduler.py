@@ -122,8 +122,9 @@ class Scheduler(Backend):
 
     n_ctx is per request (prompt + answer). p99_token_ms bounds the p99 inter-token latency the
     adaptive batch size keeps; max_queued bounds the requests waiting for a slot; n_batch and
-    n_batch_busy are the prompt tokens per prefill chunk when nothing else decodes / while other
-    requests decode; seed is the default seed of sampled requests (None: random each time);
+    n_batch_busy are the prompt tokens a step evaluates (in chunks of the new requests, in turn)
+    when nothing else decodes / while other requests decode; seed is the default seed of sampled
+    requests (None: random each time);
     flash_attn turns on llama.cpp's flash attention: faster decoding, and a request's tokens are a
     flash-attention session's up to 256 cells of context (at any length with n_threads=1), see
     fe_scheduler_params in finllm_edge.h; prefix_reuse (default on): a slot keeps its last prompt's

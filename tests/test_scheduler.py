@@ -206,6 +206,43 @@ def test_flash_attention_requests_equal_flash_attention_sessions(threads):
             assert results[i] == _run(eng.generate(p, n, **kw)), f"request {i} differs from the session's"
 
 
+def _read_all(streams) -> list[tuple]:
+    got: dict[int, tuple] = {}
+    ts = [threading.Thread(target=lambda i=i: got.__setitem__(i, _run(streams[i]))) for i in range(len(streams))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(timeout=600)
+    return [got[i] for i in range(len(streams))]
+
+
+BURST = [("Define a covenant.", 6, {}), ("Define a coupon.", 6, {"temperature": 0.8, "seed": 11}),
+         ("Define duration.", 6, {}), ("Define a yield.", 6, {"temperature": 0.7, "seed": 2})]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flash_attn", [False, True])
+def test_a_burst_of_short_prompts_is_prefilled_in_one_step(flash_attn):
+    """A step spends its prompt-token budget (n_batch_busy while others decode) on a chunk of each
+    new request in turn: four short prompts submitted together start decoding in the same step (or
+    the next, when the decode thread woke for the first alone), and each request still gives a
+    session's tokens. One request per step would take 3 steps more."""
+    with Engine(n_ctx=256, n_threads=1, prefix_reuse=False, flash_attn=flash_attn) as eng:
+        want = [_run(eng.generate(p, n, **kw)) for p, n, kw in BURST]
+    with Scheduler(n_slots=4, n_ctx=256, n_threads=1, p99_token_ms=1e6, prefix_reuse=False,
+                   flash_attn=flash_attn) as s:
+        _read_all([s.generate(p, 12) for p, _, _ in BURST])  # the batch grows to 4
+        steps = []
+        for _ in range(3):  # submitted back to back; retried when the machine delayed a submit
+            before = s.stats()["steps"]
+            assert _read_all([s.generate(p, n, **kw) for p, n, kw in BURST]) == want
+            steps.append(s.stats()["steps"] - before)
+            if steps[-1] <= 8:
+                break
+        # 6 tokens: the prefill step gives the first, 5 decode steps the rest, a step ends them
+        assert min(steps) <= 8, steps
+
+
 SYSTEM = ("You are a careful financial analyst. Answer briefly and cite the figures you use. " +
           " ".join(f"Rule {i}: keep the leverage of segment {i} under {3 + i % 4}.{i}x." for i in range(10)))
 QUESTIONS = ["What is a covenant?", "What is net interest margin?", "Define free cash flow.",

@@ -607,9 +607,11 @@ FE_API fe_status fe_request_prompt_tokens(const fe_session *session, int32_t *to
  *   - Admission: submitted requests wait in a FIFO queue of at most max_queued (beyond:
  *     FE_ERR_BUSY, nothing queued) and take a free slot while fewer than `batch size` requests
  *     run. Every step decodes one token of every running request (none waits for another to
- *     finish) and evaluates one prefill chunk of one new request, round-robin among them
- *     (at most n_batch tokens, n_batch_busy while others are decoding, so that a long prompt
- *     does not stall their tokens).
+ *     finish) and evaluates prompt tokens of new requests within a budget of n_batch tokens
+ *     per step (n_batch_busy while others are decoding, so that long prompts do not stall their
+ *     tokens): one chunk of each new request in turn, round-robin from where the last step
+ *     began, while a chunk on its kernel path fits in what is left (the step's first chunk
+ *     always runs). A burst of short prompts starts decoding together.
  *   - Adaptive batch size: it starts at 1 and doubles (up to n_slots) at most every two steps
  *     while requests are waiting and the p99 of the last 64 inter-token latencies of all
  *     requests is measured and below 0.8 x p99_token_ms; when that p99 passes p99_token_ms it
@@ -619,8 +621,9 @@ FE_API fe_status fe_request_prompt_tokens(const fe_session *session, int32_t *to
  *     queue or running; the others are untouched. Freeing the scheduler ends every request:
  *     their handles stay valid and deliver a last event (done, FE_STOP_CANCELLED).
  * Tokens: a request gives the same tokens as on a session of its own with the same settings
- * (greedy and seeded), whatever else runs: its prompt is evaluated alone, in the session's chunks
- * (>= 2 tokens, see prefix reuse), in its own KV stream (cells from 0, as in a session), and
+ * (greedy and seeded), whatever else runs: its prompt is evaluated alone (one decode call per
+ * chunk), in the session's chunks (>= 2 tokens, see prefix reuse), in its own KV stream (cells
+ * from 0, as in a session), and
  * llama.cpp's CPU kernels evaluate a decode row of one sequence with the same bits alone or next
  * to rows of other sequences (measured on the pinned build: bit-identical logits for 1 vs 2, 4 and
  * 8 rows, SmolLM2 Q4_0 and Q4_1; test_sched checks 8 concurrent requests against sessions).
@@ -649,8 +652,8 @@ struct fe_profile;  /* defined under "profile" below */
 typedef struct fe_scheduler_params {
     int32_t  n_slots;         /* requests decoded together at most (default 4); 1..64 */
     uint32_t n_ctx;           /* context of each request in tokens (prompt + answer; default 2048) */
-    uint32_t n_batch;         /* prompt tokens per prefill chunk when nothing else decodes (default 512); 2..512 */
-    uint32_t n_batch_busy;    /* prompt tokens per prefill chunk while others decode (default 64); 2..n_batch */
+    uint32_t n_batch;         /* prompt tokens per step when nothing else decodes (default 512); 2..512 */
+    uint32_t n_batch_busy;    /* prompt tokens per step while others decode (default 64); 2..n_batch */
     int32_t  n_threads;       /* decode threads, 1..CPUs online (default: the performance cores) */
     int32_t  n_threads_batch; /* prefill threads, 1..CPUs online (default: same as n_threads) */
     int32_t  max_queued;      /* requests waiting for a slot at most (default 64); 1..65536 */

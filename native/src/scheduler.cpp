@@ -1,8 +1,8 @@
 // The scheduler: concurrent requests on one model (see "concurrent requests" in finllm_edge.h).
 // One llama context with one KV stream per slot (kv_unified off, so each request's cells start at
-// 0 as in a session of its own), one decode thread that runs steps: cancel/finish checks, one
-// prefill chunk of one new request (round-robin), then one decode batch with the next token of
-// every running request. Requests are shared between the caller (events, cancel) and the thread.
+// 0 as in a session of its own), one decode thread that runs steps: cancel/finish checks,
+// prefill chunks of new requests within the step's prompt-token budget (round-robin), then one
+// decode batch with the next token of every running request. Requests are shared between the caller (events, cancel) and the thread.
 #include "internal.h"
 #include "grammar.h"
 #include "sched_window.h"
@@ -316,16 +316,11 @@ std::string decode_error(int32_t rc, const char *what) {
 
 // ------------------------------------------------------------------ one step (decode thread)
 
-// One prefill chunk of the next prefilling request (round-robin). The chunk rule is the
-// session's (fe::next_chunk): as large as allowed, every chunk on the kernel path a session's
-// prefill of this prompt takes (with flash attention: >= 128 tokens per chunk on the tiled path,
-// even while others decode).
-void prefill_one(fe_scheduler *s, bool others_decoding) {
-    std::vector<RequestPtr> pre;
-    for (auto &r : s->slots)
-        if (r && r->n_prefilled < (int32_t)r->prompt.size()) pre.push_back(r);
-    if (pre.empty()) return;
-    RequestPtr rp = pre[s->rr++ % pre.size()];
+// One prefill chunk of request rp, at most `limit` tokens (`limit` as given: the caller
+// checked that a chunk on its path fits). The chunk rule is the session's (fe::next_chunk): as
+// large as allowed, every chunk on the kernel path a session's prefill of this prompt takes
+// (with flash attention: >= 64 tokens per chunk on the tiled path). Returns the tokens evaluated.
+int32_t prefill_chunk(fe_scheduler *s, const RequestPtr &rp, int32_t limit) {
     Request &r = *rp;
     const int32_t n_prompt = (int32_t)r.prompt.size();
     if (!r.kv_ready) {  // the slot's cache, cut to what this prompt reuses
@@ -338,10 +333,7 @@ void prefill_one(fe_scheduler *s, bool others_decoding) {
         s->shared->prompt_tokens += n_prompt;
         s->shared->prompt_tokens_reused += r.n_keep;
     }
-    const fe::RowPath path = path_of(s, r);
-    int32_t limit = (int32_t)(others_decoding ? s->params.n_batch_busy : s->params.n_batch);
-    if (path == fe::ROWS_FA_TILED) limit = std::max(limit, 2 * fe::kFaTileRows);
-    const int32_t n = fe::next_chunk(path, limit, n_prompt - r.n_prefilled);
+    const int32_t n = fe::next_chunk(path_of(s, r), limit, n_prompt - r.n_prefilled);
     llama_batch b = llama_batch_init(n, 0, 1);
     for (int32_t i = 0; i < n; i++) {
         b.token[i] = r.prompt[(size_t)(r.n_prefilled + i)];
@@ -359,18 +351,47 @@ void prefill_one(fe_scheduler *s, bool others_decoding) {
     llama_batch_free(b);
     if (rc != 0) {
         r.kv_ok = false;  // the chunk may be half in the cache: the slot is cleared
-        if (rc == 2 || r.cancel.load()) return end(s, rp, FE_STOP_CANCELLED);
-        return end(s, rp, FE_STOP_NONE, FE_ERR_DECODE, decode_error(rc, "prefill"));
+        if (rc == 2 || r.cancel.load()) end(s, rp, FE_STOP_CANCELLED);
+        else end(s, rp, FE_STOP_NONE, FE_ERR_DECODE, decode_error(rc, "prefill"));
+        return n;
     }
     r.prefill_ms += fe::elapsed_ms(t0);
     r.n_prefilled += n;
     s->cells[(size_t)r.seq] = r.n_prefilled;
-    if (r.n_prefilled < n_prompt) return;
+    if (r.n_prefilled < n_prompt) return n;
     r.n_past = n_prompt;
-    if (r.gp.max_tokens == 0) return end(s, rp, FE_STOP_MAX_TOKENS);
+    if (r.gp.max_tokens == 0) {
+        end(s, rp, FE_STOP_MAX_TOKENS);
+        return n;
+    }
     llama_token tok = sample(s, r, -1);
-    if (tok < 0) return end(s, rp, FE_STOP_NONE, FE_ERR_INVALID_ARG, r.grammar_error);
-    on_token(s, rp, tok, fe::now_ms());
+    if (tok < 0) end(s, rp, FE_STOP_NONE, FE_ERR_INVALID_ARG, r.grammar_error);
+    else on_token(s, rp, tok, fe::now_ms());
+    return n;
+}
+
+// The prefill of one step: a budget of prompt tokens (n_batch, n_batch_busy while others
+// decode) spent on one chunk of each new request in turn, round-robin from where the last step
+// began, as long as a chunk on the request's path fits in what is left (the first request of
+// the step always gets one: a tiled-path prompt takes at least 128 tokens per chunk).
+void prefill_step(fe_scheduler *s, bool others_decoding) {
+    std::vector<RequestPtr> pre;
+    for (auto &r : s->slots)
+        if (r && r->n_prefilled < (int32_t)r->prompt.size()) pre.push_back(r);
+    if (pre.empty()) return;
+    int32_t budget = (int32_t)(others_decoding ? s->params.n_batch_busy : s->params.n_batch);
+    const size_t first = s->rr++ % pre.size();
+    for (size_t j = 0; j < pre.size(); j++) {
+        const RequestPtr &rp = pre[(first + j) % pre.size()];
+        const fe::RowPath path = path_of(s, *rp);
+        const int32_t left = (int32_t)rp->prompt.size() - (rp->kv_ready ? rp->n_prefilled : rp->n_keep);
+        int32_t limit = budget;
+        if (j == 0 && path == fe::ROWS_FA_TILED) limit = std::max(limit, 2 * fe::kFaTileRows);
+        const int32_t n = fe::next_chunk(path, limit, left);
+        if (j > 0 && (n < std::min(left, fe::min_rows(path)) || n <= 0)) continue;  // no chunk on its path fits
+        budget -= prefill_chunk(s, rp, limit);
+        if (budget < 2) break;
+    }
 }
 
 // One decode batch: the next token of every running request, one row each (its own sequence and
@@ -452,7 +473,7 @@ void step(fe_scheduler *s) {
         if (r && r->cancel.load(std::memory_order_relaxed)) end(s, RequestPtr(r), FE_STOP_CANCELLED);
     bool decoding = false;
     for (auto &r : s->slots) decoding = decoding || (r && r->need_decode);
-    prefill_one(s, decoding);
+    prefill_step(s, decoding);
     decode_all(s);
     adapt(s);
 }
