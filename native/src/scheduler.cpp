@@ -316,13 +316,19 @@ std::string decode_error(int32_t rc, const char *what) {
 
 // ------------------------------------------------------------------ one step (decode thread)
 
-// One prefill chunk of request rp, at most `limit` tokens (`limit` as given: the caller
-// checked that a chunk on its path fits). The chunk rule is the session's (fe::next_chunk): as
-// large as allowed, every chunk on the kernel path a session's prefill of this prompt takes
-// (with flash attention: >= 64 tokens per chunk on the tiled path). Returns the tokens evaluated.
+// One prefill chunk of request rp, at most `limit` tokens. The chunk rule is the session's
+// (fe::next_chunk): as large as allowed, every chunk on the kernel path a session's prefill of
+// this prompt takes (at least the path's fewest rows, 64 on flash attention's tiled path, and
+// leaving none or at least as many). Returns the tokens evaluated: 0 when no chunk on the path
+// fits in `limit` (with limit >= 2 x the fewest rows one always does).
 int32_t prefill_chunk(fe_scheduler *s, const RequestPtr &rp, int32_t limit) {
     Request &r = *rp;
     const int32_t n_prompt = (int32_t)r.prompt.size();
+    const fe::RowPath path = path_of(s, r);
+    const int32_t lo = fe::min_rows(path);
+    const int32_t left = n_prompt - (r.kv_ready ? r.n_prefilled : r.n_keep);
+    const int32_t n = fe::next_chunk(path, limit, left);
+    if (n != left && (n < lo || left - n < lo)) return 0;
     if (!r.kv_ready) {  // the slot's cache, cut to what this prompt reuses
         llama_memory_seq_rm(llama_get_memory(s->ctx), r.seq, r.n_keep, -1);
         s->cached[(size_t)r.seq].clear();
@@ -333,7 +339,6 @@ int32_t prefill_chunk(fe_scheduler *s, const RequestPtr &rp, int32_t limit) {
         s->shared->prompt_tokens += n_prompt;
         s->shared->prompt_tokens_reused += r.n_keep;
     }
-    const int32_t n = fe::next_chunk(path_of(s, r), limit, n_prompt - r.n_prefilled);
     llama_batch b = llama_batch_init(n, 0, 1);
     for (int32_t i = 0; i < n; i++) {
         b.token[i] = r.prompt[(size_t)(r.n_prefilled + i)];
@@ -372,8 +377,8 @@ int32_t prefill_chunk(fe_scheduler *s, const RequestPtr &rp, int32_t limit) {
 
 // The prefill of one step: a budget of prompt tokens (n_batch, n_batch_busy while others
 // decode) spent on one chunk of each new request in turn, round-robin from where the last step
-// began, as long as a chunk on the request's path fits in what is left (the first request of
-// the step always gets one: a tiled-path prompt takes at least 128 tokens per chunk).
+// began, as long as a chunk on the request's path fits in what is left (prefill_chunk). The
+// first request of the step always gets one (128 tokens at least on the tiled path).
 void prefill_step(fe_scheduler *s, bool others_decoding) {
     std::vector<RequestPtr> pre;
     for (auto &r : s->slots)
@@ -383,12 +388,8 @@ void prefill_step(fe_scheduler *s, bool others_decoding) {
     const size_t first = s->rr++ % pre.size();
     for (size_t j = 0; j < pre.size(); j++) {
         const RequestPtr &rp = pre[(first + j) % pre.size()];
-        const fe::RowPath path = path_of(s, *rp);
-        const int32_t left = (int32_t)rp->prompt.size() - (rp->kv_ready ? rp->n_prefilled : rp->n_keep);
-        int32_t limit = budget;
-        if (j == 0 && path == fe::ROWS_FA_TILED) limit = std::max(limit, 2 * fe::kFaTileRows);
-        const int32_t n = fe::next_chunk(path, limit, left);
-        if (j > 0 && (n < std::min(left, fe::min_rows(path)) || n <= 0)) continue;  // no chunk on its path fits
+        // the first chunk may pass the budget (twice the path's fewest rows always fit one)
+        const int32_t limit = j == 0 ? std::max(budget, 2 * fe::min_rows(path_of(s, *rp))) : budget;
         budget -= prefill_chunk(s, rp, limit);
         if (budget < 2) break;
     }
