@@ -87,3 +87,13 @@ def test_a_client_leaving_cancels_only_its_own_generation(server):
     assert h["scheduler"]["cancelled"] == before + 1
     assert got["r"].choices[0].message.content == want.choices[0].message.content
     assert got["r"].usage == want.usage
+
+
+def test_batch_size_goes_to_the_scheduler():
+    """serve -b N: the scheduler's n_batch (n_batch_busy at most 64); the core checks its range."""
+    from finllm_edge.errors import InvalidArgumentError
+
+    b = ServeBackend(None, n_ctx=256, n_threads=1, parallel=2, n_batch=63)
+    b.close()
+    with pytest.raises(InvalidArgumentError, match="n_batch"):
+        ServeBackend(None, n_ctx=256, n_threads=1, parallel=2, n_batch=1)

@@ -101,3 +101,30 @@ def test_help_teaches():
     for needle in ("/v1/chat/completions", "OpenAI(base_url=", "--parallel", "127.0.0.1", "--max-body-bytes",
                    "no authentication"):
         assert needle in out.stdout, needle
+
+
+def test_batch_option_reaches_the_backend(monkeypatch):
+    """-b/--batch is the backend's n_batch (the scheduler's per-step prompt budget), never ignored."""
+    import argparse
+    from pathlib import Path
+
+    import finllm_edge.lab.serve as serve_mod
+    from finllm_edge.lab import cli_serve
+
+    seen: dict = {}
+
+    class FakeBackend:
+        model_path, mode, flash_attn, drift = Path("m.gguf"), "scheduler", True, None
+
+        def __init__(self, model, **kw):
+            seen.update(kw)
+
+        def close(self):
+            seen["closed"] = True
+
+    monkeypatch.setattr(serve_mod, "ServeBackend", FakeBackend)
+    monkeypatch.setattr(serve_mod, "serve", lambda *a, **k: None)
+    parser = argparse.ArgumentParser()
+    cli_serve.configure(parser)
+    assert cli_serve.main(parser.parse_args(["--parallel", "8", "-b", "63"])) == 0
+    assert seen["n_batch"] == 63 and seen["parallel"] == 8 and seen["closed"]

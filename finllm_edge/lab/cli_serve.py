@@ -57,6 +57,9 @@ examples:
   finllm-edge serve                                   # the embedded SmolLM2, 127.0.0.1:8000
   finllm-edge serve model.gguf --port 8080 --parallel 4 -c 2048
   finllm-edge serve out/convert/model-q4_0.gguf --drift-ref out/convert/drift-ref.fedrift
+  finllm-edge serve --parallel 8 -b 63                # a long system prompt shared by every request:
+                                                      # prompts stay on flash attention's row kernel, so a
+                                                      # request re-evaluates 2 reused tokens, not 64
   curl -s http://127.0.0.1:8000/v1/drift > drift-state.json && \
        finllm-edge drift report drift-state.json --model out/convert/model-q4_0.gguf -o out/drift
   curl -s http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' \\
@@ -107,7 +110,7 @@ def main(args: argparse.Namespace) -> int:
     backend = ServeBackend(args.model, n_ctx=args.ctx, n_threads=args.threads, parallel=args.parallel,
                            max_pending=args.max_pending,
                            flash_attn=None if args.flash_attn == "auto" else args.flash_attn == "on",
-                           reuse_generated=args.reuse_generated, drift_ref=args.drift_ref)
+                           reuse_generated=args.reuse_generated, drift_ref=args.drift_ref, n_batch=args.batch)
     try:
         model_id = args.model_id or backend.model_path.name.removesuffix(".gguf")
         print(f"finllm-edge serve: {backend.model_path} as '{model_id}' ({backend.mode}, parallel {args.parallel}, "
