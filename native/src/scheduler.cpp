@@ -82,7 +82,7 @@ struct Shared {
     // stats, under mu
     int32_t n_active = 0, batch_size = 1, peak_active = 0, peak_batch_size = 1;
     int64_t steps = 0, generated = 0, submitted = 0, completed = 0, cancelled = 0, rejected = 0, failed = 0;
-    int64_t prompt_tokens = 0, prompt_tokens_reused = 0;
+    int64_t prompt_tokens = 0, prompt_tokens_reused = 0, prefix_copies = 0;
     fe::LatencyWindow latency{64};
     fe::RateWindow rate{10000.0};
 };
@@ -173,20 +173,48 @@ void release_slot(fe_scheduler *s, Request &r) {
     r.seq = -1;
 }
 
-// Prompt tokens request r may take from free slot `seq`: the common prefix with the slot's
-// cached tokens when they were computed on r's path, leaving at least the path's fewest rows to
-// evaluate (the session's rule: the output stays the same as without reuse).
-int32_t reusable(const fe_scheduler *s, const Request &r, size_t seq) {
-    const std::vector<llama_token> &c = s->cached[seq];
-    const fe::RowPath path = path_of(s, r);
+// Prompt tokens request r may take from a KV stream holding `cached` (the first n tokens of it),
+// computed on kernel path `path`: the common prefix when the path is r's, leaving at least the
+// path's fewest rows to evaluate (the session's rule: the output stays the same as without reuse).
+int32_t keepable(const fe_scheduler *s, const Request &r, const llama_token *cached, size_t n, uint8_t path) {
+    const fe::RowPath mine = path_of(s, r);
     // reuse_generated: any cached token counts, whichever path computed it; only the last prompt
     // token is evaluated again (its logits give the first answer token)
     const bool any = s->params.reuse_generated;
-    const int32_t n_prompt = (int32_t)r.prompt.size(), lo = any ? 1 : fe::min_rows(path);
-    if (!s->params.prefix_reuse || c.empty() || (!any && s->cached_path[seq] != path) || n_prompt <= lo) return 0;
-    size_t n = 0;
-    while (n < c.size() && n < r.prompt.size() && c[n] == r.prompt[n]) n++;
-    return std::min((int32_t)n, n_prompt - lo);
+    const int32_t n_prompt = (int32_t)r.prompt.size(), lo = any ? 1 : fe::min_rows(mine);
+    if (!s->params.prefix_reuse || n == 0 || (!any && path != mine) || n_prompt <= lo) return 0;
+    size_t k = 0;
+    while (k < n && k < r.prompt.size() && cached[k] == r.prompt[k]) k++;
+    return std::min((int32_t)k, n_prompt - lo);
+}
+
+// Prompt tokens request r may take from free slot `seq`'s cache.
+int32_t reusable(const fe_scheduler *s, const Request &r, size_t seq) {
+    const std::vector<llama_token> &c = s->cached[seq];
+    return keepable(s, r, c.data(), c.size(), s->cached_path[seq]);
+}
+
+// A copy of another KV stream is worth it when it gives this many more prompt tokens than the
+// request's own slot (a stream copy costs about as much as evaluating a few tokens).
+constexpr int32_t kCopyWorthTokens = 32;
+
+// The slot whose KV stream holds the longest reusable start of r's prompt now (-1: none worth a
+// copy over r's own n_keep): a free slot's cached prompt, or a running request's evaluated prompt
+// tokens (its rows are on its path; its answer's are not taken). *keep receives the tokens.
+int32_t best_donor(const fe_scheduler *s, const Request &r, int32_t *keep) {
+    int32_t best = -1, best_keep = r.n_keep + kCopyWorthTokens - 1;
+    for (size_t d = 0; d < s->slots.size(); d++) {
+        if ((int32_t)d == r.seq) continue;
+        const RequestPtr &o = s->slots[d];
+        int32_t k;
+        if (o && o->kv_ready)
+            k = keepable(s, r, o->prompt.data(), (size_t)o->n_prefilled, (uint8_t)path_of(s, *o));
+        else
+            k = reusable(s, r, d);  // free, or admitted and not started: its stream is still the cache
+        if (k > best_keep) best = (int32_t)d, best_keep = k;
+    }
+    *keep = best_keep;
+    return best;
 }
 
 // A decode batch splits where the sequence ids of its rows are not consecutive (llama.cpp's
@@ -326,11 +354,20 @@ int32_t prefill_chunk(fe_scheduler *s, const RequestPtr &rp, int32_t limit) {
     const int32_t n_prompt = (int32_t)r.prompt.size();
     const fe::RowPath path = path_of(s, r);
     const int32_t lo = fe::min_rows(path);
-    const int32_t left = n_prompt - (r.kv_ready ? r.n_prefilled : r.n_keep);
-    const int32_t n = fe::next_chunk(path, limit, left);
-    if (n != left && (n < lo || left - n < lo)) return 0;
     if (!r.kv_ready) {  // the slot's cache, cut to what this prompt reuses
-        llama_memory_seq_rm(llama_get_memory(s->ctx), r.seq, r.n_keep, -1);
+        llama_memory_t mem = llama_get_memory(s->ctx);
+        int32_t donor_keep = 0;
+        const int32_t donor = best_donor(s, r, &donor_keep);
+        if (donor >= 0) {
+            // llama.cpp copies a whole stream across streams (at the next decode, before this
+            // chunk): the donor's K/V of those prompt tokens are the bits this prompt's own
+            // prefill would give (same tokens, positions and kernel path)
+            llama_memory_seq_cp(mem, donor, r.seq, -1, -1);
+            r.n_keep = donor_keep;
+            std::lock_guard<std::mutex> lk(s->shared->mu);
+            s->shared->prefix_copies++;
+        }
+        llama_memory_seq_rm(mem, r.seq, r.n_keep, -1);
         s->cached[(size_t)r.seq].clear();
         r.n_prefilled = r.n_reused = r.n_keep;
         s->cells[(size_t)r.seq] = r.n_keep;
@@ -339,6 +376,9 @@ int32_t prefill_chunk(fe_scheduler *s, const RequestPtr &rp, int32_t limit) {
         s->shared->prompt_tokens += n_prompt;
         s->shared->prompt_tokens_reused += r.n_keep;
     }
+    const int32_t left = n_prompt - r.n_prefilled;
+    const int32_t n = fe::next_chunk(path, limit, left);
+    if (n != left && (n < lo || left - n < lo)) return 0;
     llama_batch b = llama_batch_init(n, 0, 1);
     for (int32_t i = 0; i < n; i++) {
         b.token[i] = r.prompt[(size_t)(r.n_prefilled + i)];
@@ -876,12 +916,13 @@ char *fe_scheduler_stats_json(fe_scheduler *sched) {
                  "\"tokens_per_s\": %.3f, \"token_ms_p50\": %.3f, \"token_ms_p99\": %.3f, \"steps\": %lld, "
                  "\"generated\": %lld, \"submitted\": %lld, \"completed\": %lld, \"cancelled\": %lld, "
                  "\"rejected\": %lld, \"failed\": %lld, \"peak_active\": %d, \"peak_batch_size\": %d, "
-                 "\"prompt_tokens\": %lld, \"prompt_tokens_reused\": %lld}",
+                 "\"prompt_tokens\": %lld, \"prompt_tokens_reused\": %lld, \"prefix_copies\": %lld}",
                  sched->params.n_slots, sh.queue.size(), sh.n_active, sh.batch_size, sched->params.p99_token_ms,
                  sh.rate.per_second(now), sh.latency.percentile(50), sh.latency.percentile(99), (long long)sh.steps,
                  (long long)sh.generated, (long long)sh.submitted, (long long)sh.completed,
                  (long long)sh.cancelled, (long long)sh.rejected, (long long)sh.failed, sh.peak_active,
-                 sh.peak_batch_size, (long long)sh.prompt_tokens, (long long)sh.prompt_tokens_reused);
+                 sh.peak_batch_size, (long long)sh.prompt_tokens, (long long)sh.prompt_tokens_reused,
+                 (long long)sh.prefix_copies);
     }
     char *out = (char *)malloc(strlen(buf) + 1);
     if (!out) {
