@@ -257,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
                          "llama-server and finllm-N, off for finllm-1)")
     ap.add_argument("--llama-server-flash-attn", dest="llama_fa", choices=["auto", "on", "off"], default=None,
                     help="llama-server's flash attention when it should differ from --flash-attn")
+    ap.add_argument("--batch", "-b", type=int, default=512,
+                    help="finllm servers' -b (prompt tokens per step; default 512). 63 keeps flash attention's "
+                         "prompts on its row kernel: a shared system prompt is then reused up to its last 2 tokens")
     ap.add_argument("--baseline-lib", type=Path, default=None,
                     help="also run finllm-N on this libfinllm_edge.so (FINLLM_EDGE_LIB) as finllm-N-base: "
                          "an earlier build of the core, measured side by side with this one")
@@ -272,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     n = a.parallel
     points = [f"c{c}" for c in a.concurrency.split(",") if c] + [f"p{r}" for r in a.rates.split(",") if r]
     py = [sys.executable, "-m", "finllm_edge.lab", "serve", str(model), "--log-level", "warning",
-          "-t", str(a.threads), "--model-id", "bench", "--flash-attn", a.flash_attn]
+          "-t", str(a.threads), "--model-id", "bench", "--flash-attn", a.flash_attn, "-b", str(a.batch)]
     servers: list[Server] = []
     notes: list[str] = []
     wanted = set(a.servers.split(",")) if a.servers else {"finllm-N", "finllm-1", "llama-server"}
@@ -330,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         for s in servers:
             s.stop()
     summary = summarize(rows, [s.name for s in servers], points, a.rounds)
-    out = {"model": str(model), "parallel": n, "threads": a.threads, "flash_attn": a.flash_attn,
+    out = {"model": str(model), "parallel": n, "threads": a.threads, "flash_attn": a.flash_attn, "batch": a.batch,
            "requests": a.requests, "max_tokens": a.max_tokens, "system_tokens": a.system_tokens,
            "ctx_per_slot": a.ctx, "rounds": a.rounds, "points": points, "notes": notes,
            "p99_bound_ms": P99_BOUND_MS, "rows": rows, "summary": summary}

@@ -639,6 +639,11 @@ FE_API fe_status fe_request_prompt_tokens(const fe_session *session, int32_t *to
  * shares the longest start with its own (a system prompt, a repeated question) and evaluates
  * only the rest, with the session's rule so that its tokens stay the same as without reuse (at
  * least its last 2 prompt tokens, 64 on flash attention's tiled path, are evaluated again).
+ * When another slot's stream (free, or a running request's evaluated prompt tokens) holds >= 32
+ * more tokens of its start than its own slot, the request's slot takes a copy of that stream
+ * (llama.cpp's cross-stream copy of the whole stream, cut to the common start) instead: a system
+ * prompt is evaluated once, not once per slot; the stats' prefix_copies counts them. With flash
+ * attention, n_batch < 128 keeps every prompt on the row kernel, so reuse re-evaluates 2 tokens.
  * Slots are chosen to keep the running requests' sequence ids consecutive (a decode batch
  * costs one graph evaluation per run of consecutive ids) unless another slot saves >= 64
  * prompt tokens. fe_profile.n_prompt_reused and the stats' prompt_tokens_reused report it.
@@ -711,7 +716,8 @@ FE_API void fe_sched_request_free(fe_sched_request *req);
  * batch_size (the adaptive limit), p99_bound_ms, tokens_per_s (generated tokens per second
  * over the last 10 s), token_ms_p50 / token_ms_p99 (of the last 64 inter-token latencies),
  * steps, generated, submitted, completed, cancelled, rejected (queue full), failed, peak_active
- * (most requests running at once) and peak_batch_size.
+ * (most requests running at once), peak_batch_size, prompt_tokens, prompt_tokens_reused and
+ * prefix_copies (see prefix reuse).
  * NULL + fe_last_error() on a NULL scheduler or when out of memory. */
 FE_API char *fe_scheduler_stats_json(fe_scheduler *sched);
 
