@@ -123,8 +123,8 @@ class Scheduler(Backend):
     n_ctx is per request (prompt + answer). p99_token_ms bounds the p99 inter-token latency the
     adaptive batch size keeps; max_queued bounds the requests waiting for a slot; n_batch and
     n_batch_busy are the prompt tokens a step evaluates (in chunks of the new requests, in turn)
-    when nothing else decodes / while other requests decode; seed is the default seed of sampled
-    requests (None: random each time);
+    when nothing else decodes / while other requests decode (None: the core's, min(64, n_batch));
+    seed is the default seed of sampled requests (None: random each time);
     flash_attn turns on llama.cpp's flash attention: faster decoding, and a request's tokens are a
     flash-attention session's up to 256 cells of context (at any length with n_threads=1), see
     fe_scheduler_params in finllm_edge.h; prefix_reuse (default on): a slot keeps its last prompt's
@@ -139,7 +139,7 @@ class Scheduler(Backend):
 
     def __init__(self, model_path: str | os.PathLike | None = None, n_slots: int = 4, n_ctx: int = 2048,
                  n_threads: int | None = None, p99_token_ms: float = 150.0, *, max_queued: int = 64,
-                 n_batch: int = 512, n_batch_busy: int = 64, seed: int | None = None,
+                 n_batch: int = 512, n_batch_busy: int | None = None, seed: int | None = None,
                  chat_template: str | None = None, use_mmap: bool = True, flash_attn: bool = False,
                  prefix_reuse: bool = True, reuse_generated: bool = False) -> None:
         super().__init__()
@@ -151,7 +151,8 @@ class Scheduler(Backend):
         sp.n_slots = _int("n_slots", n_slots, 1, 64)
         sp.n_ctx = _int("n_ctx", n_ctx, 8, 1 << 20)
         sp.n_batch = _int("n_batch", n_batch, 2, 512)
-        sp.n_batch_busy = _int("n_batch_busy", n_batch_busy, 2, 512)
+        if n_batch_busy is not None:  # None: the core's, min(64, n_batch)
+            sp.n_batch_busy = _int("n_batch_busy", n_batch_busy, 2, 512)
         sp.max_queued = _int("max_queued", max_queued, 1, 65536)
         if n_threads is not None:
             sp.n_threads = sp.n_threads_batch = _int("n_threads", n_threads, 1, L.fe_cpu_count())

@@ -90,7 +90,7 @@ def test_a_client_leaving_cancels_only_its_own_generation(server):
 
 
 def test_batch_size_goes_to_the_scheduler():
-    """serve -b N: the scheduler's n_batch (n_batch_busy at most 64); the core checks its range."""
+    """serve -b N: the scheduler's n_batch (the core sets n_batch_busy to min(64, N)); the core checks its range."""
     from finllm_edge.errors import InvalidArgumentError
 
     b = ServeBackend(None, n_ctx=256, n_threads=1, parallel=2, n_batch=63)

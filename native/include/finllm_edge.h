@@ -658,7 +658,8 @@ typedef struct fe_scheduler_params {
     int32_t  n_slots;         /* requests decoded together at most (default 4); 1..64 */
     uint32_t n_ctx;           /* context of each request in tokens (prompt + answer; default 2048) */
     uint32_t n_batch;         /* prompt tokens per step when nothing else decodes (default 512); 2..512 */
-    uint32_t n_batch_busy;    /* prompt tokens per step while others decode (default 64); 2..n_batch */
+    uint32_t n_batch_busy;    /* prompt tokens per step while others decode; 2..n_batch, or 0 (the
+                               * default): min(64, n_batch) */
     int32_t  n_threads;       /* decode threads, 1..CPUs online (default: the performance cores) */
     int32_t  n_threads_batch; /* prefill threads, 1..CPUs online (default: same as n_threads) */
     int32_t  max_queued;      /* requests waiting for a slot at most (default 64); 1..65536 */

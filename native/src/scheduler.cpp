@@ -2,7 +2,8 @@
 // One llama context with one KV stream per slot (kv_unified off, so each request's cells start at
 // 0 as in a session of its own), one decode thread that runs steps: cancel/finish checks,
 // prefill chunks of new requests within the step's prompt-token budget (round-robin), then one
-// decode batch with the next token of every running request. Requests are shared between the caller (events, cancel) and the thread.
+// decode batch with the next token of every running request. Requests are shared between the
+// caller (events, cancel) and the thread.
 #include "internal.h"
 #include "grammar.h"
 #include "sched_window.h"
@@ -581,8 +582,8 @@ fe_status check_params(const fe_model *model, const fe_scheduler_params &p) {
                              p.n_ctx, 1u << 20);
     if (p.n_batch < 2 || p.n_batch > 512)
         return fe::set_error(FE_ERR_INVALID_ARG, "n_batch = %u is out of range: use 2..512", p.n_batch);
-    if (p.n_batch_busy < 2 || p.n_batch_busy > p.n_batch)
-        return fe::set_error(FE_ERR_INVALID_ARG, "n_batch_busy = %u is out of range: use 2..n_batch (%u)",
+    if (p.n_batch_busy != 0 && (p.n_batch_busy < 2 || p.n_batch_busy > p.n_batch))
+        return fe::set_error(FE_ERR_INVALID_ARG, "n_batch_busy = %u is out of range: use 0 (auto) or 2..n_batch (%u)",
                              p.n_batch_busy, p.n_batch);
     if (p.n_threads < 1 || p.n_threads > cpus)
         return fe::set_error(FE_ERR_INVALID_ARG, "n_threads = %d is out of range: use 1..%d (the CPUs online)",
@@ -714,7 +715,7 @@ fe_scheduler_params fe_scheduler_default_params(void) {
     p.n_slots = 4;
     p.n_ctx = 2048;
     p.n_batch = 512;
-    p.n_batch_busy = 64;
+    p.n_batch_busy = 0;  // min(64, n_batch)
     p.n_threads = fe_default_n_threads();
     p.n_threads_batch = p.n_threads;
     p.max_queued = 64;
@@ -735,6 +736,7 @@ fe_status fe_scheduler_create(fe_model *model, const fe_scheduler_params *params
         if (st != FE_OK) return st;
         auto s = std::make_unique<fe_scheduler>();
         s->model = model;
+        if (p.n_batch_busy == 0) p.n_batch_busy = std::min<uint32_t>(64, p.n_batch);
         s->params = p;
         s->n_seq = p.n_slots;
         s->shared = std::make_shared<Shared>();

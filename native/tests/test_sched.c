@@ -230,6 +230,13 @@ static void test_bad_params(void) {
     sp = fe_scheduler_default_params();
     sp.n_batch_busy = sp.n_batch + 1;
     CHECK_STATUS(fe_scheduler_create(g_model, &sp, &s), FE_ERR_INVALID_ARG, "n_batch_busy");
+    sp = fe_scheduler_default_params(); /* n_batch_busy 0 (the default): min(64, n_batch) */
+    CHECK(sp.n_batch_busy == 0);
+    sp.n_batch = 8;
+    sp.n_ctx = 64;
+    CHECK_STATUS(fe_scheduler_create(g_model, &sp, &s), FE_OK, NULL);
+    fe_scheduler_free(s);
+    s = NULL;
     sp = fe_scheduler_default_params();
     sp.max_queued = 0;
     CHECK_STATUS(fe_scheduler_create(g_model, &sp, &s), FE_ERR_INVALID_ARG, "max_queued");

@@ -57,7 +57,8 @@ class ServeBackend:
     """`parallel` == 1: one Engine, requests in turn. `parallel` > 1: finllm_edge.Scheduler with
     that many slots (each of n_ctx tokens). flash_attn None: on with parallel > 1, off with 1.
     reuse_generated: a chat's next request reuses the K/V of the answers it sends back (see Engine).
-    n_batch: prompt tokens per decode call (the scheduler's per-step budget; 64 at most while others decode).
+    n_batch: prompt tokens per decode call (the scheduler's per-step budget; while others decode the core's
+    n_batch_busy, min(64, n_batch)).
     drift_ref: a drift reference file; every request is counted by the core's monitor (`drift`)."""
 
     def __init__(self, model_path: str | Path | None = None, *, n_ctx: int = 2048, n_threads: int | None = None,
@@ -81,7 +82,7 @@ class ServeBackend:
                                  "which this build does not have; use --parallel 1") from None
             self.impl: Any = Scheduler(model_path, n_slots=parallel, n_ctx=n_ctx, n_threads=n_threads,
                                        flash_attn=flash_attn, reuse_generated=reuse_generated,
-                                       n_batch=n_batch, n_batch_busy=min(n_batch, 64))
+                                       n_batch=n_batch)
             self.mode = "scheduler"
         else:
             self.impl = Engine(model_path, n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads, flash_attn=flash_attn,
