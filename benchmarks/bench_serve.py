@@ -13,7 +13,8 @@ Servers (all started once, idle while another is measured):
                (when this build has no finllm_edge.Scheduler: left out, and said so)
   finllm-1     finllm-edge serve --parallel 1   (one session, requests in turn)
   finllm-N-base with --baseline-lib LIB: finllm-N on another libfinllm_edge.so (an earlier build
-               of the core, loaded through FINLLM_EDGE_LIB), to measure a core change side by side
+               of the core, loaded through FINLLM_EDGE_LIB), to measure a core change side by side;
+               with --baseline-src DIR: finllm-N from another source tree (a Python change)
   llama-server llama-server -np N (continuous batching), -c N * --ctx
 Flash attention: --flash-attn auto (default) leaves each server at its default: on for
 llama-server (-fa auto on a CPU) and finllm-N (serve's auto), off for finllm-1 (the session's
@@ -91,15 +92,17 @@ def has_scheduler() -> bool:
 
 
 class Server:
-    def __init__(self, name: str, cmd: list[str], port: int, model_id: str, env: dict | None = None) -> None:
-        self.name, self.cmd, self.port, self.model_id, self.env = name, cmd, port, model_id, env
+    def __init__(self, name: str, cmd: list[str], port: int, model_id: str, env: dict | None = None,
+                 cwd: Path | None = None) -> None:
+        self.name, self.cmd, self.port, self.model_id, self.env, self.cwd = name, cmd, port, model_id, env, cwd
         self.base = f"http://127.0.0.1:{port}"
         self.proc: subprocess.Popen | None = None
         self.log = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench_serve_{name}_{port}.log"
 
     def start(self, timeout: float = 180.0) -> None:
         env = {**os.environ, **self.env} if self.env else None
-        self.proc = subprocess.Popen(self.cmd, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(self.cmd, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT, env=env,
+                                     cwd=self.cwd)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -263,11 +266,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline-lib", type=Path, default=None,
                     help="also run finllm-N on this libfinllm_edge.so (FINLLM_EDGE_LIB) as finllm-N-base: "
                          "an earlier build of the core, measured side by side with this one")
+    ap.add_argument("--baseline-src", type=Path, default=None,
+                    help="also run finllm-N from this source tree (PYTHONPATH; e.g. `git worktree add /tmp/base REV`) "
+                         "as finllm-N-base, on this tree's library unless --baseline-lib: a change to the Python "
+                         "serve layer measured side by side with this one")
     ap.add_argument("--servers", default=None, help="comma list among finllm-N,finllm-1,llama-server (default all)")
     ap.add_argument("--json-out", type=Path, default=None, help="also write the JSON here")
     a = ap.parse_args(argv)
     if a.baseline_lib and not a.baseline_lib.is_file():
         ap.error(f"--baseline-lib {a.baseline_lib}: no such file")
+    if a.baseline_src and not (a.baseline_src / "finllm_edge" / "__init__.py").is_file():
+        ap.error(f"--baseline-src {a.baseline_src}: no finllm_edge package there")
 
     from finllm_edge.native.llama_server import existing_llama_server
 
@@ -284,11 +293,16 @@ def main(argv: list[str] | None = None) -> int:
             p = free_port()
             servers.append(Server(f"finllm-{n}", py + ["--port", str(p), "--parallel", str(n), "-c", str(a.ctx)],
                                   p, "bench"))
-            if a.baseline_lib:
+            if a.baseline_lib or a.baseline_src:
+                from finllm_edge.cpu_variant import library_path
+
                 p = free_port()
                 cmd = py + ["--port", str(p), "--parallel", str(n), "-c", str(a.ctx)]
-                servers.append(Server(f"finllm-{n}-base", cmd, p, "bench",
-                                      env={"FINLLM_EDGE_LIB": str(a.baseline_lib.resolve())}))
+                env = {"FINLLM_EDGE_LIB": str((a.baseline_lib or library_path()).resolve())}
+                src = a.baseline_src.resolve() if a.baseline_src else None
+                if src:  # python -m puts the working folder first on sys.path: run there
+                    env["PYTHONPATH"] = str(src)
+                servers.append(Server(f"finllm-{n}-base", cmd, p, "bench", env=env, cwd=src))
         else:
             notes.append("finllm-N left out: this build has no finllm_edge.Scheduler (concurrent sessions)")
     if "finllm-1" in wanted:

@@ -128,3 +128,67 @@ def test_batch_option_reaches_the_backend(monkeypatch):
     cli_serve.configure(parser)
     assert cli_serve.main(parser.parse_args(["--parallel", "8", "-b", "63"])) == 0
     assert seen["n_batch"] == 63 and seen["parallel"] == 8 and seen["closed"]
+
+
+@pytest.mark.parametrize("kind", ["chat", "completion"])
+@pytest.mark.parametrize("usage_on", [False, True])
+def test_piece_frames_are_the_chunks_sse_frames(kind, usage_on):
+    from finllm_edge.lab.serve.app import PieceFrames, sse
+
+    body = {"model": M, "stream": True, "stream_options": {"include_usage": usage_on}}
+    body.update({"messages": Q} if kind == "chat" else {"prompt": "p"})
+    r = parse_request(body, kind, M, response_format_supported=False)
+    frames = PieceFrames(r, "cmpl-1", 7)
+    for text in ["", "a", ' "quoted" ', "line\nbreak\\", "€ 12,5 Mio. — 日本", "\x00piece\x00", "😀"]:
+        assert frames(text) == sse(chunk(r, "cmpl-1", 7, text=text))
+
+
+def test_a_jobs_mailbox_hands_over_every_event_in_order_with_few_wakeups():
+    """Events posted from a worker thread reach the loop in order, all of them; those that pile up
+    while the loop is busy come in one take(); a take() with nothing posted times out with []."""
+    import asyncio
+    import threading
+
+    from finllm_edge.lab.serve.backend import Event, Job
+
+    class NoBackend:
+        def _cancel(self, job):
+            pass
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        job = Job(NoBackend(), loop)
+        assert await job.take(0.01) == []
+        wakes = 0
+        real = loop.call_soon_threadsafe
+
+        def counting(*a):
+            nonlocal wakes
+            wakes += 1
+            return real(*a)
+
+        loop.call_soon_threadsafe = counting
+        n = 2000
+
+        def worker():
+            for i in range(n):
+                job.post(Event("piece", str(i)))
+            job.post(Event("done"))
+
+        t = threading.Thread(target=worker)
+        t.start()
+        got: list[Event] = []
+        takes = 0
+        while not got or got[-1].kind != "done":
+            got += await job.take(5.0)
+            takes += 1
+        t.join()
+        assert [e.text for e in got[:-1]] == [str(i) for i in range(n)]
+        assert wakes <= takes < n  # at most one wake-up per take; several events per take
+        held = [Event("piece", "x"), Event("piece", "y")]
+        for e in held:  # posted while nobody waits: no wake-up, both in the next take
+            job.post(e)
+        assert await job.take(0.01) == held
+        assert wakes <= takes
+
+    asyncio.run(main())

@@ -88,15 +88,47 @@ def sse(obj: Any) -> bytes:
     return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
 
 
-async def next_event(job: Job, request: Request) -> Event:
-    """The job's next event; cancels the job and raises CancelledError if the client went away."""
-    while True:
-        try:
-            return await asyncio.wait_for(job.events.get(), DISCONNECT_POLL_S)
-        except asyncio.TimeoutError:
-            if await request.is_disconnected():
-                job.cancel()
-                raise asyncio.CancelledError("client disconnected") from None
+class PieceFrames:
+    """The SSE frames of one response's text pieces: chunk()'s JSON, in which only the text changes,
+    is encoded once and each piece is put in its place."""
+
+    _MARK = "\x00piece\x00"
+
+    def __init__(self, req: GenRequest, rid: str, created: int) -> None:
+        parts = sse(chunk(req, rid, created, text=self._MARK)).split(json.dumps(self._MARK).encode())
+        if len(parts) != 2:
+            raise AssertionError("the chunk template holds its text once")
+        self._head, self._tail = parts
+
+    def __call__(self, text: str) -> bytes:
+        return self._head + json.dumps(text).encode() + self._tail
+
+
+class JobEvents:
+    """The events of one job as the loop takes them: every event that is ready at once, in order.
+    Polls the client while none comes, and cancels the job (raising CancelledError) once it left."""
+
+    def __init__(self, job: Job, request: Request) -> None:
+        self._job, self._request = job, request
+        self._held: list[Event] = []
+
+    async def batch(self) -> list[Event]:
+        if self._held:
+            out, self._held = self._held, []
+            return out
+        while True:
+            out = await self._job.take(DISCONNECT_POLL_S)
+            if out:
+                return out
+            if await self._request.is_disconnected():
+                self._job.cancel()
+                raise asyncio.CancelledError("client disconnected")
+
+    async def first(self) -> Event:
+        """The first event; the rest of its batch is kept for batch()."""
+        out = await self.batch()
+        self._held = out[1:]
+        return out[0]
 
 
 def create_app(backend: ServeBackend, model_id: str, *, max_body_bytes: int = DEFAULT_MAX_BODY) -> Starlette:
@@ -110,8 +142,9 @@ def create_app(backend: ServeBackend, model_id: str, *, max_body_bytes: int = DE
             job = backend.submit(asyncio.get_running_loop(), kind, payload, req.max_tokens, req.kwargs)
         except Overloaded as exc:
             raise APIError(503, f"The server is busy: {exc}.", type="server_error", code="server_busy") from None
+        events = JobEvents(job, request)
         try:
-            first = await next_event(job, request)
+            first = await events.first()
         except BaseException:
             job.cancel()
             raise
@@ -119,40 +152,51 @@ def create_app(backend: ServeBackend, model_id: str, *, max_body_bytes: int = DE
             raise core_error(first.error)  # refused before any work: no stream has been opened
         rid, t = new_id(kind), now()
         if req.stream:
-            return StreamingResponse(stream_events(job, request, req, rid, t), media_type="text/event-stream",
+            return StreamingResponse(stream_events(job, events, req, rid, t), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         parts: list[str] = []
         try:
             while True:
-                ev = await next_event(job, request)
-                if ev.kind == "piece":
-                    parts.append(ev.text)
-                elif ev.kind == "error":
-                    raise core_error(ev.error)
-                elif ev.kind == "done":
-                    return JSONResponse(completion_body(req, rid, t, "".join(parts), ev.finish_reason or "stop",
-                                                        usage(ev.n_prompt, ev.n_gen)))
+                for ev in await events.batch():
+                    if ev.kind == "piece":
+                        parts.append(ev.text)
+                    elif ev.kind == "error":
+                        raise core_error(ev.error)
+                    elif ev.kind == "done":
+                        return JSONResponse(completion_body(req, rid, t, "".join(parts),
+                                                            ev.finish_reason or "stop", usage(ev.n_prompt, ev.n_gen)))
         except BaseException:
             job.cancel()
             raise
 
-    async def stream_events(job: Job, request: Request, req: GenRequest, rid: str, t: int) -> AsyncIterator[bytes]:
+    async def stream_events(job: Job, events: JobEvents, req: GenRequest, rid: str, t: int) -> AsyncIterator[bytes]:
+        """One chunk per text piece (as OpenAI and llama-server stream); pieces that are ready together
+        go out in one write."""
+        piece = PieceFrames(req, rid, t)
         try:
             if req.kind == "chat":
                 yield sse(chunk(req, rid, t, text="", role=True))
             while True:
-                ev = await next_event(job, request)
-                if ev.kind == "piece":
-                    yield sse(chunk(req, rid, t, text=ev.text))
-                elif ev.kind == "error":
-                    yield sse(core_error(ev.error).body())
+                out = bytearray()
+                end = False
+                for ev in await events.batch():
+                    if ev.kind == "piece":
+                        out += piece(ev.text)
+                    elif ev.kind == "error":
+                        out += sse(core_error(ev.error).body())
+                        end = True
+                    elif ev.kind == "done":
+                        out += sse(chunk(req, rid, t, finish_reason=ev.finish_reason or "stop"))
+                        if req.include_usage:
+                            out += sse(chunk(req, rid, t, use=usage(ev.n_prompt, ev.n_gen), no_choice=True))
+                        end = True
+                    if end:
+                        break
+                if end:
+                    yield bytes(out) + b"data: [DONE]\n\n"
                     break
-                elif ev.kind == "done":
-                    yield sse(chunk(req, rid, t, finish_reason=ev.finish_reason or "stop"))
-                    if req.include_usage:
-                        yield sse(chunk(req, rid, t, use=usage(ev.n_prompt, ev.n_gen), no_choice=True))
-                    break
-            yield b"data: [DONE]\n\n"
+                if out:
+                    yield bytes(out)
         finally:
             job.cancel()  # a no-op when it finished; stops the generation when the client went away
 

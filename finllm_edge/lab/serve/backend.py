@@ -1,7 +1,7 @@
 """What the server generates with: one class over either one `Engine` behind a lock (requests
 served in turn) or the core's `Scheduler` (`--parallel N`: N sequences decoded together in one
 batch by the core). Streams are iterated in worker threads, never on the event loop; each
-request's events reach the loop through an asyncio queue.
+request's events reach the loop through its Job's mailbox.
 
 Admission is bounded: at most `max_pending` requests are running or waiting at once; one more
 is refused at once (503), never queued without bound.
@@ -34,23 +34,57 @@ class Event:
 
 
 class Job:
-    """One request on its worker thread. `events` is read on the event loop; `cancel()` is safe
-    from the loop at any time (before start, while waiting for the engine, mid-stream)."""
+    """One request on its worker thread. Its events are taken on the event loop (`take`); `cancel()`
+    is safe from the loop at any time (before start, while waiting for the engine, mid-stream).
+
+    Events pass through a mailbox: the worker appends under a lock and wakes the loop only when the
+    mailbox was empty and the loop is waiting, so tokens that pile up while the loop is busy cost
+    one wake-up, not one each, and `take` hands them over together."""
 
     def __init__(self, backend: "ServeBackend", loop: asyncio.AbstractEventLoop) -> None:
         self._backend = backend
         self._loop = loop
-        self.events: asyncio.Queue[Event] = asyncio.Queue()
+        self._box: list[Event] = []
+        self._lock = threading.Lock()
+        self._waiter: asyncio.Future | None = None  # set by take() while the mailbox is empty
         self.cancelled = threading.Event()
         self.stream: TokenStream | None = None
         self.active = False   # True while this job owns the engine (Engine mode) or has a stream
 
     def post(self, ev: Event) -> None:
-        self._loop.call_soon_threadsafe(self.events.put_nowait, ev)
+        """Worker thread: hand one event to the loop."""
+        with self._lock:
+            self._box.append(ev)
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            self._loop.call_soon_threadsafe(_wake, waiter)
+
+    async def take(self, timeout: float) -> list[Event]:
+        """Event loop: every event posted so far (at least one), or [] after `timeout` seconds without one."""
+        with self._lock:
+            if self._box:
+                out, self._box = self._box, []
+                return out
+            waiter = self._waiter = self._loop.create_future()
+        timer = self._loop.call_later(timeout, _wake, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            with self._lock:
+                if self._waiter is waiter:
+                    self._waiter = None
+                out, self._box = self._box, []
+        return out
 
     def cancel(self) -> None:
         self.cancelled.set()
         self._backend._cancel(self)
+
+
+def _wake(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 class ServeBackend:
