@@ -65,7 +65,7 @@ if [ "$(cat "$VENV/.llama-wheel" 2>/dev/null)" != "$WHEEL_KEY" ] || ! python -c 
 fi
 
 # 4. This package (editable) with the conversion toolchain, reports, the serve extra and test tools.
-if ! python -c "import finllm_edge, finllm_edge_convert, pytest, transformers, peft, gguf, onnxruntime_genai, matplotlib, starlette, uvicorn, openai" 2>/dev/null; then
+if ! python -c "import finllm_edge, finllm_edge_convert, pytest, transformers, peft, gguf, onnxruntime_genai, matplotlib, starlette, uvicorn, uvloop, openai" 2>/dev/null; then
   log "installing finllm-edge[convert,report,serve,dev]"
   pipq --find-links "$WHEEL_DIR" -e "$ROOT[convert,report,serve,dev]"
 fi

@@ -21,12 +21,13 @@ def running_server(backend, model_id: str, **app_kwargs):
     """Yield the base URL (http://127.0.0.1:PORT) of the app served by uvicorn; stopped on exit."""
     import uvicorn
 
-    from finllm_edge.lab.serve import create_app
+    from finllm_edge.lab.serve import create_app, uvicorn_config
 
     app = create_app(backend, model_id, **app_kwargs)
     for _ in range(5):
         port = free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+        config = uvicorn_config(app, port=port, log_level="warning", lifespan="off",
+                                max_pending=getattr(backend, "max_pending", 32))
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()

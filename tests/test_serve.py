@@ -298,3 +298,22 @@ def test_health(base, backend):
     h = httpx.get(base + "/health", timeout=10).json()
     assert h["status"] == "ok" and h["model"] == MODEL and h["mode"] == "engine"
     assert h["response_format"] is backend.response_format_supported
+    import importlib.util
+
+    # the serve extra's uvloop, when installed, is the server's loop (uvicorn_config: loop "auto")
+    assert h["event_loop"] == ("uvloop" if importlib.util.find_spec("uvloop") else "asyncio")
+
+
+def test_oversize_headers_are_refused(base):
+    """h11 bounds a request's headers (MAX_HEADER_BYTES): a bigger one gets a 4xx, and the server
+    goes on serving."""
+    import socket
+
+    from finllm_edge.lab.serve import MAX_HEADER_BYTES
+
+    port = int(base.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (2 * MAX_HEADER_BYTES) + b"\r\n\r\n")
+        head = s.recv(64)
+    assert head.startswith(b"HTTP/1.1 4"), head
+    assert httpx.get(base + "/health", timeout=10).status_code == 200

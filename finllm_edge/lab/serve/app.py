@@ -217,7 +217,8 @@ def create_app(backend: ServeBackend, model_id: str, *, max_body_bytes: int = DE
         return JSONResponse(model_card(model_id, created))
 
     async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "model": model_id,
+        loop = type(asyncio.get_running_loop()).__module__.split(".")[0]  # "uvloop" or "asyncio"
+        return JSONResponse({"status": "ok", "model": model_id, "event_loop": loop,
                              "response_format": backend.response_format_supported, **backend.stats()})
 
     async def drift(request: Request) -> Response:
