@@ -33,6 +33,7 @@ STATUS_ERRORS: dict[int, type[errors.FinLLMEdgeError]] = {
     -11: errors.EngineBusyError,
 }
 FE_ERR_BUFFER_TOO_SMALL = -9
+FE_ERR_BUSY = -11
 FE_SEED_RANDOM = 0xFFFFFFFF
 
 # fe_stop_reason
@@ -259,6 +260,7 @@ _SIGNATURES: dict[str, tuple] = {
     "fe_sched_next": (C.c_int, [_P, C.POINTER(TokenEvent)]),
     "fe_sched_next_timeout": (C.c_int, [_P, C.POINTER(TokenEvent), C.c_int32]),
     "fe_sched_cancel": (None, [_P]),
+    "fe_scheduler_set_wakeup_fd": (C.c_int, [_P, C.c_int]),
     "fe_sched_request_get_profile": (C.c_int, [_P, C.POINTER(Profile)]),
     "fe_sched_request_free": (None, [_P]),
     "fe_scheduler_stats_json": (_P, [_P]),

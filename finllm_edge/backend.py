@@ -136,15 +136,39 @@ class TokenStream:
 
     def __next__(self) -> str:
         while self._steps is not None:
-            step = self._steps.next()
-            if step.token >= 0:
-                self.tokens.append(step.token)
-            self.text += step.text
-            if step.done:
-                self._end(step.finish_reason or "cancelled")
-            if step.text:
-                return step.text
+            text = self._take(self._steps.next())
+            if text:
+                return text
         raise StopIteration
+
+    def ready(self) -> list[str]:
+        """The text pieces that are available now, without waiting; [] when none is. For streams
+        whose steps can be polled (the Scheduler's: an event loop reads many streams on one thread,
+        woken by Scheduler.set_wakeup_fd). `ended` tells when the last one was taken."""
+        poll = getattr(self._steps, "poll", None)
+        if self._steps is not None and poll is None:
+            raise FinLLMEdgeError("this stream cannot be polled; iterate it")
+        out: list[str] = []
+        while self._steps is not None:
+            step = poll()
+            if step is None:
+                break
+            text = self._take(step)
+            if text:
+                out.append(text)
+        return out
+
+    @property
+    def ended(self) -> bool:
+        return self._steps is None
+
+    def _take(self, step: Step) -> str:
+        if step.token >= 0:
+            self.tokens.append(step.token)
+        self.text += step.text
+        if step.done:
+            self._end(step.finish_reason or "cancelled")
+        return step.text
 
     def _end(self, reason: str) -> None:
         steps, self._steps = self._steps, None

@@ -62,11 +62,25 @@ class _SchedSteps:
         self._lock = threading.Lock()
 
     def next(self) -> Step:
+        step = self._next(-1)
+        assert step is not None
+        return step
+
+    def poll(self) -> Step | None:
+        """The next event if there is one now, else None (fe_sched_next_timeout with 0 ms)."""
+        return self._next(0)
+
+    def _next(self, timeout_ms: int) -> Step | None:
         L, ev = _native.lib(), self._ev
         with self._lock:
             if self._h is None or self._done:
                 return Step("", -1, True, "cancelled")
-            st = L.fe_sched_next(self._h, C.byref(ev))  # waits for the decode thread (GIL released)
+            if timeout_ms < 0:
+                st = L.fe_sched_next(self._h, C.byref(ev))  # waits for the decode thread (GIL released)
+            else:
+                st = L.fe_sched_next_timeout(self._h, C.byref(ev), timeout_ms)
+                if st == _native.FE_ERR_BUSY:
+                    return None
             if st != _native.FE_OK:
                 self._done = True
                 raise as_grammar_error(L.error(st, "generation failed"))
@@ -220,6 +234,17 @@ class Scheduler(Backend):
     def _require(self) -> None:
         if self._closed:
             raise FinLLMEdgeError("this Scheduler is closed")
+
+    def set_wakeup_fd(self, fd: int | None) -> None:
+        """After each step that gave a request an event, the core writes 8 bytes to `fd` (a
+        non-blocking pipe's write end or an eventfd): one event loop can then wait for every request
+        at once and take their pieces with TokenStream.ready(). None turns it off; after that the old
+        fd is no longer written and may be closed (fe_scheduler_set_wakeup_fd). POSIX only."""
+        L = _native.lib()
+        with self._lock:
+            self._require()
+            L.check(L.fe_scheduler_set_wakeup_fd(self._sched, -1 if fd is None else int(fd)),
+                    "cannot set the wake-up fd")
 
     def stats(self) -> dict:
         """The scheduler now: queued, active, batch_size (the adaptive limit), tokens_per_s,

@@ -82,6 +82,51 @@ def test_concurrent_requests_equal_solo_runs(sched):
 
 
 @pytest.mark.slow
+def test_one_thread_reads_every_stream_through_the_wakeup_fd(sched):
+    """set_wakeup_fd + TokenStream.ready(): one thread waits on one fd for all requests and takes
+    what each has without blocking; it gets the same tokens, text and finish reasons as iterating
+    each stream, a cancel included. An Engine's stream cannot be polled (a clear error)."""
+    import os
+    import select
+
+    solo = [_run(sched.generate(p, n, **kw)) for p, n, kw in PROMPTS]
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    os.set_blocking(w, False)
+    sched.set_wakeup_fd(w)
+    try:
+        streams = [sched.generate(p, n, **kw) for p, n, kw in PROMPTS]
+        texts = ["" for _ in streams]
+        wakes = 0
+        while not all(s.ended for s in streams):
+            assert select.select([r], [], [], 60)[0], "no wake-up in 60 s while requests run"
+            while True:
+                try:
+                    if not os.read(r, 4096):
+                        break
+                except BlockingIOError:
+                    break
+            wakes += 1
+            for i, s in enumerate(streams):
+                texts[i] += "".join(s.ready())
+                if i == 2 and len(s.tokens) >= 4 and not s.ended:
+                    s._steps.cancel()  # the scheduler's non-blocking cancel (what serve uses)
+        assert wakes >= 2
+    finally:
+        sched.set_wakeup_fd(None)
+        os.close(r)
+        os.close(w)
+    for i, (s, text, want) in enumerate(zip(streams, texts, solo)):
+        assert text == s.text
+        if i == 2:
+            assert s.finish_reason == "cancelled" and s.tokens == want[0][: len(s.tokens)]
+        else:
+            assert (list(s.tokens), s.text, s.finish_reason) == want, i
+    with Engine(n_ctx=64, n_threads=1) as eng, pytest.raises(FinLLMEdgeError, match="cannot be polled"):
+        eng.generate("Inflation", 2).ready()
+
+
+@pytest.mark.slow
 def test_stream_contract_completion_usage_profile(sched):
     prompt = "The price of a bond falls when"
     s = sched.generate(prompt, 12, ignore_eos=True)

@@ -45,11 +45,24 @@ def test_concurrent_clients_get_their_solo_answers(server):
         else:
             plain[i] = client.chat.completions.create(model=MODEL, messages=ASKS[i], max_tokens=lengths[i])
 
+    seen: set[str] = set()
+    running = threading.Event()
+
+    def watch():  # which threads exist while the requests run
+        while not running.wait(0.005):
+            seen.update(t.name for t in threading.enumerate())
+
     threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(ASKS))]
+    watcher = threading.Thread(target=watch)
+    watcher.start()
     for t in threads:
         t.start()
     for t in threads:
         t.join(300)
+    running.set()
+    watcher.join()
+    # the event loop reads every stream (the core's wake-up fd): no thread per request
+    assert not any(n.startswith("finllm-serve-job") for n in seen), seen
     for i, s in enumerate(solo):
         want = (s.choices[0].message.content, s.choices[0].finish_reason)
         if i % 2:

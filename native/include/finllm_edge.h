@@ -706,6 +706,14 @@ FE_API fe_status fe_sched_next(fe_sched_request *req, fe_token_event *ev);
 FE_API fe_status fe_sched_next_timeout(fe_sched_request *req, fe_token_event *ev, int32_t timeout_ms);
 /* Stop the request at the next step (queued or running); safe from any thread. */
 FE_API void fe_sched_cancel(fe_sched_request *req);
+/* One wake-up for every request (an event loop's way to wait on all of them at once, instead of a
+ * thread per request blocked in fe_sched_next): after each step that gave any request an event,
+ * the decode thread writes an 8-byte 1 to `fd` (an eventfd, or a pipe's write end; make it
+ * non-blocking: a write that would block is skipped, the fd being readable already). The reader
+ * empties the fd, then takes each request's events with fe_sched_next_timeout(req, ev, 0) until
+ * FE_ERR_BUSY. fd < 0 turns it off; once this returns, the old fd is no longer written and may be
+ * closed. The caller owns the fd. POSIX only (FE_ERR_INVALID_ARG for fd >= 0 on Windows). */
+FE_API fe_status fe_scheduler_set_wakeup_fd(fe_scheduler *sched, int fd);
 /* Profile of a finished request (after its done event; FE_ERR_BUSY before): ttft_ms counts
  * from submit (queue wait included), prefill_ms is its chunks' evaluation time, token_ms its
  * inter-token latencies (owned by the request). n_prompt and n_gen are the usage counts. */

@@ -9,6 +9,7 @@
 #include "sched_window.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <climits>
 #include <condition_variable>
 #include <cstring>
@@ -16,6 +17,9 @@
 #include <mutex>
 #include <stdexcept>
 #include <thread>
+#ifndef _WIN32
+#include <unistd.h>
+#endif
 
 namespace {
 
@@ -86,6 +90,10 @@ struct Shared {
     int64_t prompt_tokens = 0, prompt_tokens_reused = 0, prefix_copies = 0;
     fe::LatencyWindow latency{64};
     fe::RateWindow rate{10000.0};
+    // fe_scheduler_set_wakeup_fd: written after a step (or a drop) that pushed events
+    std::mutex wake_mu;                  // held while writing, so a caller that unsets the fd may close it
+    int wake_fd = -1;                    // under wake_mu
+    std::atomic<bool> wake_pending{false};
 };
 
 void push_event(Request &r, Event ev) {
@@ -94,6 +102,22 @@ void push_event(Request &r, Event ev) {
     if (ev.done || ev.status != FE_OK) r.ended = true;
     r.events.push_back(std::move(ev));
     r.cv.notify_all();
+    if (r.shared) r.shared->wake_pending.store(true, std::memory_order_relaxed);
+}
+
+// One write to the wake-up fd when events were pushed since the last one (decode thread).
+void signal_wake(Shared &sh) {
+    if (!sh.wake_pending.exchange(false)) return;
+#ifndef _WIN32
+    std::lock_guard<std::mutex> lk(sh.wake_mu);
+    if (sh.wake_fd < 0) return;
+    const uint64_t one = 1;  // an eventfd takes exactly 8 bytes; a pipe takes them as well
+    ssize_t n;
+    do {
+        n = write(sh.wake_fd, &one, sizeof one);
+    } while (n < 0 && errno == EINTR);
+    // EAGAIN: the fd is already readable (a full pipe, a saturated eventfd), so the reader wakes anyway
+#endif
 }
 
 }  // namespace
@@ -560,6 +584,7 @@ void run(fe_scheduler *s) {
         if (closing) {
             for (auto &r : s->slots)
                 if (r) end(s, RequestPtr(r), FE_STOP_CANCELLED);
+            signal_wake(sh);
             return;
         }
         try {
@@ -568,6 +593,7 @@ void run(fe_scheduler *s) {
             for (auto &r : s->slots)
                 if (r) end(s, RequestPtr(r), FE_STOP_NONE, FE_ERR_INTERNAL, std::string("scheduler: ") + e.what());
         }
+        signal_wake(sh);
     }
 }
 
@@ -686,7 +712,8 @@ fe_status next_event(fe_sched_request *req, fe_token_event *ev, int32_t timeout_
     auto ready = [&] { return !r.events.empty(); };
     if (timeout_ms < 0) {
         r.cv.wait(lk, ready);
-    } else if (!r.cv.wait_for(lk, std::chrono::milliseconds(timeout_ms), ready)) {
+    } else if (timeout_ms == 0 ? !ready() : !r.cv.wait_for(lk, std::chrono::milliseconds(timeout_ms), ready)) {
+        // (0 ms: a plain check; a timed wait would still sleep in the kernel once)
         return fe::set_error(FE_ERR_BUSY, "fe_sched_next: no event within %d ms", timeout_ms);
     }
     Event e = std::move(r.events.front());
@@ -852,6 +879,17 @@ fe_status fe_sched_next_timeout(fe_sched_request *req, fe_token_event *ev, int32
             return fe::set_error(FE_ERR_INVALID_ARG, "timeout_ms = %d is out of range: use 0 or more", timeout_ms);
         return next_event(req, ev, timeout_ms);
     });
+}
+
+fe_status fe_scheduler_set_wakeup_fd(fe_scheduler *sched, int fd) {
+    if (!sched) return fe::set_error(FE_ERR_INVALID_ARG, "fe_scheduler_set_wakeup_fd: sched is NULL");
+#ifdef _WIN32
+    if (fd >= 0) return fe::set_error(FE_ERR_INVALID_ARG, "fe_scheduler_set_wakeup_fd: no wake-up fd on Windows");
+#endif
+    Shared &sh = *sched->shared;
+    std::lock_guard<std::mutex> lk(sh.wake_mu);
+    sh.wake_fd = fd < 0 ? -1 : fd;
+    return FE_OK;
 }
 
 void fe_sched_cancel(fe_sched_request *req) {

@@ -3,12 +3,17 @@
  * thread; every one that was not cancelled gives exactly the tokens and text of the same request
  * run alone, which equal a session's. Also: the adaptive batch size, a full queue is FE_ERR_BUSY, bad
  * parameters are refused naming the field, cancel of a queued request, stop strings, freeing the
- * scheduler while requests run, the stats JSON. argv[1] = SmolLM2 GGUF. */
+ * scheduler while requests run, the stats JSON, one wake-up fd for every request (one reader
+ * thread, no thread per request). argv[1] = SmolLM2 GGUF. */
 #include "finllm_edge.h"
 #include "fe_test.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
+#include <poll.h>
 #include <pthread.h>
+#include <unistd.h>
 
 static fe_model *g_model;
 
@@ -379,6 +384,101 @@ static void test_adaptive_batch(void) {
     }
 }
 
+/* Bytes waiting in the non-blocking pipe, read out. */
+static int drain_fd(int fd) {
+    char buf[256];
+    int got = 0;
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof buf)) > 0) got += (int)n;
+    return got;
+}
+
+/* fe_scheduler_set_wakeup_fd: one reader waits on the fd for all requests and takes their events
+ * with fe_sched_next_timeout(.., 0); it gets every token a blocking reader gets (greedy), a
+ * cancelled one ends 'cancelled', and once the fd is unset nothing more is written to it. */
+static void test_wakeup_fd(void) {
+    enum { N = 3, MAXTOK = 12 };
+    static const char *prompts[N] = {"The bond's coupon is", "Inflation", "Q: What is a stock split?\nA:"};
+    int32_t want[N][MAXTOK], got[N][MAXTOK];
+    int n_want[N], n_got[N];
+    fe_generate_params gp = fe_generate_default_params();
+    gp.max_tokens = MAXTOK;
+    gp.ignore_eos = true;
+    fe_scheduler *s = new_sched(4, 0);
+    REQUIRE(s != NULL);
+    CHECK_STATUS(fe_scheduler_set_wakeup_fd(NULL, 3), FE_ERR_INVALID_ARG, "sched");
+    fe_token_event ev;
+    for (int i = 0; i < N; i++) { /* the blocking reader's tokens, one request at a time */
+        fe_sched_request *rq = NULL;
+        REQUIRE(fe_sched_submit(s, prompts[i], &gp, &rq) == FE_OK);
+        n_want[i] = 0;
+        while (fe_sched_next(rq, &ev) == FE_OK && !ev.done) want[i][n_want[i]++] = ev.token;
+        fe_sched_request_free(rq);
+    }
+    char *json0 = fe_scheduler_stats_json(s);
+    const int steps0 = json_int(json0, "steps");
+    fe_free(json0);
+    int fds[2];
+    REQUIRE(pipe(fds) == 0);
+    REQUIRE(fcntl(fds[0], F_SETFL, O_NONBLOCK) == 0 && fcntl(fds[1], F_SETFL, O_NONBLOCK) == 0);
+    CHECK_STATUS(fe_scheduler_set_wakeup_fd(s, fds[1]), FE_OK, NULL);
+    fe_sched_request *rq[N + 1] = {0};
+    bool done[N + 1] = {0};
+    for (int i = 0; i < N; i++) {
+        REQUIRE(fe_sched_submit(s, prompts[i], &gp, &rq[i]) == FE_OK);
+        n_got[i] = 0;
+    }
+    gp.max_tokens = 200; /* the fourth is cancelled after 3 tokens */
+    REQUIRE(fe_sched_submit(s, "Interest rates and", &gp, &rq[N]) == FE_OK);
+    int n_cancel = 0, wakes = 0, left = N + 1;
+    fe_stop_reason cancel_reason = FE_STOP_NONE;
+    while (left > 0) {
+        struct pollfd pfd = {fds[0], POLLIN, 0};
+        int pr = poll(&pfd, 1, 20000);
+        CHECK(pr == 1);
+        if (pr != 1) break; /* no wake-up in 20 s while requests were running: the test fails */
+        CHECK(drain_fd(fds[0]) % 8 == 0);
+        wakes++;
+        for (int i = 0; i <= N; i++) {
+            while (!done[i]) {
+                fe_status st = fe_sched_next_timeout(rq[i], &ev, 0);
+                if (st == FE_ERR_BUSY) break;
+                CHECK(st == FE_OK);
+                if (st != FE_OK || ev.done) {
+                    done[i] = true;
+                    left--;
+                    if (i == N) cancel_reason = ev.stop_reason;
+                    break;
+                }
+                if (i < N && n_got[i] < MAXTOK) got[i][n_got[i]++] = ev.token;
+                if (i == N && ++n_cancel == 3) fe_sched_cancel(rq[N]);
+            }
+        }
+    }
+    for (int i = 0; i < N; i++) {
+        CHECK(n_got[i] == n_want[i] && n_got[i] == MAXTOK);
+        CHECK(memcmp(got[i], want[i], sizeof(int32_t) * (size_t)MAXTOK) == 0);
+    }
+    CHECK(cancel_reason == FE_STOP_CANCELLED);
+    char *json = fe_scheduler_stats_json(s);
+    CHECK(wakes >= 2 && wakes <= json_int(json, "steps") - steps0); /* at most one a step */
+    fe_free(json);
+    for (int i = 0; i <= N; i++) fe_sched_request_free(rq[i]);
+    /* unset: a request runs to its end and the fd stays empty */
+    CHECK_STATUS(fe_scheduler_set_wakeup_fd(s, -1), FE_OK, NULL);
+    (void)drain_fd(fds[0]);
+    gp.max_tokens = 4;
+    fe_sched_request *after = NULL;
+    REQUIRE(fe_sched_submit(s, "Inflation", &gp, &after) == FE_OK);
+    while (fe_sched_next(after, &ev) == FE_OK && !ev.done) {
+    }
+    CHECK(drain_fd(fds[0]) == 0);
+    fe_sched_request_free(after);
+    fe_scheduler_free(s);
+    close(fds[0]);
+    close(fds[1]);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2 || !argv[1][0]) {
         fprintf(stderr, "usage: test_sched MODEL.gguf (configure with FE_TEST_MODEL)\n");
@@ -391,6 +491,7 @@ int main(int argc, char **argv) {
     RUN(test_bad_params());
     RUN(test_queue_full_and_queued_cancel());
     RUN(test_free_while_running());
+    RUN(test_wakeup_fd());
     RUN(test_adaptive_batch());
     RUN(test_concurrent_equals_solo());
     fe_model_free(g_model);

@@ -120,6 +120,10 @@ class JobEvents:
             out = await self._job.take(DISCONNECT_POLL_S)
             if out:
                 return out
+            self._job.refresh()
+            out = await self._job.take(0)
+            if out:
+                return out
             if await self._request.is_disconnected():
                 self._job.cancel()
                 raise asyncio.CancelledError("client disconnected")

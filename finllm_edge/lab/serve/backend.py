@@ -1,7 +1,11 @@
 """What the server generates with: one class over either one `Engine` behind a lock (requests
 served in turn) or the core's `Scheduler` (`--parallel N`: N sequences decoded together in one
-batch by the core). Streams are iterated in worker threads, never on the event loop; each
-request's events reach the loop through its Job's mailbox.
+batch by the core). Each request's events reach the loop through its Job's mailbox.
+
+With the scheduler, the event loop reads every stream itself: the core writes to a pipe after each
+step (Scheduler.set_wakeup_fd), the loop wakes once and takes each running request's pieces
+without waiting (TokenStream.ready). Only the submit (tokenizing, a grammar to compile) runs on a
+small thread pool. With one Engine, a worker thread per request iterates its stream (it blocks).
 
 Admission is bounded: at most `max_pending` requests are running or waiting at once; one more
 is refused at once (503), never queued without bound.
@@ -11,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,13 +57,16 @@ class Job:
         self.stream: TokenStream | None = None
         self.active = False   # True while this job owns the engine (Engine mode) or has a stream
 
-    def post(self, ev: Event) -> None:
-        """Worker thread: hand one event to the loop."""
+    def post(self, ev: Event, *, on_loop: bool = False) -> None:
+        """Hand one event to the loop (from a worker thread, or from the loop itself with on_loop)."""
         with self._lock:
             self._box.append(ev)
             waiter, self._waiter = self._waiter, None
         if waiter is not None:
-            self._loop.call_soon_threadsafe(_wake, waiter)
+            if on_loop:
+                _wake(waiter)
+            else:
+                self._loop.call_soon_threadsafe(_wake, waiter)
 
     async def take(self, timeout: float) -> list[Event]:
         """Event loop: every event posted so far (at least one), or [] after `timeout` seconds without one."""
@@ -80,6 +89,10 @@ class Job:
     def cancel(self) -> None:
         self.cancelled.set()
         self._backend._cancel(self)
+
+    def refresh(self) -> None:
+        """Event loop: take what the core has for this job now (a safety net for a missed wake-up)."""
+        self._backend._refresh(self)
 
 
 def _wake(fut: asyncio.Future) -> None:
@@ -129,6 +142,11 @@ class ServeBackend:
             except BaseException:
                 self.impl.close()
                 raise
+        # the scheduler's streams, read on one event loop (see the module docstring)
+        self._wake_loop: asyncio.AbstractEventLoop | None = None
+        self._wake_fds: tuple[int, int] | None = None
+        self._live: set[Job] = set()   # adopted jobs whose streams run (loop thread only)
+        self._pool: ThreadPoolExecutor | None = None
         self.model_path = Path(getattr(self.impl, "model_path", model_path or ""))
         self.n_ctx = n_ctx
         self.flash_attn = flash_attn
@@ -142,6 +160,9 @@ class ServeBackend:
         return stream is not None and "response_format" in inspect.signature(stream).parameters
 
     def close(self) -> None:
+        self._detach()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
         self.impl.close()
 
     # ------------------------------------------------------------------------------------
@@ -154,6 +175,13 @@ class ServeBackend:
                                  f"{self.max_pending}); retry later")
             self._pending += 1
         job = Job(self, loop)
+        if self.mode == "scheduler" and self._attach(loop):
+            try:
+                loop.run_in_executor(self._pool, self._submit_polled, job, kind, payload, max_tokens, kwargs)
+            except BaseException:
+                self._release()
+                raise
+            return job
         t = threading.Thread(target=self._run, args=(job, kind, payload, max_tokens, kwargs), daemon=True,
                              name="finllm-serve-job")
         try:
@@ -210,6 +238,109 @@ class ServeBackend:
             self._release()  # before the last event: a client that got its answer finds the slot free
             if last is not None:
                 job.post(last)
+
+    # ---- the scheduler's streams on the event loop -------------------------------------
+    def _attach(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Read the scheduler's streams on `loop` (True), or False when another running loop already
+        does (that loop's requests then go by worker threads)."""
+        if self._wake_loop is loop:
+            return True
+        if self._wake_loop is not None:
+            if self._wake_loop.is_running() and not self._wake_loop.is_closed():
+                return False
+            self._detach()
+        r, w = os.pipe()
+        os.set_blocking(r, False)
+        os.set_blocking(w, False)
+        try:
+            self.impl.set_wakeup_fd(w)
+            loop.add_reader(r, self._pump)
+        except BaseException:
+            self.impl.set_wakeup_fd(None)
+            os.close(r)
+            os.close(w)
+            raise
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="finllm-serve-submit")
+        self._wake_loop, self._wake_fds = loop, (r, w)
+        return True
+
+    def _detach(self) -> None:
+        loop, fds = self._wake_loop, self._wake_fds
+        self._wake_loop, self._wake_fds = None, None
+        if fds is None:
+            return
+        self.impl.set_wakeup_fd(None)  # the core writes to it no more
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.remove_reader(fds[0])
+            except (RuntimeError, ValueError):
+                pass
+        os.close(fds[0])
+        os.close(fds[1])
+
+    def _submit_polled(self, job: Job, kind: str, payload: Any, max_tokens: int | None, kwargs: dict) -> None:
+        """Pool thread: submit to the core, then hand the stream to the loop."""
+        limit = self.n_ctx if max_tokens is None else max_tokens
+        if job.cancelled.is_set():
+            self._release()
+            return
+        try:
+            stream = self._start(kind, payload, limit, kwargs)
+        except BaseException as exc:  # noqa: BLE001 - refused by the core: an error event for the client
+            self._release()
+            job.post(Event("error", error=exc))
+            return
+        try:
+            job._loop.call_soon_threadsafe(self._adopt, job, stream)
+        except RuntimeError:  # the loop has closed: nobody reads this request
+            self._release()
+            stream.close()
+
+    def _adopt(self, job: Job, stream: TokenStream) -> None:
+        with self._state:
+            job.stream, job.active = stream, True
+        self._live.add(job)
+        job.post(Event("started"), on_loop=True)
+        if job.cancelled.is_set():  # cancelled while it was being submitted
+            self._cancel(job)
+        self._drain(job)
+
+    def _pump(self) -> None:
+        """Event loop, on a wake-up from the core: every running request's new pieces."""
+        fds = self._wake_fds
+        if fds is not None:
+            try:
+                while os.read(fds[0], 4096):
+                    pass
+            except BlockingIOError:
+                pass
+        for job in list(self._live):
+            self._drain(job)
+
+    def _refresh(self, job: Job) -> None:
+        if job in self._live:
+            self._drain(job)
+
+    def _drain(self, job: Job) -> None:
+        stream = job.stream
+        assert stream is not None
+        last: Event | None = None
+        try:
+            for piece in stream.ready():
+                job.post(Event("piece", piece), on_loop=True)
+            if stream.ended:
+                c = stream.completion
+                last = Event("done", finish_reason=c.finish_reason, n_prompt=c.prompt_tokens,
+                             n_gen=c.completion_tokens)
+        except BaseException as exc:  # noqa: BLE001 - every failure goes to the client as an error event
+            last = Event("error", error=exc)
+        if last is not None:
+            self._live.discard(job)
+            with self._state:
+                job.active = False
+            self._release()  # before the last event: a client that got its answer finds the slot free
+            job.post(last, on_loop=True)
 
     def _cancel(self, job: Job) -> None:
         with self._state:
