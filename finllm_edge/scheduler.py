@@ -146,7 +146,11 @@ class Scheduler(Backend):
     the same tokens as without reuse (stream.profile["n_prompt_reused"], stats()["prompt_tokens_reused"]);
     reuse_generated (default off): the slot also keeps its answer's K/V and a request reuses every cached
     token it starts with, as Engine(reuse_generated=True) does (a chat that sends back the model's
-    answers evaluates only the new message; tokens are no longer identical to a run without reuse)."""
+    answers evaluates only the new message; tokens are no longer identical to a run without reuse).
+
+    Reading: iterate each stream on a thread of its own (it waits for the decode thread), or read
+    them all on one thread / event loop: set_wakeup_fd(fd) makes the core write to fd after each
+    step, and stream.ready() takes what a stream has without waiting (what `finllm-edge serve` does)."""
 
     TOOL = "finllm_edge.Scheduler"
     supports_response_format = True  # grammar=, json_schema=, response_format= (the core's constrained decoding)
