@@ -77,6 +77,19 @@ def test_concurrent_clients_get_their_solo_answers(server):
     assert stats["peak_active"] >= 2, stats  # they did run together
 
 
+def test_tokens_arrive_by_the_cores_wakeups_alone(server, monkeypatch):
+    """With the 0.1 s safety-net refresh turned off, a streamed answer still arrives whole: the
+    pieces come by the core's wake-up fd (a broken pump would leave this request hanging)."""
+    from finllm_edge.lab.serve.backend import Job
+
+    backend, base, client = server
+    want = client.chat.completions.create(model=MODEL, messages=ASKS[2], max_tokens=12)
+    monkeypatch.setattr(Job, "refresh", lambda self: None)
+    chunks = list(client.with_options(timeout=60).chat.completions.create(
+        model=MODEL, messages=ASKS[2], max_tokens=12, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == want.choices[0].message.content
+
+
 def test_a_client_leaving_cancels_only_its_own_generation(server):
     backend, base, client = server
     want = client.chat.completions.create(model=MODEL, messages=ASKS[0], max_tokens=24)
