@@ -305,15 +305,29 @@ def test_health(base, backend):
 
 
 def test_oversize_headers_are_refused(base):
-    """h11 bounds a request's headers (MAX_HEADER_BYTES): a bigger one gets a 4xx, and the server
-    goes on serving."""
+    """h11 bounds a request's headers: once the headers it holds unparsed pass MAX_HEADER_BYTES, the
+    request gets a 4xx (a header block that arrives whole in one socket read, up to the loop's read
+    size of ~256 KiB, is parsed at once). A 4 MiB header always spans many reads: refused, and the
+    server goes on serving. (httptools would take it: tried, 200.)"""
     import socket
-
-    from finllm_edge.lab.serve import MAX_HEADER_BYTES
 
     port = int(base.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (2 * MAX_HEADER_BYTES) + b"\r\n\r\n")
-        head = s.recv(64)
-    assert head.startswith(b"HTTP/1.1 4"), head
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        head = b""
+        try:
+            for _ in range(64):  # 4 MiB in 64 KiB writes; the server may answer and close midway
+                s.sendall(b"a" * 65536)
+        except OSError:
+            pass
+        try:
+            s.sendall(b"\r\n\r\n")
+        except OSError:
+            pass
+        try:
+            head = s.recv(64)
+        except OSError:
+            head = b"(reset)"
+    assert head.startswith(b"HTTP/1.1 4") or head in (b"", b"(reset)"), head
+    assert not head.startswith(b"HTTP/1.1 2"), head
     assert httpx.get(base + "/health", timeout=10).status_code == 200

@@ -31,16 +31,17 @@ def is_loopback(host: str) -> bool:
     return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
 
 
-MAX_HEADER_BYTES = 64 * 1024  # a request whose headers pass this is refused (h11's limit; 431/400)
+MAX_HEADER_BYTES = 64 * 1024  # h11 refuses a request once the headers it holds unparsed pass this
 
 
 def uvicorn_config(app, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
                    max_pending: int = 32, **extra):
     """The one uvicorn configuration of the server (serve() and the tests use it).
 
-    HTTP/1.1 by h11, whose parser bounds a request's headers (MAX_HEADER_BYTES); httptools, if
-    installed, would accept headers of any size. The event loop is uvicorn's "auto": uvloop (the
-    serve extra) when installed, which cuts the loop's CPU per streamed token by about a third.
+    HTTP/1.1 by h11, whose parser bounds a request's headers (MAX_HEADER_BYTES of unparsed headers;
+    a block that arrives whole in one socket read is parsed at once); httptools took a 2 MB header.
+    The event loop is uvicorn's "auto": uvloop (the serve extra) when installed, which cuts the
+    loop's CPU per streamed token by about a third.
     limit_concurrency bounds open connections (uvicorn answers 503 beyond it); the backend bounds the
     requests running or waiting for the model (--max-pending)."""
     import uvicorn
