@@ -138,6 +138,8 @@ class Scheduler(Backend):
     adaptive batch size keeps; max_queued bounds the requests waiting for a slot; n_batch and
     n_batch_busy are the prompt tokens a step evaluates (in chunks of the new requests, in turn)
     when nothing else decodes / while other requests decode (None: the core's, min(64, n_batch));
+    a busy step also takes no more than fit in 0.8 x p99_token_ms beside its decode batch (at the
+    measured costs), so a long prompt does not stall the running requests' tokens;
     seed is the default seed of sampled requests (None: random each time);
     flash_attn turns on llama.cpp's flash attention: faster decoding, and a request's tokens are a
     flash-attention session's up to 256 cells of context (at any length with n_threads=1), see

@@ -288,6 +288,61 @@ def test_a_burst_of_short_prompts_is_prefilled_in_one_step(flash_attn):
         assert min(steps) <= 8, steps
 
 
+
+@pytest.mark.slow
+def test_a_long_prompt_is_spread_over_steps_that_keep_under_the_bound():
+    """While others decode, a step evaluates at most the prompt tokens that fit, at the measured ms
+    per prompt token, in 0.8 x p99_token_ms less its decode batch: with n_batch_busy 512, a
+    ~400-token prompt that starts while another request decodes takes several chunks under a
+    150 ms bound (~0.2 s of prefill and more on one thread) and one chunk under an unbounded one;
+    both requests give an Engine's tokens either way."""
+    long_prompt = "Summarise these figures. " + " ".join(
+        f"Segment {i} revenue rose {i % 7 + 2}.{i % 10}% to {100 + 3 * i} million." for i in range(21))
+    short = ("The bond's coupon is", 40)
+    with Engine(n_ctx=1024, n_threads=1, prefix_reuse=False) as eng:
+        assert 350 <= len(eng.tokenize(long_prompt)) <= 500
+        want_short = _run(eng.generate(*short, ignore_eos=True))
+        want_long = _run(eng.generate(long_prompt, 8))
+    chunks = {}
+    for bound in (150.0, 1e6):
+        with Scheduler(n_slots=2, n_ctx=1024, n_threads=1, p99_token_ms=bound, n_batch_busy=512,
+                       prefix_reuse=False) as s:
+            first = s.generate(*short, ignore_eos=True)
+            pieces = iter(first)
+            got_first = next(pieces)  # it decodes: the long prompt starts in busy steps
+            before = s.stats()["prompt_chunks"]
+            assert _run(s.generate(long_prompt, 8)) == want_long
+            chunks[bound] = s.stats()["prompt_chunks"] - before
+            text = got_first + "".join(pieces)
+            assert (list(first.tokens), text, first.finish_reason) == want_short
+    assert chunks[1e6] == 1, chunks
+    assert chunks[150.0] >= 2, chunks
+
+
+@pytest.mark.slow
+def test_busy_chunks_stay_on_the_tiled_path():
+    """With flash attention a prompt of >= 64 tokens is evaluated in chunks of >= 64 (the tiled
+    kernel's rows): a ~150-token prompt that starts while another request decodes (a busy budget of
+    64) goes as 64 + the rest, never as 64 + 64 + a chunk under 64 on the row kernel, whose other
+    rounding would change its K/V. Both requests give a flash-attention Engine's tokens."""
+    prompt = "Summarise these figures. " + " ".join(
+        f"Segment {i} revenue rose {i % 7 + 2}.{i % 10}% to {100 + 3 * i} million." for i in range(8))
+    short = ("The bond's coupon is", 24)
+    with Engine(n_ctx=512, n_threads=1, prefix_reuse=False, flash_attn=True) as eng:
+        assert 128 < len(eng.tokenize(prompt)) < 192
+        want_short = _run(eng.generate(*short, ignore_eos=True))
+        want = _run(eng.generate(prompt, 8))
+    with Scheduler(n_slots=2, n_ctx=512, n_threads=1, p99_token_ms=1e6, prefix_reuse=False,
+                   flash_attn=True) as s:
+        first = s.generate(*short, ignore_eos=True)
+        pieces = iter(first)
+        got_first = next(pieces)  # it decodes
+        before = s.stats()["prompt_chunks"]
+        assert _run(s.generate(prompt, 8)) == want
+        assert s.stats()["prompt_chunks"] - before == 2
+        text = got_first + "".join(pieces)
+        assert (list(first.tokens), text, first.finish_reason) == want_short
+
 SYSTEM = ("You are a careful financial analyst. Answer briefly and cite the figures you use. " +
           " ".join(f"Rule {i}: keep the leverage of segment {i} under {3 + i % 4}.{i}x." for i in range(10)))
 QUESTIONS = ["What is a covenant?", "What is net interest margin?", "Define free cash flow.",

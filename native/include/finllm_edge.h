@@ -608,10 +608,13 @@ FE_API fe_status fe_request_prompt_tokens(const fe_session *session, int32_t *to
  *     FE_ERR_BUSY, nothing queued) and take a free slot while fewer than `batch size` requests
  *     run. Every step decodes one token of every running request (none waits for another to
  *     finish) and evaluates prompt tokens of new requests within a budget of n_batch tokens
- *     per step (n_batch_busy while others are decoding, so that long prompts do not stall their
- *     tokens): one chunk of each new request in turn, round-robin from where the last step
+ *     per step: one chunk of each new request in turn, round-robin from where the last step
  *     began, while a chunk on its kernel path fits in what is left (the step's first chunk
- *     always runs). A burst of short prompts starts decoding together.
+ *     always runs, at least 16 tokens or the path's fewest). A burst of short prompts starts
+ *     decoding together. While others are decoding the budget is n_batch_busy, and no more
+ *     tokens than fit, at the measured ms per prompt token, in 0.8 x p99_token_ms less the
+ *     measured decode step: a step that evaluates a prompt is the longest gap between the
+ *     running requests' tokens, so prompts are spread over steps that keep under the bound.
  *   - Adaptive batch size: it starts at 1 and doubles (up to n_slots) at most every two steps
  *     while requests are waiting and the p99 of the last 64 inter-token latencies of all
  *     requests is measured and below 0.8 x p99_token_ms; when that p99 passes p99_token_ms it
@@ -658,7 +661,8 @@ typedef struct fe_scheduler_params {
     int32_t  n_slots;         /* requests decoded together at most (default 4); 1..64 */
     uint32_t n_ctx;           /* context of each request in tokens (prompt + answer; default 2048) */
     uint32_t n_batch;         /* prompt tokens per step when nothing else decodes (default 512); 2..512 */
-    uint32_t n_batch_busy;    /* prompt tokens per step while others decode; 2..n_batch, or 0 (the
+    uint32_t n_batch_busy;    /* prompt tokens per step while others decode, at most (fewer when
+                               * the step would pass 0.8 x p99_token_ms); 2..n_batch, or 0 (the
                                * default): min(64, n_batch) */
     int32_t  n_threads;       /* decode threads, 1..CPUs online (default: the performance cores) */
     int32_t  n_threads_batch; /* prefill threads, 1..CPUs online (default: same as n_threads) */
@@ -725,8 +729,8 @@ FE_API void fe_sched_request_free(fe_sched_request *req);
  * batch_size (the adaptive limit), p99_bound_ms, tokens_per_s (generated tokens per second
  * over the last 10 s), token_ms_p50 / token_ms_p99 (of the last 64 inter-token latencies),
  * steps, generated, submitted, completed, cancelled, rejected (queue full), failed, peak_active
- * (most requests running at once), peak_batch_size, prompt_tokens, prompt_tokens_reused and
- * prefix_copies (see prefix reuse).
+ * (most requests running at once), peak_batch_size, prompt_tokens, prompt_tokens_reused,
+ * prefix_copies (see prefix reuse) and prompt_chunks (prefill decode calls).
  * NULL + fe_last_error() on a NULL scheduler or when out of memory. */
 FE_API char *fe_scheduler_stats_json(fe_scheduler *sched);
 

@@ -87,7 +87,7 @@ struct Shared {
     // stats, under mu
     int32_t n_active = 0, batch_size = 1, peak_active = 0, peak_batch_size = 1;
     int64_t steps = 0, generated = 0, submitted = 0, completed = 0, cancelled = 0, rejected = 0, failed = 0;
-    int64_t prompt_tokens = 0, prompt_tokens_reused = 0, prefix_copies = 0;
+    int64_t prompt_tokens = 0, prompt_tokens_reused = 0, prefix_copies = 0, prompt_chunks = 0;
     fe::LatencyWindow latency{64};
     fe::RateWindow rate{10000.0};
     // fe_scheduler_set_wakeup_fd: written after a step (or a drop) that pushed events
@@ -141,6 +141,9 @@ struct fe_scheduler {
     std::vector<std::vector<llama_token>> cached;
     std::vector<uint8_t> cached_path;
     size_t rr = 0;                      // round-robin position among prefilling requests
+    // the busy prefill budget's cost model (prefill_step): moving averages of the ms per prompt
+    // token of recent prefill chunks and of the last decode steps; 0 = not measured yet
+    double ms_per_prompt_token = 0, decode_step_ms = 0;
     int64_t steps_since_change = 0;
     std::atomic<const std::atomic<bool> *> abort_flag{nullptr};  // the prefilling request's cancel
 };
@@ -369,6 +372,13 @@ std::string decode_error(int32_t rc, const char *what) {
 
 // ------------------------------------------------------------------ one step (decode thread)
 
+// Latencies under this share of p99_token_ms hold the bound: the batch may grow (adapt), and a
+// busy step's prompt tokens are kept within it (busy_budget).
+constexpr double kBoundHolds = 0.8;
+
+// A moving average of the costs the busy prefill budget predicts with (0: no sample yet).
+double moving_average(double avg, double sample) { return avg > 0 ? 0.75 * avg + 0.25 * sample : sample; }
+
 // One prefill chunk of request rp, at most `limit` tokens. The chunk rule is the session's
 // (fe::next_chunk): as large as allowed, every chunk on the kernel path a session's prefill of
 // this prompt takes (at least the path's fewest rows, 64 on flash attention's tiled path, and
@@ -425,8 +435,14 @@ int32_t prefill_chunk(fe_scheduler *s, const RequestPtr &rp, int32_t limit) {
         else end(s, rp, FE_STOP_NONE, FE_ERR_DECODE, decode_error(rc, "prefill"));
         return n;
     }
-    r.prefill_ms += fe::elapsed_ms(t0);
+    const double chunk_ms = fe::elapsed_ms(t0);
+    r.prefill_ms += chunk_ms;
     r.n_prefilled += n;
+    s->ms_per_prompt_token = moving_average(s->ms_per_prompt_token, chunk_ms / n);
+    {
+        std::lock_guard<std::mutex> lk(s->shared->mu);
+        s->shared->prompt_chunks++;
+    }
     s->cells[(size_t)r.seq] = r.n_prefilled;
     if (r.n_prefilled < n_prompt) return n;
     r.n_past = n_prompt;
@@ -440,22 +456,47 @@ int32_t prefill_chunk(fe_scheduler *s, const RequestPtr &rp, int32_t limit) {
     return n;
 }
 
-// The prefill of one step: a budget of prompt tokens (n_batch, n_batch_busy while others
-// decode) spent on one chunk of each new request in turn, round-robin from where the last step
-// began, as long as a chunk on the request's path fits in what is left (prefill_chunk). The
-// first request of the step always gets one (128 tokens at least on the tiled path).
+// The prompt tokens a step evaluates while others decode: n_batch_busy, and no more than fit,
+// at the measured ms per prompt token, in what a step may take beyond its decode batch: a step
+// that evaluates prompt tokens is the longest inter-token gap the running requests see, so it
+// is kept where the bound holds (kBoundHolds x p99_token_ms).
+int32_t busy_budget(const fe_scheduler *s) {
+    int32_t budget = (int32_t)s->params.n_batch_busy;
+    if (s->ms_per_prompt_token > 0) {
+        const double ms = kBoundHolds * s->params.p99_token_ms - s->decode_step_ms;
+        budget = (int32_t)std::min<double>(budget, std::max(0.0, ms / s->ms_per_prompt_token));
+    }
+    return budget;
+}
+
+// Fewest tokens of the step's first chunk while others decode (progress whatever the budget).
+constexpr int32_t kBusyFloor = 16;
+
+// The prefill of one step: a budget of prompt tokens (n_batch; busy_budget while others decode)
+// spent on one chunk of each new request in turn, round-robin from where the last step began,
+// as long as a chunk on the request's path fits in what is left (prefill_chunk). The first
+// request of the step always gets one: at least min(kBusyFloor, n_batch_busy) tokens, and on
+// the tiled path the path's fewest rows (twice as many when a chunk of that size would leave
+// fewer than that, which twice the fewest rows always avoids).
 void prefill_step(fe_scheduler *s, bool others_decoding) {
     std::vector<RequestPtr> pre;
     for (auto &r : s->slots)
         if (r && r->n_prefilled < (int32_t)r->prompt.size()) pre.push_back(r);
     if (pre.empty()) return;
-    int32_t budget = (int32_t)(others_decoding ? s->params.n_batch_busy : s->params.n_batch);
+    int32_t budget = others_decoding ? busy_budget(s) : (int32_t)s->params.n_batch;
     const size_t first = s->rr++ % pre.size();
     for (size_t j = 0; j < pre.size(); j++) {
         const RequestPtr &rp = pre[(first + j) % pre.size()];
-        // the first chunk may pass the budget (twice the path's fewest rows always fit one)
-        const int32_t limit = j == 0 ? std::max(budget, 2 * fe::min_rows(path_of(s, *rp))) : budget;
-        budget -= prefill_chunk(s, rp, limit);
+        int32_t done;
+        if (j == 0) {
+            const int32_t lo = fe::min_rows(path_of(s, *rp));
+            const int32_t floor = std::min<int32_t>(kBusyFloor, (int32_t)s->params.n_batch_busy);
+            done = prefill_chunk(s, rp, std::max({budget, floor, lo}));
+            if (done == 0) done = prefill_chunk(s, rp, std::max(budget, 2 * lo));
+        } else {
+            done = prefill_chunk(s, rp, budget);
+        }
+        budget -= done;
         if (budget < 2) break;
     }
 }
@@ -486,6 +527,7 @@ void decode_all(fe_scheduler *s) {
     }
     b.n_tokens = n;
     fe::clear_llama_errors();
+    const double t0 = fe::now_ms();
     int32_t rc = llama_decode(s->ctx, b);
     llama_batch_free(b);
     if (rc != 0) {
@@ -499,6 +541,7 @@ void decode_all(fe_scheduler *s) {
         return;
     }
     double t = fe::now_ms();
+    s->decode_step_ms = moving_average(s->decode_step_ms, t - t0);
     for (int32_t i = 0; i < n; i++) {
         const RequestPtr &rp = run[(size_t)i];
         if (s->params.reuse_generated) rp->decoded.push_back(rp->last);
@@ -527,7 +570,7 @@ void adapt(fe_scheduler *s) {
         sh.latency.clear();
         s->steps_since_change = 0;
     } else if (s->steps_since_change >= 2 && !sh.queue.empty() && sh.n_active >= sh.batch_size &&
-               sh.batch_size < s->params.n_slots && sh.latency.size() > 0 && p99 < 0.8 * s->params.p99_token_ms) {
+               sh.batch_size < s->params.n_slots && sh.latency.size() > 0 && p99 < kBoundHolds * s->params.p99_token_ms) {
         sh.batch_size = std::min(s->params.n_slots, 2 * sh.batch_size);
         sh.peak_batch_size = std::max(sh.peak_batch_size, sh.batch_size);
         s->steps_since_change = 0;
@@ -956,13 +999,14 @@ char *fe_scheduler_stats_json(fe_scheduler *sched) {
                  "\"tokens_per_s\": %.3f, \"token_ms_p50\": %.3f, \"token_ms_p99\": %.3f, \"steps\": %lld, "
                  "\"generated\": %lld, \"submitted\": %lld, \"completed\": %lld, \"cancelled\": %lld, "
                  "\"rejected\": %lld, \"failed\": %lld, \"peak_active\": %d, \"peak_batch_size\": %d, "
-                 "\"prompt_tokens\": %lld, \"prompt_tokens_reused\": %lld, \"prefix_copies\": %lld}",
+                 "\"prompt_tokens\": %lld, \"prompt_tokens_reused\": %lld, \"prefix_copies\": %lld, "
+                 "\"prompt_chunks\": %lld}",
                  sched->params.n_slots, sh.queue.size(), sh.n_active, sh.batch_size, sched->params.p99_token_ms,
                  sh.rate.per_second(now), sh.latency.percentile(50), sh.latency.percentile(99), (long long)sh.steps,
                  (long long)sh.generated, (long long)sh.submitted, (long long)sh.completed,
                  (long long)sh.cancelled, (long long)sh.rejected, (long long)sh.failed, sh.peak_active,
                  sh.peak_batch_size, (long long)sh.prompt_tokens, (long long)sh.prompt_tokens_reused,
-                 (long long)sh.prefix_copies);
+                 (long long)sh.prefix_copies, (long long)sh.prompt_chunks);
     }
     char *out = (char *)malloc(strlen(buf) + 1);
     if (!out) {

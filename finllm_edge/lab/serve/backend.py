@@ -100,6 +100,12 @@ def _wake(fut: asyncio.Future) -> None:
         fut.set_result(None)
 
 
+def _done_event(stream: TokenStream) -> Event:
+    """The last event of a request that ended: its finish reason and the core's token counts."""
+    c = stream.completion
+    return Event("done", finish_reason=c.finish_reason, n_prompt=c.prompt_tokens, n_gen=c.completion_tokens)
+
+
 class ServeBackend:
     """`parallel` == 1: one Engine, requests in turn. `parallel` > 1: finllm_edge.Scheduler with
     that many slots (each of n_ctx tokens). flash_attn None: on with parallel > 1, off with 1.
@@ -228,8 +234,7 @@ class ServeBackend:
                 with self._state:
                     job.active = False
                 stream.close()
-            c = stream.completion  # the core's token counts
-            last = Event("done", finish_reason=c.finish_reason, n_prompt=c.prompt_tokens, n_gen=c.completion_tokens)
+            last = _done_event(stream)
         except BaseException as exc:  # noqa: BLE001 - every failure goes to the client as an error event
             last = Event("error", error=exc)
         finally:
@@ -330,9 +335,7 @@ class ServeBackend:
             for piece in stream.ready():
                 job.post(Event("piece", piece), on_loop=True)
             if stream.ended:
-                c = stream.completion
-                last = Event("done", finish_reason=c.finish_reason, n_prompt=c.prompt_tokens,
-                             n_gen=c.completion_tokens)
+                last = _done_event(stream)
         except BaseException as exc:  # noqa: BLE001 - every failure goes to the client as an error event
             last = Event("error", error=exc)
         if last is not None:
