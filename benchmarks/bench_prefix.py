@@ -8,7 +8,10 @@ prompt text, rendered once by the model's chat template):
 2. chat     - a 4-turn chat (scripted assistant answers, so both sides see the same text):
               TTFT per turn. --own-answers: each side sends back its own greedy answers instead, as
               a chat app does (the answers' K/V are then in the cache: llama-cpp-python reuses
-              them; ours only with --reuse-generated, which gives up bit-exact reuse as it does).
+              them; ours only with --reuse-generated, which gives up bit-exact reuse as it does,
+              or with --settle: Engine.settle() after each answer, while the user would read it,
+              evaluates the answer again as a prompt so that exact reuse takes it; its time is
+              reported apart, as idle time, not in the next turn's TTFT).
 3. cold     - a fresh process answers its first question after launch: with the state of an
               earlier process's first prompt (system prompt + question 1) saved to disk (ours:
               Engine.save_state/load_state; llama-cpp-python: LlamaDiskCache filled by that
@@ -62,11 +65,20 @@ def _messages(turns: int) -> list[dict]:
 
 class Ours:
     def __init__(self, model: str, threads: int, n_ctx: int, flash_attn: bool = False,
-                 reuse_generated: bool = False) -> None:
+                 reuse_generated: bool = False, settle: bool = False) -> None:
         from finllm_edge.engine import Engine
 
         self.engine = Engine(model, n_ctx=n_ctx, n_threads=threads, flash_attn=flash_attn,
                              reuse_generated=reuse_generated)
+        self.settle = settle
+
+    def idle(self) -> dict:
+        """Between chat turns (the user reads the answer): Engine.settle() with --settle."""
+        if not self.settle:
+            return {}
+        t0 = time.perf_counter()
+        n = self.engine.settle()
+        return {"settle_ms": 1e3 * (time.perf_counter() - t0), "settled_tokens": n}
 
     def render(self, msgs: list[dict], add_generation_prompt: bool = True) -> str:
         return self.engine.format_chat(msgs, add_generation_prompt)
@@ -101,6 +113,9 @@ class Theirs:
                          flash_attn=flash_attn, verbose=False)
         self.llm.set_cache(LlamaDiskCache(cache_dir) if cache_dir else LlamaRAMCache())
 
+    def idle(self) -> dict:
+        return {}
+
     def ttft(self, prompt: str) -> tuple[float, dict]:
         t0 = time.perf_counter()
         first = None
@@ -115,7 +130,7 @@ class Theirs:
 def worker(a: argparse.Namespace) -> dict:
     ours_render = None
     if a.side == "ours":
-        side = Ours(a.model, a.threads, a.n_ctx, a.flash_attn, a.reuse_generated)
+        side = Ours(a.model, a.threads, a.n_ctx, a.flash_attn, a.reuse_generated, a.settle)
         ours_render = side
     else:
         side = Theirs(a.model, a.threads, a.n_ctx, a.cache_dir, a.flash_attn)
@@ -132,10 +147,14 @@ def worker(a: argparse.Namespace) -> dict:
         for q in QUESTIONS[:4]:
             msgs.append({"role": "user", "content": q})
             turns.append(side.ttft(render.render(msgs)))
+            turns[-1][1].update(side.idle())
             msgs.append({"role": "assistant", "content": turns[-1][1]["text"]})
         out = {"ttft_ms": [t for t, _ in turns], "info": [i for _, i in turns]}
     elif a.scenario == "chat":
-        turns = [side.ttft(render.render(_messages(t))) for t in range(1, 5)]
+        turns = []
+        for t in range(1, 5):
+            turns.append(side.ttft(render.render(_messages(t))))
+            turns[-1][1].update(side.idle())
         out = {"ttft_ms": [t for t, _ in turns], "info": [i for _, i in turns]}
     elif a.scenario == "prepare":  # an earlier process answers question 1; its prompt's state is kept
         if a.side == "ours":  # the same text llama-cpp-python's disk cache keeps (it adds the answer)
@@ -176,6 +195,9 @@ def main() -> int:
                     help="chat: each side sends back its own answers (a chat app) instead of scripted ones")
     ap.add_argument("--reuse-generated", action="store_true",
                     help="ours: Engine(reuse_generated=True) (reuses its answers' K/V; not bit-exact, like theirs)")
+    ap.add_argument("--settle", action="store_true",
+                    help="chat: ours calls Engine.settle() after each answer (exact reuse of the answer; "
+                         "its time is reported apart as idle time)")
     ap.add_argument("--out", type=Path, default=Path("out/bench/prefix"))
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--side", choices=["ours", "theirs"], help=argparse.SUPPRESS)
@@ -194,7 +216,7 @@ def main() -> int:
     load_before = open("/proc/loadavg").read().split()[:3] if os.path.exists("/proc/loadavg") else None
     common = ["--model", a.model, "--threads", str(a.threads), "--n-ctx", str(a.n_ctx),
               *(["--flash-attn"] if a.flash_attn else []), *(["--own-answers"] if a.own_answers else []),
-              *(["--reuse-generated"] if a.reuse_generated else [])]
+              *(["--reuse-generated"] if a.reuse_generated else []), *(["--settle"] if a.settle else [])]
     res: dict = {k: {"ours": [], "theirs": []} for k in ("repeat", "chat", "cold_state", "cold_none")}
     with tempfile.TemporaryDirectory() as tmp:
         state = os.path.join(tmp, "system.festate")
@@ -215,6 +237,7 @@ def main() -> int:
     med = statistics.median
     summary: dict = {"model": a.model, "threads": a.threads, "n_ctx": a.n_ctx, "rounds": a.rounds,
                      "flash_attn": a.flash_attn, "own_answers": a.own_answers, "reuse_generated": a.reuse_generated,
+                     "settle": a.settle,
                      "loadavg_before": load_before,
                      "loadavg_after": open("/proc/loadavg").read().split()[:3] if load_before else None,
                      "max_tokens": MAX_TOKENS}
@@ -238,6 +261,9 @@ def main() -> int:
             s["repeat_prompt_tokens"] = rep[-1]["info"][1]["n_prompt"]
             s["chat_reused_tokens"] = [i["n_prompt_reused"] for i in chat[-1]["info"]]
             s["chat_prompt_tokens"] = [i["n_prompt"] for i in chat[-1]["info"]]
+            if a.settle:
+                s["chat_settle_ms"] = [med(x["info"][t]["settle_ms"] for x in chat) for t in range(4)]
+                s["chat_settled_tokens"] = [i["settled_tokens"] for i in chat[-1]["info"]]
     summary["raw"] = res
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "bench_prefix.json").write_text(json.dumps(summary, indent=2))
@@ -246,13 +272,13 @@ def main() -> int:
     print(f"\nprefix reuse, {Path(a.model).name}, n_threads {a.threads}, n_ctx {a.n_ctx}, "
           f"flash attention {'on' if a.flash_attn else 'off'}, "
           f"chat answers {'each side its own' if a.own_answers else 'scripted'}, "
-          f"ours reuse_generated {'on' if a.reuse_generated else 'off'}, "
+          f"ours reuse_generated {'on' if a.reuse_generated else 'off'}, settle {'on' if a.settle else 'off'}, "
           f"median of {a.rounds} interleaved rounds (TTFT = wall time to the first text)\n")
     print(f"| {'measure':44} | {'finllm-edge':>12} | {'llama-cpp-python':>16} |")
     print(f"|{'-' * 46}|{'-' * 14}|{'-' * 18}|")
 
     def row(name: str, x: float, y: float, fmt: str = "{:.0f}") -> None:
-        print(f"| {name:44} | {fmt.format(x):>12} | {fmt.format(y):>16} |")
+        print(f"| {name:44} | {fmt.format(x):>12} | {fmt.format(y) if y == y else '-':>16} |")
 
     row(f"repeat: TTFT request 1 (ms, {o['repeat_prompt_tokens']} prompt tok)", o["repeat_ttft1_ms"],
         t["repeat_ttft1_ms"])
@@ -261,6 +287,10 @@ def main() -> int:
     for k in range(4):
         row(f"chat: TTFT turn {k + 1} (ms; ours reused {o['chat_reused_tokens'][k]}/{o['chat_prompt_tokens'][k]})",
             o["chat_ttft_ms"][k], t["chat_ttft_ms"][k])
+    if a.settle:
+        for k in range(3):
+            row(f"chat: settle after turn {k + 1} (ms idle; {o['chat_settled_tokens'][k]} tok)",
+                o["chat_settle_ms"][k], float("nan"))
     row("cold start, no saved state: first answer (ms)", o["cold_without_state_first_answer_ms"],
         t["cold_without_state_first_answer_ms"])
     row("cold start, saved state: load + first answer (ms)", o["cold_with_state_first_answer_ms"],

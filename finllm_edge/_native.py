@@ -141,7 +141,7 @@ class SchedulerParams(C.Structure):
     _fields_ = [("n_slots", C.c_int32), ("n_ctx", C.c_uint32), ("n_batch", C.c_uint32), ("n_batch_busy", C.c_uint32),
                 ("n_threads", C.c_int32), ("n_threads_batch", C.c_int32), ("max_queued", C.c_int32),
                 ("p99_token_ms", C.c_double), ("flash_attn", C.c_bool),
-                ("prefix_reuse", C.c_bool), ("reuse_generated", C.c_bool)]
+                ("prefix_reuse", C.c_bool), ("reuse_generated", C.c_bool), ("settle_answers", C.c_bool)]
 
 
 class BenchParams(C.Structure):
@@ -215,6 +215,7 @@ _SIGNATURES: dict[str, tuple] = {
     "fe_session_create": (C.c_int, [_P, C.POINTER(SessionParams), C.POINTER(_P)]),
     "fe_session_free": (None, [_P]),
     "fe_session_reset": (C.c_int, [_P]),
+    "fe_session_settle": (C.c_int, [_P, C.POINTER(C.c_int32)]),
     "fe_session_cancel": (None, [_P]),
     "fe_session_cached_tokens": (C.c_int, [_P, C.POINTER(C.c_int32), C.c_int32, C.POINTER(C.c_int32)]),
     "fe_session_save_prefix": (C.c_int, [_P, C.POINTER(C.c_int32), C.c_int32, C.c_char_p]),

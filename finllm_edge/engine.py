@@ -404,6 +404,19 @@ class Engine(AdapterMixin, Backend):
         with self._lock:
             _native.lib().check(_native.lib().fe_session_reset(self._session), "reset")
 
+    def settle(self) -> int:
+        """Evaluate again, as a prompt, the cached tokens that exact reuse cannot take (the answer just
+        generated), so that the next request reuses them: call it while idle (the user reads the answer)
+        and the next chat turn evaluates only the new message, token-identical to no reuse. Returns the
+        tokens evaluated (0: nothing to settle). cancel() stops it (CancelledError); see
+        fe_session_settle."""
+        self._require()
+        L = _native.lib()
+        n = C.c_int32(0)
+        with self._lock, self._step_lock:
+            L.check(L.fe_session_settle(self._session, C.byref(n)), "settle")
+        return n.value
+
     def cached_tokens(self) -> list[int]:
         """The tokens the session's KV cache holds now."""
         self._require()

@@ -148,7 +148,10 @@ class Scheduler(Backend):
     the same tokens as without reuse (stream.profile["n_prompt_reused"], stats()["prompt_tokens_reused"]);
     reuse_generated (default off): the slot also keeps its answer's K/V and a request reuses every cached
     token it starts with, as Engine(reuse_generated=True) does (a chat that sends back the model's
-    answers evaluates only the new message; tokens are no longer identical to a run without reuse).
+    answers evaluates only the new message; tokens are no longer identical to a run without reuse);
+    settle_answers (default on): once no request has run or waited for 100 ms, the decode thread evaluates a free
+    slot's last answer again as prompt rows, so that the next turn of a chat reuses it with tokens
+    still identical to a run without reuse (a submit stops it at once; stats()["settled_tokens"]).
 
     Reading: iterate each stream on a thread of its own (it waits for the decode thread), or read
     them all on one thread / event loop: set_wakeup_fd(fd) makes the core write to fd after each
@@ -161,7 +164,7 @@ class Scheduler(Backend):
                  n_threads: int | None = None, p99_token_ms: float = 150.0, *, max_queued: int = 64,
                  n_batch: int = 512, n_batch_busy: int | None = None, seed: int | None = None,
                  chat_template: str | None = None, use_mmap: bool = True, flash_attn: bool = False,
-                 prefix_reuse: bool = True, reuse_generated: bool = False) -> None:
+                 prefix_reuse: bool = True, reuse_generated: bool = False, settle_answers: bool = True) -> None:
         super().__init__()
         self._model = self._sched = None
         self._closed = True
@@ -188,6 +191,9 @@ class Scheduler(Backend):
         if not isinstance(reuse_generated, bool):
             raise InvalidArgumentError(f"reuse_generated = {reuse_generated!r}: use True or False")
         sp.reuse_generated = reuse_generated
+        if not isinstance(settle_answers, bool):
+            raise InvalidArgumentError(f"settle_answers = {settle_answers!r}: use True or False")
+        sp.settle_answers = settle_answers
         if seed is not None:
             SamplingOptions(seed=seed).to_c()
         self.seed = seed

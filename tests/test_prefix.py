@@ -19,13 +19,15 @@ import struct
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from finllm_edge import ContextOverflowError, ModelNotFoundError, default_model_path
 from finllm_edge.engine import Engine
-from finllm_edge.errors import CorruptModelError, InvalidArgumentError, StateFileError
+from finllm_edge.errors import CancelledError, CorruptModelError, EngineBusyError, InvalidArgumentError, StateFileError
 from finllm_edge.profile import validate_profile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -267,6 +269,67 @@ def test_reuse_generated_reuses_the_models_own_answer(engines):
         # as far as the template renders the answer with the same tokens
         assert n1 + n_answer // 2 < reused < n2, got
         assert got["off"][1] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sampling", [{"temperature": 0.0}, {"temperature": 0.8, "seed": 7, "repeat_penalty": 1.2}])
+def test_settle_makes_the_answer_reusable_and_stays_exact(engines, sampling):
+    """settle() evaluates the answer again as a prompt: the next turn reuses it (evaluates only the
+    new message, as reuse_generated does) and its tokens still equal an Engine without reuse."""
+    exact, fresh = engines
+    exact.reset()
+    turn1 = _chat(SYSTEM, "What is a covenant?")
+    a = exact.chat(turn1, max_tokens=24, **sampling)
+    answer = "".join(a)
+    n1 = a.profile["n_prompt"]
+    n_cached = len(exact.cached_tokens())
+    assert n_cached > n1  # the decoded answer tokens
+    before = exact.cached_tokens()
+    assert exact.settle() == n_cached - n1  # the answer rows, none of the prompt's
+    assert exact.cached_tokens() == before  # the same tokens, now reusable
+    assert exact.settle() == 0  # nothing left to settle
+    turn2 = _chat(SYSTEM, "What is a covenant?", answer, "And a negative covenant?")
+    _, reused = _same(exact, fresh, "chat", turn2, max_tokens=12, **sampling)
+    # the earlier prompt + the answer, as far as the template renders it with the same tokens
+    assert n1 + (n_cached - n1) // 2 < reused < exact.count_chat_tokens(turn2), (n1, n_cached, reused)
+    # without settle the same turn reuses the earlier prompt only
+    exact.reset()
+    list(exact.chat(turn1, max_tokens=24, **sampling))
+    _, plain = _same(exact, fresh, "chat", turn2, max_tokens=12, **sampling)
+    assert plain == n1
+
+
+@pytest.mark.slow
+def test_settle_is_refused_while_generating_and_can_be_cancelled(engines):
+    exact, fresh = engines
+    exact.reset()
+    assert exact.settle() == 0  # an empty cache
+    turn1 = _chat(SYSTEM, "What is a covenant?")
+    s = exact.chat(turn1, max_tokens=200, ignore_eos=True)
+    next(iter(s))
+    with pytest.raises(EngineBusyError, match="request is running"):
+        exact.settle()
+    answer = "".join(s)
+    n1 = s.profile["n_prompt"]
+    stop = threading.Event()
+
+    def keep_cancelling() -> None:
+        while not stop.is_set():
+            exact.cancel()
+            time.sleep(0.0005)
+
+    t = threading.Thread(target=keep_cancelling)
+    t.start()
+    try:
+        with pytest.raises(CancelledError, match="settle"):
+            exact.settle()
+    finally:
+        stop.set()
+        t.join()
+    assert n1 <= len(exact.cached_tokens()) < n1 + 199  # the prompt stays; the answer rows went
+    turn2 = _chat(SYSTEM, "What is a covenant?", answer, "And a negative covenant?")
+    _, reused = _same(exact, fresh, "chat", turn2, max_tokens=8)
+    assert reused >= n1 - 2
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ Marked slow (needs the model and the host build), runs in CI.
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -442,10 +443,94 @@ def test_reuse_generated_reuses_the_answers_a_chat_sends_back():
         got, reused = chat_turns(s)
     assert got == want
     assert reused == eng_reused and reused[0] == 0
-    with Scheduler(n_slots=2, n_ctx=1024, n_threads=1, p99_token_ms=1e6) as s:
+    with Scheduler(n_slots=2, n_ctx=1024, n_threads=1, p99_token_ms=1e6, settle_answers=False) as s:
         _, exact = chat_turns(s)
     # turn 2 and 3 start with the whole previous prompt and answer: exact reuse stops before the answer
     for k in (1, 2):
         assert reused[k] > exact[k] + 5, (reused, exact)
     with pytest.raises(InvalidArgumentError):
         Scheduler(n_slots=2, n_ctx=256, reuse_generated=1)
+
+
+def _wait_settled(s: Scheduler, at_least: int, timeout: float = 60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        st = s.stats()
+        if st["settled_tokens"] >= at_least or time.monotonic() > deadline:
+            return st
+        time.sleep(0.01)
+
+
+@pytest.mark.slow
+def test_settled_answers_are_reused_and_tokens_stay_exact():
+    """settle_answers (the default): once a turn ends, the idle decode thread evaluates its answer
+    again as prompt rows, so the next turn (the answer sent back) reuses it, and every turn's tokens
+    equal an Engine's without reuse; off, the answer is evaluated again by the next turn."""
+    turns = ["What is a bond coupon?", "And what is its yield?", "Give one example."]
+
+    def chat_turns(backend, settles: bool) -> tuple[list[tuple], list[int]]:
+        messages, outs, reused = [{"role": "system", "content": SYSTEM}], [], []
+        for q in turns:
+            messages.append({"role": "user", "content": q})
+            before = backend.stats()["settled_tokens"] if settles else 0
+            st = backend.chat(list(messages), 16)
+            out = _run(st)
+            outs.append(out)
+            reused.append(st.profile["n_prompt_reused"])
+            messages.append({"role": "assistant", "content": out[1]})
+            if settles:  # what the decode thread settles once idle: the decoded answer tokens
+                assert _wait_settled(backend, before + len(out[0]) - 1)["settled_tokens"] >= before + len(out[0]) - 1
+        return outs, reused
+
+    with Engine(n_ctx=1024, n_threads=1, prefix_reuse=False) as eng:
+        want, _ = chat_turns(eng, False)
+    with Scheduler(n_slots=2, n_ctx=1024, n_threads=1, p99_token_ms=1e6) as s:
+        got, settled = chat_turns(s, True)
+    with Scheduler(n_slots=2, n_ctx=1024, n_threads=1, p99_token_ms=1e6, settle_answers=False) as s:
+        got_off, plain = chat_turns(s, False)
+        assert s.stats()["settled_tokens"] == 0
+    assert got == want and got_off == want
+    assert settled[0] == plain[0] == 0
+    for k in (1, 2):
+        assert settled[k] > plain[k] + 5, (settled, plain)
+    with pytest.raises(InvalidArgumentError, match="settle_answers"):
+        Scheduler(n_slots=2, n_ctx=256, settle_answers="yes")
+
+
+@pytest.mark.slow
+def test_a_submit_stops_a_settle_which_resumes_when_idle():
+    """A request that arrives while a long answer is being settled stops that chunk at once (it does
+    not wait behind it); the settle is done at the next idle moment, and the chat's next turn then
+    reuses the answer with the tokens of an Engine without reuse. A request that comes within 0.1 s
+    of the scheduler going idle finds no settle started (a closed-loop client's next request)."""
+    first = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "What is a bond coupon?"}]
+    other_prompt = "Q: What is a stock split?\nA:"
+    with Scheduler(n_slots=2, n_ctx=1024, n_threads=1, p99_token_ms=1e6) as s:
+        for _ in range(3):  # an arrival must land inside the ~1 s settle: retried if it did not
+            settled_before = s.stats()["settled_tokens"]
+            long_answer = s.chat(first, 200, ignore_eos=True)
+            other = s.generate(other_prompt, 4)  # takes the other slot
+            _run(other)
+            tokens, text, _ = _run(long_answer)
+            time.sleep(0.25)  # idle: the settle starts after 0.1 s and takes ~0.5-1 s for 199 tokens
+            again = s.generate(other_prompt, 4)  # arrives while the long answer is settled; reuses its slot
+            _run(again)
+            stats = s.stats()
+            if stats["settles_stopped"] > 0:
+                break
+        assert stats["settles_stopped"] > 0, stats
+        # within the idle grace: no settle starts, so none is stopped
+        quick = s.stats()
+        _run(s.generate(other_prompt, 4))
+        _run(s.generate(other_prompt, 4))
+        assert s.stats()["settles_stopped"] == quick["settles_stopped"]
+        want_settled = settled_before + len(tokens) - 1  # one chunk: all of it or none
+        assert _wait_settled(s, want_settled)["settled_tokens"] >= want_settled
+        follow = first + [{"role": "assistant", "content": text}, {"role": "user", "content": "And its yield?"}]
+        st = s.chat(follow, 12)
+        got = _run(st)
+        n_first = s.count_chat_tokens(first)
+    with Engine(n_ctx=1024, n_threads=1, prefix_reuse=False) as eng:
+        want = _run(eng.chat(follow, 12))
+    assert got == want
+    assert st.profile["n_prompt_reused"] > n_first + 100, (st.profile, n_first)

@@ -163,6 +163,30 @@ def test_several_clients_at_once_all_get_their_solo_answer(client, backend):
     assert [got.get(i) for i in range(len(asks))] == want
 
 
+def test_a_chats_next_turn_reuses_the_settled_answer(client, base, backend):
+    """Once a request ends and none waits, the server settles its answer (Engine.settle): a chat's
+    next turn, which sends the answer back, reuses it, and its answer is still the one an engine
+    without reuse gives. /health counts the settled tokens."""
+    from finllm_edge.engine import Engine
+
+    msgs = [{"role": "user", "content": "What is a bond coupon? Answer briefly."}]
+    before = wait_idle(base)["settled_tokens"]
+    first = client.chat.completions.create(model=MODEL, messages=msgs, max_tokens=16)
+    deadline = time.monotonic() + 30
+    while backend.stats()["settled_tokens"] < before + first.usage.completion_tokens - 1:
+        assert time.monotonic() < deadline, backend.stats()
+        time.sleep(0.02)
+    assert httpx.get(base + "/health", timeout=10).json()["settle"] is True
+    msgs += [{"role": "assistant", "content": first.choices[0].message.content},
+             {"role": "user", "content": "And what is its yield?"}]
+    second = client.chat.completions.create(model=MODEL, messages=msgs, max_tokens=12)
+    reused = backend.impl.last_profile["n_prompt_reused"]
+    with Engine(n_ctx=1024, n_threads=1, prefix_reuse=False) as fresh:
+        want = "".join(fresh.chat(msgs, 12))
+    assert second.choices[0].message.content == want
+    assert reused > first.usage.prompt_tokens + first.usage.completion_tokens // 2, (reused, first.usage)
+
+
 # ----------------------------------------------------------------------------- errors, raw
 
 @pytest.mark.parametrize("body,param", [

@@ -43,7 +43,10 @@ same setting (with flash attention on: up to 256 tokens of context, or at any le
 Prefix reuse: a request that starts like an earlier one (a system prompt) evaluates only the rest,
 with the same tokens as without reuse. --reuse-generated also reuses the K/V of the answers a chat
 sends back (as llama-server does): only the new message is evaluated, and the tokens are no longer
-identical to a run without reuse.
+identical to a run without reuse. Without it, once a request ends and no other waits, the server
+evaluates the answer again as a prompt would (settle; the next request stops it at once), so a
+chat's next turn reuses the answer it sends back and the tokens stay exact; --no-settle turns that
+idle-time work off.
 
 Drift (--drift-ref FILE, made by `finllm-edge convert --drift-ref` or `finllm-edge drift ref`):
 every request's question (a chat's last user message; a prompt's new tokens) is counted by the
@@ -89,6 +92,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reuse-generated", action="store_true",
                         help="also reuse the cached answers a chat sends back (faster chats; tokens may then differ "
                              "from a run without reuse)")
+    parser.add_argument("--no-settle", dest="settle", action="store_false",
+                        help="do not evaluate answers again while idle (by default a chat's next turn then reuses "
+                             "the answer it sends back, exactly)")
     parser.add_argument("--drift-ref", type=Path, default=None, metavar="FILE",
                         help="monitor what requests ask against this drift reference (.fedrift); state at GET "
                              "/v1/drift")
@@ -110,7 +116,8 @@ def main(args: argparse.Namespace) -> int:
     backend = ServeBackend(args.model, n_ctx=args.ctx, n_threads=args.threads, parallel=args.parallel,
                            max_pending=args.max_pending,
                            flash_attn=None if args.flash_attn == "auto" else args.flash_attn == "on",
-                           reuse_generated=args.reuse_generated, drift_ref=args.drift_ref, n_batch=args.batch)
+                           reuse_generated=args.reuse_generated, drift_ref=args.drift_ref, n_batch=args.batch,
+                           settle=args.settle)
     try:
         model_id = args.model_id or backend.model_path.name.removesuffix(".gguf")
         print(f"finllm-edge serve: {backend.model_path} as '{model_id}' ({backend.mode}, parallel {args.parallel}, "

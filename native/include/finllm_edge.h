@@ -311,6 +311,17 @@ FE_API fe_status fe_session_reset(fe_session *session);
 FE_API fe_status fe_session_cached_tokens(const fe_session *session, int32_t *tokens, int32_t max_tokens,
                                           int32_t *n_out);
 
+/* Settle: evaluate again, as a prompt, the cached tokens after the reusable prefix (in a chat:
+ * the answer just generated, whose tokens were decoded one at a time), so that the next request
+ * reuses them exactly instead of evaluating them itself. Call it while the session is idle (the
+ * user reads the answer): a chat's next-turn time to first token then drops to what it costs to
+ * evaluate the new message, with outputs still token-identical to no reuse. The work is what the
+ * next request would otherwise do, moved out of its time to first token; a next prompt that does
+ * not repeat the answer gains nothing. *n_evaluated (may be NULL) = tokens evaluated (0: nothing
+ * to settle, or prefix_reuse off). fe_session_cancel stops it (FE_ERR_CANCELLED; the chunks
+ * evaluated before stay cached); FE_ERR_BUSY while a request is active. */
+FE_API fe_status fe_session_settle(fe_session *session, int32_t *n_evaluated);
+
 /* ------------------------------------------------ saved prompt state (prefix KV files)
  *
  * Save the KV state of a token prefix (e.g. a system prompt) to a file and load it in a later
@@ -675,6 +686,13 @@ typedef struct fe_scheduler_params {
                                  reuse_generated does (a chat that sends back the model's answers
                                  evaluates only the new message; tokens are then no longer identical
                                  to a run without reuse). Default false. */
+    bool     settle_answers;  /* with prefix_reuse (and reuse_generated off): once no request has run
+                                 or waited for 100 ms, the decode thread evaluates a free slot's last
+                                 answer again as prompt rows after its prompt (as fe_session_settle
+                                 does), so a chat's next turn reuses the answer too and tokens stay
+                                 identical to a run without reuse. A submit stops it at once (the
+                                 chunk is tried again at the next idle moment). Default true; stats:
+                                 settled_tokens, settles_stopped. */
 } fe_scheduler_params;
 
 FE_API fe_scheduler_params fe_scheduler_default_params(void);
@@ -730,7 +748,9 @@ FE_API void fe_sched_request_free(fe_sched_request *req);
  * over the last 10 s), token_ms_p50 / token_ms_p99 (of the last 64 inter-token latencies),
  * steps, generated, submitted, completed, cancelled, rejected (queue full), failed, peak_active
  * (most requests running at once), peak_batch_size, prompt_tokens, prompt_tokens_reused,
- * prefix_copies (see prefix reuse) and prompt_chunks (prefill decode calls).
+ * prefix_copies (see prefix reuse), prompt_chunks (prefill decode calls) and settled_tokens
+ * (answer tokens evaluated again while idle, settle_answers) and settles_stopped (settle chunks
+ * a submit stopped).
  * NULL + fe_last_error() on a NULL scheduler or when out of memory. */
 FE_API char *fe_scheduler_stats_json(fe_scheduler *sched);
 

@@ -670,6 +670,21 @@ JNIEXPORT jint JNICALL Java_io_finllm_edge_FinLlm_nativeSaveState(JNIEnv *env, j
     });
 }
 
+// Evaluates the last answer again as prompt rows (fe_session_settle); returns the tokens evaluated.
+JNIEXPORT jint JNICALL Java_io_finllm_edge_FinLlm_nativeSettle(JNIEnv *env, jclass, jlong handle) {
+    return guarded<jint>(env, "FinLlm.settle", 0, [&]() -> jint {
+        JniSession *s = from_handle(env, handle, "FinLlm.settle");
+        if (!s) return 0;
+        int32_t n = 0;
+        fe_status st = fe_session_settle(s->session, &n);
+        if (st != FE_OK) {
+            throw_status(env, st, "FinLlm.settle");
+            return 0;
+        }
+        return n;
+    });
+}
+
 // Loads a state saved by saveState (refused files: FE_ERR_BAD_MODEL); returns its tokens.
 JNIEXPORT jint JNICALL Java_io_finllm_edge_FinLlm_nativeLoadState(JNIEnv *env, jclass, jlong handle, jstring jpath) {
     return guarded<jint>(env, "FinLlm.loadState", 0, [&]() -> jint {

@@ -52,16 +52,18 @@ fe::RowPath fe::prompt_path(const fe_session *s, int32_t n_prompt) {
     return prompt_path(s->params.flash_attn, chunk_limit(s), n_prompt);
 }
 
+int fe::batch_path(bool flash_attn, int32_t n) {
+    if (n < 2) return -1;
+    if (!flash_attn) return fe::ROWS_PLAIN;
+    return n >= fe::kFaTileRows ? fe::ROWS_FA_TILED : fe::ROWS_FA_VEC;
+}
+
 int32_t fe::min_rows(fe::RowPath path) { return path == fe::ROWS_FA_TILED ? fe::kFaTileRows : 2; }
 
 namespace {
 
 // The path of the rows of one prefill chunk of n tokens (-1: a lone token, never reusable).
-int row_path(const fe_session *s, int32_t n) {
-    if (n < 2) return -1;
-    if (!s->params.flash_attn) return fe::ROWS_PLAIN;
-    return n >= fe::kFaTileRows ? fe::ROWS_FA_TILED : fe::ROWS_FA_VEC;
-}
+int row_path(const fe_session *s, int32_t n) { return fe::batch_path(s->params.flash_attn, n); }
 
 }  // namespace
 
@@ -124,6 +126,29 @@ void drop_uncached(fe_session *s) {
         llama_memory_seq_pos_max(mem, 0) + 1 != (llama_pos)s->cached.size())
         fe::forget_cache(s);
     s->n_exact = std::min(s->n_exact, (int32_t)s->cached.size());
+}
+
+// Evaluates toks[0..n) as prompt rows after the cached tokens, in next_chunk chunks on `path`,
+// appending them to s->cached; the reusable prefix grows while every chunk stays on one path.
+// On a failed decode only the chunks evaluated before it stay (the status says why).
+fe_status prefill_rows(fe_session *s, llama_token *toks, int32_t n, fe::RowPath path, const char *what) {
+    for (int32_t i = 0, m = 0; i < n; i += m) {
+        m = fe::next_chunk(path, chunk_limit(s), n - i);
+        int32_t rc = llama_decode(s->ctx, llama_batch_get_one(toks + i, m));
+        if (rc != 0) {
+            fe_status st = decode_status(s, rc, what);
+            drop_uncached(s);
+            return st;
+        }
+        const int rp = row_path(s, m);
+        bool exact = rp >= 0 && s->n_exact == (int32_t)s->cached.size() && (s->n_exact == 0 || s->exact_path == rp);
+        s->cached.insert(s->cached.end(), toks + i, toks + i + m);
+        if (exact) {
+            s->n_exact = (int32_t)s->cached.size();
+            s->exact_path = (uint8_t)rp;
+        }
+    }
+    return FE_OK;
 }
 
 void finish_profile(fe_session *s) {
@@ -254,26 +279,14 @@ fe_status step(fe_session *s, fe_token_event *ev) {
         const fe::RowPath path = fe::prompt_path(s, n_prompt);
         int32_t n_keep = keep_prefix(s);
         r.n_reused = n_keep;
-        for (int32_t i = n_keep, n = 0; i < n_prompt; i += n) {
-            n = fe::next_chunk(path, chunk_limit(s), n_prompt - i);
-            int32_t rc = llama_decode(s->ctx, llama_batch_get_one(r.prompt.data() + i, n));
-            if (rc != 0) {
-                fe_status st = decode_status(s, rc, "prefill");
-                drop_uncached(s);  // only the batches evaluated before this one stay
-                if (st == FE_ERR_CANCELLED) {
-                    fe::clear_error();
-                    return finish(s, FE_STOP_CANCELLED, ev), FE_OK;
-                }
-                fe::end_request(s, FE_STOP_NONE);
-                return st;
+        fe_status st = prefill_rows(s, r.prompt.data() + n_keep, n_prompt - n_keep, path, "prefill");
+        if (st != FE_OK) {
+            if (st == FE_ERR_CANCELLED) {
+                fe::clear_error();
+                return finish(s, FE_STOP_CANCELLED, ev), FE_OK;
             }
-            const int rp = row_path(s, n);
-            bool exact = rp >= 0 && s->n_exact == (int32_t)s->cached.size() && (s->n_exact == 0 || s->exact_path == rp);
-            s->cached.insert(s->cached.end(), r.prompt.begin() + i, r.prompt.begin() + i + n);
-            if (exact) {
-                s->n_exact = (int32_t)s->cached.size();
-                s->exact_path = (uint8_t)rp;
-            }
+            fe::end_request(s, FE_STOP_NONE);
+            return st;
         }
         llama_synchronize(s->ctx);
         r.prefill_ms = fe::elapsed_ms(t0);
@@ -545,6 +558,43 @@ fe_status fe_generate(fe_session *session, const char *prompt, const fe_generate
             fe::end_request(session, FE_STOP_NONE);
             throw;
         }
+    });
+}
+
+fe_status fe_session_settle(fe_session *session, int32_t *n_evaluated) {
+    if (n_evaluated) *n_evaluated = 0;
+    return fe::guard("fe_session_settle", [&]() -> fe_status {
+        fe::clear_error();
+        fe_session *s = session;
+        if (!s) return fe::set_error(FE_ERR_INVALID_ARG, "fe_session_settle: session is NULL");
+        if (s->req.active)
+            return fe::set_error(FE_ERR_BUSY, "fe_session_settle: a request is running; settle once it has ended");
+        const int32_t n = (int32_t)s->cached.size();
+        if (!s->params.prefix_reuse || chunk_limit(s) < 3 || n < 2) return FE_OK;  // nothing a request would reuse
+        llama_memory_t mem = llama_get_memory(s->ctx);
+        if (llama_memory_seq_pos_min(mem, 0) != 0 || llama_memory_seq_pos_max(mem, 0) + 1 != n) {
+            fe::forget_cache(s);  // the cache and s->cached disagree: trust neither
+            return FE_OK;
+        }
+        // The rows after the reusable prefix are evaluated again as a prompt of n tokens would be
+        // (at least min_rows of them, so that every chunk stays on the path).
+        const fe::RowPath path = fe::prompt_path(s, n);
+        int32_t from = s->n_exact > 0 && s->exact_path == path ? s->n_exact : 0;
+        if (from == n) return FE_OK;
+        from = std::max(0, std::min(from, n - fe::min_rows(path)));
+        std::vector<llama_token> rows(s->cached.begin() + from, s->cached.end());
+        if (!llama_memory_seq_rm(mem, 0, from, -1)) {
+            fe::forget_cache(s);
+            return FE_OK;
+        }
+        s->cached.resize((size_t)from);
+        s->n_exact = std::min(s->n_exact, from);
+        s->cancel.store(false, std::memory_order_relaxed);
+        fe::clear_llama_errors();
+        fe_status st = prefill_rows(s, rows.data(), (int32_t)rows.size(), path, "settle");
+        if (st == FE_OK) llama_synchronize(s->ctx);
+        if (n_evaluated) *n_evaluated = (int32_t)s->cached.size() - from;
+        return st;
     });
 }
 

@@ -117,6 +117,8 @@ enum RowPath : uint8_t {
     ROWS_FA_TILED = 2,  // flash attention on, batches of >= 64 tokens (ggml's tiled kernel)
 };
 constexpr int32_t kFaTileRows = 64;  // GGML_FA_TILE_Q of the pinned ggml
+// The path of a batch of n rows of one sequence (-1: a lone token, decoded on no prompt path).
+int batch_path(bool flash_attn, int32_t n);
 // The path a fresh prefill of an n_prompt-token prompt gives every row (a 1-token prompt aside),
 // with chunks of at most chunk_limit tokens.
 RowPath prompt_path(bool flash_attn, int32_t chunk_limit, int32_t n_prompt);

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <climits>
 #include <condition_variable>
 #include <cstring>
@@ -87,7 +88,10 @@ struct Shared {
     // stats, under mu
     int32_t n_active = 0, batch_size = 1, peak_active = 0, peak_batch_size = 1;
     int64_t steps = 0, generated = 0, submitted = 0, completed = 0, cancelled = 0, rejected = 0, failed = 0;
-    int64_t prompt_tokens = 0, prompt_tokens_reused = 0, prefix_copies = 0, prompt_chunks = 0;
+    int64_t prompt_tokens = 0, prompt_tokens_reused = 0, prefix_copies = 0, prompt_chunks = 0, settled_tokens = 0,
+            settles_stopped = 0;
+    // set by every submit; an idle settle chunk (settle_step) stops when it is set
+    std::atomic<bool> arrival{false};
     fe::LatencyWindow latency{64};
     fe::RateWindow rate{10000.0};
     // fe_scheduler_set_wakeup_fd: written after a step (or a drop) that pushed events
@@ -140,6 +144,9 @@ struct fe_scheduler {
     // kernel path cached_path (fe::RowPath), so a request on that path may take them
     std::vector<std::vector<llama_token>> cached;
     std::vector<uint8_t> cached_path;
+    // settle_answers: a free slot's last answer tokens (decoded one at a time; their K/V removed),
+    // evaluated again as prompt rows after cached[seq] while nothing else runs (settle_step)
+    std::vector<std::vector<llama_token>> unsettled;
     size_t rr = 0;                      // round-robin position among prefilling requests
     // the busy prefill budget's cost model (prefill_step): moving averages of the ms per prompt
     // token of recent prefill chunks and of the last decode steps; 0 = not measured yet
@@ -182,7 +189,8 @@ fe::RowPath path_of(const fe_scheduler *s, const Request &r) {
 
 // Frees a request's slot. With prefix reuse, the slot keeps the K/V of the prompt tokens the
 // request evaluated (chunks of >= 2 tokens on its path: what a fresh prefill reproduces bit for
-// bit); its generated tokens, decoded one at a time, are removed.
+// bit); its generated tokens, decoded one at a time, are removed (and, with settle_answers, kept
+// to be evaluated again as prompt rows when the scheduler is idle).
 void release_slot(fe_scheduler *s, Request &r) {
     if (r.seq < 0) return;
     const size_t seq = (size_t)r.seq;
@@ -195,6 +203,11 @@ void release_slot(fe_scheduler *s, Request &r) {
     llama_memory_seq_rm(mem, r.seq, n_keep, -1);
     s->cached[seq].assign(r.prompt.begin(), r.prompt.begin() + (keep ? r.n_prefilled : 0));
     if (answer) s->cached[seq].insert(s->cached[seq].end(), r.decoded.begin(), r.decoded.end());
+    // settle_answers: the answer follows the whole prompt in the stream; it is evaluated again
+    // when the scheduler is idle
+    const bool settle = keep && !answer && s->params.settle_answers && r.n_prefilled == (int32_t)r.prompt.size() &&
+                        r.n_past == r.n_prefilled + (int32_t)r.decoded.size();
+    s->unsettled[seq].assign(settle ? r.decoded.begin() : r.decoded.end(), r.decoded.end());
     s->cached_path[seq] = (uint8_t)path_of(s, r);
     s->cells[seq] = n_keep;
     s->slots[seq].reset();
@@ -404,6 +417,7 @@ int32_t prefill_chunk(fe_scheduler *s, const RequestPtr &rp, int32_t limit) {
         }
         llama_memory_seq_rm(mem, r.seq, r.n_keep, -1);
         s->cached[(size_t)r.seq].clear();
+        s->unsettled[(size_t)r.seq].clear();
         r.n_prefilled = r.n_reused = r.n_keep;
         s->cells[(size_t)r.seq] = r.n_keep;
         r.kv_ready = true;
@@ -544,7 +558,7 @@ void decode_all(fe_scheduler *s) {
     s->decode_step_ms = moving_average(s->decode_step_ms, t - t0);
     for (int32_t i = 0; i < n; i++) {
         const RequestPtr &rp = run[(size_t)i];
-        if (s->params.reuse_generated) rp->decoded.push_back(rp->last);
+        if (s->params.reuse_generated || s->params.settle_answers) rp->decoded.push_back(rp->last);
         rp->n_past++;
         s->cells[(size_t)rp->seq] = rp->n_past;
         rp->need_decode = false;
@@ -555,6 +569,65 @@ void decode_all(fe_scheduler *s) {
         }
         on_token(s, rp, tok, t);
     }
+}
+
+// A free slot whose last answer waits to be settled (-1: none).
+int32_t unsettled_slot(const fe_scheduler *s) {
+    for (size_t i = 0; i < s->slots.size(); i++)
+        if (!s->slots[i] && !s->unsettled[i].empty()) return (int32_t)i;
+    return -1;
+}
+
+// settle_answers, while nothing runs: one chunk of a free slot's last answer evaluated again as
+// prompt rows after the slot's cached prompt, on the kernel path of its cached rows (chunked as
+// a prefill, fe::next_chunk), so that a request that repeats the answer (a chat's next turn)
+// reuses it as exactly as the prompt. An arrival stops the chunk (the abort callback watches
+// Shared::arrival) and it is tried again at the next idle moment; rows that cannot go on the
+// path are dropped.
+void settle_step(fe_scheduler *s, int32_t seq) {
+    const size_t i = (size_t)seq;
+    std::vector<llama_token> &rows = s->unsettled[i];
+    const fe::RowPath path = (fe::RowPath)s->cached_path[i];
+    const int32_t n = fe::next_chunk(path, (int32_t)s->params.n_batch, (int32_t)rows.size());
+    const int32_t at = s->cells[i];
+    if (fe::batch_path(s->params.flash_attn, n) != (int)path || at != (int32_t)s->cached[i].size()) {
+        rows.clear();
+        return;
+    }
+    llama_batch b = llama_batch_init(n, 0, 1);
+    for (int32_t k = 0; k < n; k++) {
+        b.token[k] = rows[(size_t)k];
+        b.pos[k] = at + k;
+        b.n_seq_id[k] = 1;
+        b.seq_id[k][0] = seq;
+        b.logits[k] = false;
+    }
+    b.n_tokens = n;
+    fe::clear_llama_errors();
+    s->abort_flag.store(&s->shared->arrival, std::memory_order_release);
+    int32_t rc = llama_decode(s->ctx, b);
+    s->abort_flag.store(nullptr, std::memory_order_release);
+    llama_batch_free(b);
+    if (rc != 0) {  // the stream keeps its cached rows; the chunk's are removed
+        llama_memory_t mem = llama_get_memory(s->ctx);
+        if (!llama_memory_seq_rm(mem, seq, at, -1)) {
+            llama_memory_seq_rm(mem, seq, 0, -1);
+            s->cached[i].clear();
+            s->cells[i] = 0;
+        }
+        if (rc != 2) {  // a failed decode: the answer is not settled
+            rows.clear();
+            return;
+        }
+        std::lock_guard<std::mutex> lk(s->shared->mu);  // aborted (an arrival, closing): tried again when idle
+        s->shared->settles_stopped++;
+        return;
+    }
+    s->cached[i].insert(s->cached[i].end(), rows.begin(), rows.begin() + n);
+    rows.erase(rows.begin(), rows.begin() + n);
+    s->cells[i] = at + n;
+    std::lock_guard<std::mutex> lk(s->shared->mu);
+    s->shared->settled_tokens += n;
 }
 
 // The adaptive batch size (see the header): grow while requests wait and the p99 holds, shrink
@@ -587,18 +660,31 @@ void step(fe_scheduler *s) {
     adapt(s);
 }
 
+// How long the scheduler is idle before it settles answers (settle_step).
+constexpr std::chrono::milliseconds kSettleAfterIdle{100};
+
 void run(fe_scheduler *s) {
     Shared &sh = *s->shared;
+    bool settled_last = false;  // the last turn of the loop was a settle chunk (still idle)
     for (;;) {
         std::vector<RequestPtr> dropped;
         bool closing;
+        int32_t settle = -1;
         {
             std::unique_lock<std::mutex> lk(sh.mu);
             int32_t active = 0;
             for (auto &r : s->slots) active += r ? 1 : 0;
-            if (active == 0 && sh.queue.empty() && !sh.closing) sh.cv.wait(lk, [&] {
-                return sh.closing || !sh.queue.empty();
-            });
+            if (active == 0 && sh.queue.empty() && !sh.closing) {
+                // idle: settle an answer (stopped by the next arrival), or wait for work. Once idle,
+                // a settle waits kSettleAfterIdle first: a client's next request in a closed loop
+                // comes sooner (the settle would take its CPU), a person's next turn later.
+                auto work = [&] { return sh.closing || !sh.queue.empty(); };
+                settle = unsettled_slot(s);
+                if (settle >= 0 && !settled_last && sh.cv.wait_for(lk, kSettleAfterIdle, work)) settle = -1;
+                if (settle >= 0) sh.arrival.store(false, std::memory_order_relaxed);
+                else if (!work()) sh.cv.wait(lk, work);
+            }
+            settled_last = settle >= 0;
             closing = sh.closing;
             // queued requests that were cancelled (or all of them when closing) end without a slot
             for (auto it = sh.queue.begin(); it != sh.queue.end();) {
@@ -631,6 +717,10 @@ void run(fe_scheduler *s) {
             return;
         }
         try {
+            if (settle >= 0) {
+                settle_step(s, settle);
+                continue;
+            }
             step(s);
         } catch (const std::exception &e) {
             for (auto &r : s->slots)
@@ -734,6 +824,7 @@ fe_status submit(fe_scheduler *s, const fe_generate_params *params, fe_sched_req
         }
         s->shared->queue.push_back(r);
         s->shared->submitted++;
+        s->shared->arrival.store(true, std::memory_order_relaxed);
         s->shared->cv.notify_all();
     }
     *out = h.release();
@@ -792,6 +883,7 @@ fe_scheduler_params fe_scheduler_default_params(void) {
     p.p99_token_ms = 150.0;
     p.prefix_reuse = true;
     p.reuse_generated = false;
+    p.settle_answers = true;
     return p;
 }
 
@@ -814,6 +906,7 @@ fe_status fe_scheduler_create(fe_model *model, const fe_scheduler_params *params
         s->cells.assign((size_t)s->n_seq, 0);
         s->cached.assign((size_t)s->n_seq, {});
         s->cached_path.assign((size_t)s->n_seq, 0);
+        s->unsettled.assign((size_t)s->n_seq, {});
         llama_context_params cp = llama_context_default_params();
         cp.n_ctx = p.n_ctx * (uint32_t)s->n_seq;
         cp.n_batch = std::max<uint32_t>(p.n_batch, (uint32_t)s->n_seq);
@@ -990,7 +1083,7 @@ char *fe_scheduler_stats_json(fe_scheduler *sched) {
         return nullptr;
     }
     Shared &sh = *sched->shared;
-    char buf[1024];
+    char buf[2048];
     {
         std::lock_guard<std::mutex> lk(sh.mu);
         double now = fe::now_ms();
@@ -1000,13 +1093,14 @@ char *fe_scheduler_stats_json(fe_scheduler *sched) {
                  "\"generated\": %lld, \"submitted\": %lld, \"completed\": %lld, \"cancelled\": %lld, "
                  "\"rejected\": %lld, \"failed\": %lld, \"peak_active\": %d, \"peak_batch_size\": %d, "
                  "\"prompt_tokens\": %lld, \"prompt_tokens_reused\": %lld, \"prefix_copies\": %lld, "
-                 "\"prompt_chunks\": %lld}",
+                 "\"prompt_chunks\": %lld, \"settled_tokens\": %lld, \"settles_stopped\": %lld}",
                  sched->params.n_slots, sh.queue.size(), sh.n_active, sh.batch_size, sched->params.p99_token_ms,
                  sh.rate.per_second(now), sh.latency.percentile(50), sh.latency.percentile(99), (long long)sh.steps,
                  (long long)sh.generated, (long long)sh.submitted, (long long)sh.completed,
                  (long long)sh.cancelled, (long long)sh.rejected, (long long)sh.failed, sh.peak_active,
                  sh.peak_batch_size, (long long)sh.prompt_tokens, (long long)sh.prompt_tokens_reused,
-                 (long long)sh.prefix_copies, (long long)sh.prompt_chunks);
+                 (long long)sh.prefix_copies, (long long)sh.prompt_chunks, (long long)sh.settled_tokens,
+                 (long long)sh.settles_stopped);
     }
     char *out = (char *)malloc(strlen(buf) + 1);
     if (!out) {

@@ -101,6 +101,9 @@ static void test_null_everything(void) {
     CHECK(s == NULL);
     CHECK_STATUS(fe_session_create(NULL, NULL, NULL), FE_ERR_INVALID_ARG, "out is NULL");
     CHECK_STATUS(fe_session_reset(NULL), FE_ERR_INVALID_ARG, "NULL");
+    int32_t n_settled = 7;
+    CHECK_STATUS(fe_session_settle(NULL, &n_settled), FE_ERR_INVALID_ARG, "NULL");
+    CHECK(n_settled == 0);
     fe_generate_result r;
     CHECK_STATUS(fe_generate(NULL, "hi", NULL, &r), FE_ERR_INVALID_ARG, "session is NULL");
     CHECK(r.stop_reason == FE_STOP_NONE);

@@ -384,6 +384,68 @@ static void test_flash_attn_reuse(void) {
 
 /* ------------------------------------------------------------------ state files */
 
+/* fe_session_settle: the answer (decoded one at a time) is evaluated again as prompt rows, so the
+ * next turn that repeats it reuses it; tokens equal a session without reuse, greedy and seeded,
+ * with flash attention off and on (on: a long prompt's settle re-evaluates its last 64 rows). */
+static void test_settle(void) {
+    for (int fa = 0; fa < 2; fa++) {
+        g_fa = fa == 1;
+        for (int sampled = 0; sampled < 2; sampled++) {
+            fe_session *r = new_session(2048, true, 0), *f = new_session(2048, false, 0);
+            REQUIRE(r && f);
+            static collect_t a, b;
+            static char p1[4096], p2[8192], answer[2048];
+            /* flash attention: a prompt of >= 64 tokens (the tiled path) */
+            snprintf(p1, sizeof p1, "%s%s<|im_start|>user\nWhat is a bond coupon?<|im_end|>\n<|im_start|>assistant\n",
+                     SYS, g_fa ? SYS : "");
+            fe_generate_params ga = params(24, sampled, &a);
+            CHECK_STATUS(fe_generate(r, p1, &ga, NULL), FE_OK, NULL);
+            int32_t n1 = 0, n_cached = 0, n_settled = -1, toks[2048];
+            fe_tokenize(g_model, p1, true, true, toks, 2048, &n1);
+            CHECK_STATUS(fe_session_cached_tokens(r, NULL, 0, &n_cached), FE_OK, NULL);
+            /* the prompt + the decoded answer (the last sampled token is not, after max_tokens) */
+            CHECK(n_cached == n1 + a.n - 1 || n_cached == n1 + a.n);
+            size_t len = 0;
+            CHECK_STATUS(fe_detokenize(g_model, a.tokens, a.n, false, answer, sizeof answer, &len), FE_OK, NULL);
+            CHECK_STATUS(fe_session_settle(r, &n_settled), FE_OK, NULL);
+            /* off: the answer rows; on (tiled path): the last 64 rows, a chunk on the path */
+            CHECK(n_settled == (g_fa ? 64 : n_cached - n1));
+            int32_t n_after = 0;
+            CHECK_STATUS(fe_session_cached_tokens(r, NULL, 0, &n_after), FE_OK, NULL);
+            CHECK(n_after == n_cached);
+            CHECK_STATUS(fe_session_settle(r, &n_settled), FE_OK, NULL);
+            CHECK(n_settled == 0); /* nothing left */
+            snprintf(p2, sizeof p2, "%s%s<|im_end|>\n<|im_start|>user\nAnd its yield?<|im_end|>\n<|im_start|>assistant\n",
+                     p1, answer);
+            int32_t n2 = 0;
+            fe_tokenize(g_model, p2, true, true, toks, 2048, &n2);
+            ga = params(12, sampled, &a);
+            fe_generate_params gb = params(12, sampled, &b);
+            CHECK_STATUS(fe_generate(r, p2, &ga, NULL), FE_OK, NULL);
+            CHECK_STATUS(fe_generate(f, p2, &gb, NULL), FE_OK, NULL);
+            CHECK(same(&a, &b));
+            fprintf(stderr, "  settle fa=%d sampled=%d: prompt %d, cached %d, next turn %d reused %d\n", fa, sampled,
+                    n1, n_cached, n2, reused(r));
+            /* the answer is reused (as far as the template renders it with the same tokens); on the
+             * tiled path the last 64 prompt tokens are evaluated again whatever is cached */
+            CHECK(reused(r) > (g_fa ? min32(n_cached, n2 - 64) - 24 : n_cached - 12));
+            CHECK(reused(r) <= n2 - (g_fa ? 64 : 2));
+            fe_session_free(r);
+            fe_session_free(f);
+        }
+    }
+    g_fa = false;
+    fe_session *s = new_session(1024, false, 0);
+    REQUIRE(s);
+    static collect_t c;
+    fe_generate_params gp = params(8, false, &c);
+    CHECK_STATUS(fe_generate(s, SYS, &gp, NULL), FE_OK, NULL);
+    int32_t n = -1;
+    CHECK_STATUS(fe_session_settle(s, &n), FE_OK, NULL); /* no reuse: nothing to settle */
+    CHECK(n == 0);
+    fe_session_free(s);
+}
+
 static long file_size(const char *path) {
     FILE *fp = fopen(path, "rb");
     if (!fp) return -1;
@@ -547,6 +609,7 @@ int main(int argc, char **argv) {
     RUN(test_after_context_full_and_stop());
     RUN(test_state_round_trip_and_corruption());
     RUN(test_flash_attn_reuse());
+    RUN(test_settle());
     fe_model_free(g_model);
     return fe_test_finish();
 }

@@ -492,6 +492,18 @@ public final class FinLlmTest {
             FinLlm.Result again = llm.generate(prompt, 16, null);
             requireEq(reference, again.text, "same answer with the prompt reused");
             requireEq(again.nPrompt - 2, llm.profile().nPromptReused, "all but the last 2 prompt tokens reused");
+            // settle: the answer is evaluated again as prompt rows, so a next turn that repeats it reuses it
+            FinLlm.Result first = llm.generate(prompt, 16, null);
+            int settled = llm.settle();
+            require(settled >= first.tokens.length - 1 && settled > 0, "settled the answer: " + settled);
+            requireEq(0, llm.settle(), "nothing left to settle");
+            String next = prompt + first.text + "<|im_end|>\n<|im_start|>user\nAnd its yield?<|im_end|>\n<|im_start|>assistant\n";
+            String nextAnswer = llm.generate(next, 8, null).text;
+            require(llm.profile().nPromptReused >= first.nPrompt + first.tokens.length - 2,
+                    "the settled answer was reused: " + llm.profile().nPromptReused);
+            try (FinLlm noReuse = FinLlm.open(modelPath, new FinLlm.Options().nCtx(512).nThreads(2).prefixReuse(false))) {
+                requireEq(noReuse.generate(next, 8, null).text, nextAnswer, "same answer after settle as without reuse");
+            }
             String systemPart = llm.formatChat(new String[] {"system"}, new String[] {SYSTEM}, false);
             nState = llm.saveState(state.getPath(), systemPart);
             require(nState > 5 && state.length() > 1000, "state saved: " + nState + " tokens");

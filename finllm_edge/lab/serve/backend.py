@@ -24,6 +24,11 @@ from typing import Any
 
 from finllm_edge.backend import TokenStream
 
+# Idle time before the engine settles an answer: a client's next request in a closed loop comes
+# sooner (the settle would take its CPU), a person's next turn later (the Scheduler's rule too:
+# kSettleAfterIdle in native/src/scheduler.cpp).
+SETTLE_AFTER_IDLE_S = 0.1
+
 
 class Overloaded(Exception):
     """More requests than `max_pending` are running or waiting."""
@@ -110,13 +115,17 @@ class ServeBackend:
     """`parallel` == 1: one Engine, requests in turn. `parallel` > 1: finllm_edge.Scheduler with
     that many slots (each of n_ctx tokens). flash_attn None: on with parallel > 1, off with 1.
     reuse_generated: a chat's next request reuses the K/V of the answers it sends back (see Engine).
+    settle (default on, with exact reuse): once a request ends and none waits, its answer is evaluated
+    again as prompt rows (Engine.settle on a settler thread, stopped by the next request; the
+    scheduler's settle_answers), so a chat's next turn reuses it with tokens still exact.
     n_batch: prompt tokens per decode call (the scheduler's per-step budget; while others decode the core's
     n_batch_busy, min(64, n_batch)).
     drift_ref: a drift reference file; every request is counted by the core's monitor (`drift`)."""
 
     def __init__(self, model_path: str | Path | None = None, *, n_ctx: int = 2048, n_threads: int | None = None,
                  parallel: int = 1, max_pending: int = 32, flash_attn: bool | None = None,
-                 reuse_generated: bool = False, drift_ref: str | Path | None = None, n_batch: int = 512) -> None:
+                 reuse_generated: bool = False, drift_ref: str | Path | None = None, n_batch: int = 512,
+                 settle: bool = True) -> None:
         from finllm_edge import Engine
 
         self.parallel = parallel
@@ -135,7 +144,7 @@ class ServeBackend:
                                  "which this build does not have; use --parallel 1") from None
             self.impl: Any = Scheduler(model_path, n_slots=parallel, n_ctx=n_ctx, n_threads=n_threads,
                                        flash_attn=flash_attn, reuse_generated=reuse_generated,
-                                       n_batch=n_batch)
+                                       n_batch=n_batch, settle_answers=settle)
             self.mode = "scheduler"
         else:
             self.impl = Engine(model_path, n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads, flash_attn=flash_attn,
@@ -157,6 +166,57 @@ class ServeBackend:
         self.n_ctx = n_ctx
         self.flash_attn = flash_attn
         self.reuse_generated = reuse_generated
+        self.settle = settle and not reuse_generated  # reuse_generated reuses the answers as they are
+        # Engine mode's settler: jobs waiting for the engine, whether a settle runs, tokens settled
+        self._waiting = 0
+        self._settling = False
+        self._settled_tokens = 0
+        self._settle_due = threading.Event()
+        self._settler: threading.Thread | None = None
+        self._closing = False
+        if self.mode == "engine" and self.settle:
+            self._settler = threading.Thread(target=self._settle_loop, daemon=True, name="finllm-serve-settle")
+            self._settler.start()
+
+    def _settle_loop(self) -> None:
+        """Engine mode: after a request ends, while no other waits, Engine.settle() evaluates the
+        answer again as prompt rows; a request that arrives meanwhile cancels it (see _run)."""
+        from finllm_edge.errors import CancelledError
+
+        while True:
+            self._settle_due.wait()
+            self._settle_due.clear()
+            if not self._closing and self._settle_due.wait(SETTLE_AFTER_IDLE_S):
+                continue  # another request ended meanwhile: idle from now on
+            with self._state:
+                if self._closing:
+                    return
+                if self._waiting or not self._engine_lock.acquire(blocking=False):
+                    continue
+                self._settling = True
+            try:
+                n = self.impl.settle()
+                with self._state:
+                    self._settled_tokens += n
+            except CancelledError:
+                pass  # a request arrived: it evaluates what is left
+            except Exception:  # noqa: BLE001 - a failed settle only loses the speed-up
+                pass
+            finally:
+                with self._state:
+                    self._settling = False
+                self._engine_lock.release()
+
+    def _stop_settler(self) -> None:
+        if self._settler is None:
+            return
+        with self._state:
+            self._closing = True
+            if self._settling:
+                self.impl.cancel()
+        self._settle_due.set()  # wakes the settler, which finds _closing
+        self._settler.join()
+        self._settler = None
 
     @property
     def response_format_supported(self) -> bool:
@@ -166,6 +226,7 @@ class ServeBackend:
         return stream is not None and "response_format" in inspect.signature(stream).parameters
 
     def close(self) -> None:
+        self._stop_settler()
         self._detach()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
@@ -213,9 +274,17 @@ class ServeBackend:
         last: Event | None = None
         try:
             if self.mode == "engine":
-                while not self._engine_lock.acquire(timeout=0.05):  # requests in turn; a cancelled one leaves
-                    if job.cancelled.is_set():
-                        return
+                with self._state:  # a settle in progress gives way at once
+                    self._waiting += 1
+                    if self._settling:
+                        self.impl.cancel()
+                try:
+                    while not self._engine_lock.acquire(timeout=0.05):  # requests in turn; a cancelled one leaves
+                        if job.cancelled.is_set():
+                            return
+                finally:
+                    with self._state:
+                        self._waiting -= 1
                 held = True
             if job.cancelled.is_set():
                 return
@@ -240,6 +309,8 @@ class ServeBackend:
         finally:
             if held:
                 self._engine_lock.release()
+                if self._settler is not None:
+                    self._settle_due.set()
             self._release()  # before the last event: a client that got its answer finds the slot free
             if last is not None:
                 job.post(last)
@@ -361,10 +432,13 @@ class ServeBackend:
     def stats(self) -> dict:
         out: dict[str, Any] = {"mode": self.mode, "parallel": self.parallel, "flash_attn": self.flash_attn,
                                "reuse_generated": self.reuse_generated,
+                               "settle": self.settle,
                                "pending": self._pending,
                                "max_pending": self.max_pending}
         if self.mode == "scheduler" and hasattr(self.impl, "stats"):
             out["scheduler"] = self.impl.stats()
+        else:
+            out["settled_tokens"] = self._settled_tokens
         if self.drift is not None:
             st = self.drift.status()
             out["drift"] = {"state": st.state, "kl": st.kl, "n_requests": st.n_requests}

@@ -520,6 +520,23 @@ public final class FinLlm implements AutoCloseable {
     }
 
     /**
+     * Evaluates the answer just generated again, as a prompt would be (its tokens were decoded one
+     * at a time, so exact prefix reuse cannot take them), so that a chat's next turn, which
+     * repeats the answer, evaluates only the new message, with the same output as without reuse.
+     * Call it while the user reads the answer, on the session's executor. Returns the tokens
+     * evaluated (0: nothing to settle). {@link #cancel()} stops it (FinLlmException
+     * FE_ERR_CANCELLED; the next turn then evaluates what is left).
+     */
+    public int settle() {
+        long h = enter("settle");
+        try {
+            return nativeSettle(h);
+        } finally {
+            leave();
+        }
+    }
+
+    /**
      * Replaces the KV cache with a state saved by {@link #saveState}; a later generate() whose
      * prompt starts with that prefix reuses it. Returns its token count.
      *
@@ -714,6 +731,7 @@ public final class FinLlm implements AutoCloseable {
     private static native double[] nativeProfile(long handle);
     private static native int nativeSaveState(long handle, String path, String prompt);
     private static native int nativeLoadState(long handle, String path);
+    private static native int nativeSettle(long handle);
     private static native Object[] nativeModelInfo(long handle);
     private static native void nativeEnableDrift(long handle, String referencePath);
     private static native double[] nativeDriftStatus(long handle);
