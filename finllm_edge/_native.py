@@ -216,6 +216,7 @@ _SIGNATURES: dict[str, tuple] = {
     "fe_session_free": (None, [_P]),
     "fe_session_reset": (C.c_int, [_P]),
     "fe_session_settle": (C.c_int, [_P, C.POINTER(C.c_int32)]),
+    "fe_settle_idle_ms": (C.c_int32, []),
     "fe_session_cancel": (None, [_P]),
     "fe_session_cached_tokens": (C.c_int, [_P, C.POINTER(C.c_int32), C.c_int32, C.POINTER(C.c_int32)]),
     "fe_session_save_prefix": (C.c_int, [_P, C.POINTER(C.c_int32), C.c_int32, C.c_char_p]),

@@ -695,6 +695,11 @@ typedef struct fe_scheduler_params {
                                  settled_tokens, settles_stopped. */
 } fe_scheduler_params;
 
+/* How long (ms) the scheduler waits, idle, before it settles answers (settle_answers): a closed-loop
+ * client's next request comes sooner, a person's next turn later. An app that settles sessions
+ * itself (fe_session_settle) may use the same rule; `finllm-edge serve --parallel 1` does. */
+FE_API int32_t fe_settle_idle_ms(void);
+
 FE_API fe_scheduler_params fe_scheduler_default_params(void);
 
 /* Create a scheduler over `model` and start its decode thread. Out-of-range parameters are

@@ -660,7 +660,7 @@ void step(fe_scheduler *s) {
     adapt(s);
 }
 
-// How long the scheduler is idle before it settles answers (settle_step).
+// How long the scheduler is idle before it settles answers (settle_step; fe_settle_idle_ms).
 constexpr std::chrono::milliseconds kSettleAfterIdle{100};
 
 void run(fe_scheduler *s) {
@@ -869,6 +869,8 @@ fe_status next_event(fe_sched_request *req, fe_token_event *ev, int32_t timeout_
 }  // namespace
 
 extern "C" {
+
+int32_t fe_settle_idle_ms(void) { return (int32_t)kSettleAfterIdle.count(); }
 
 fe_scheduler_params fe_scheduler_default_params(void) {
     fe_scheduler_params p;

@@ -104,6 +104,7 @@ static void test_null_everything(void) {
     int32_t n_settled = 7;
     CHECK_STATUS(fe_session_settle(NULL, &n_settled), FE_ERR_INVALID_ARG, "NULL");
     CHECK(n_settled == 0);
+    CHECK(fe_settle_idle_ms() > 0 && fe_settle_idle_ms() <= 1000);
     fe_generate_result r;
     CHECK_STATUS(fe_generate(NULL, "hi", NULL, &r), FE_ERR_INVALID_ARG, "session is NULL");
     CHECK(r.stop_reason == FE_STOP_NONE);

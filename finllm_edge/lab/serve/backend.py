@@ -24,11 +24,6 @@ from typing import Any
 
 from finllm_edge.backend import TokenStream
 
-# Idle time before the engine settles an answer: a client's next request in a closed loop comes
-# sooner (the settle would take its CPU), a person's next turn later (the Scheduler's rule too:
-# kSettleAfterIdle in native/src/scheduler.cpp).
-SETTLE_AFTER_IDLE_S = 0.1
-
 
 class Overloaded(Exception):
     """More requests than `max_pending` are running or waiting."""
@@ -181,12 +176,14 @@ class ServeBackend:
     def _settle_loop(self) -> None:
         """Engine mode: after a request ends, while no other waits, Engine.settle() evaluates the
         answer again as prompt rows; a request that arrives meanwhile cancels it (see _run)."""
+        from finllm_edge import _native
         from finllm_edge.errors import CancelledError
 
+        idle_s = _native.lib().fe_settle_idle_ms() / 1e3  # the core's rule (the Scheduler's idle wait)
         while True:
             self._settle_due.wait()
             self._settle_due.clear()
-            if not self._closing and self._settle_due.wait(SETTLE_AFTER_IDLE_S):
+            if not self._closing and self._settle_due.wait(idle_s):
                 continue  # another request ended meanwhile: idle from now on
             with self._state:
                 if self._closing:
