@@ -91,6 +91,12 @@ namespace {
 // generated tokens, which are decoded one at a time). At least the last min_rows(path) prompt
 // tokens are evaluated again (the last one's logits give the first answer token, and the
 // chunk must stay on the path). Any disagreement between the cache and s->cached clears both.
+// The KV cache holds exactly s->cached: sequence 0 at positions 0..n-1 (else neither is trusted).
+bool cache_agrees(const fe_session *s) {
+    llama_memory_t mem = llama_get_memory(s->ctx);
+    return llama_memory_seq_pos_min(mem, 0) == 0 && llama_memory_seq_pos_max(mem, 0) + 1 == (llama_pos)s->cached.size();
+}
+
 int32_t keep_prefix(fe_session *s) {
     llama_memory_t mem = llama_get_memory(s->ctx);
     const std::vector<llama_token> &prompt = s->req.prompt;
@@ -102,8 +108,7 @@ int32_t keep_prefix(fe_session *s) {
     const size_t lo = any ? 1 : (size_t)fe::min_rows(path);
     int32_t n_keep = 0;
     if (s->params.prefix_reuse && chunk_limit(s) >= 3 && prompt.size() > lo && !cached.empty() &&
-        (any || s->exact_path == path) && llama_memory_seq_pos_min(mem, 0) == 0 &&
-        llama_memory_seq_pos_max(mem, 0) + 1 == (llama_pos)cached.size()) {
+        (any || s->exact_path == path) && cache_agrees(s)) {
         size_t n = std::min({cached.size(), any ? cached.size() : (size_t)s->n_exact, prompt.size() - lo});
         size_t k = 0;
         while (k < n && cached[k] == prompt[k]) k++;
@@ -572,7 +577,7 @@ fe_status fe_session_settle(fe_session *session, int32_t *n_evaluated) {
         const int32_t n = (int32_t)s->cached.size();
         if (!s->params.prefix_reuse || chunk_limit(s) < 3 || n < 2) return FE_OK;  // nothing a request would reuse
         llama_memory_t mem = llama_get_memory(s->ctx);
-        if (llama_memory_seq_pos_min(mem, 0) != 0 || llama_memory_seq_pos_max(mem, 0) + 1 != n) {
+        if (!cache_agrees(s)) {
             fe::forget_cache(s);  // the cache and s->cached disagree: trust neither
             return FE_OK;
         }
