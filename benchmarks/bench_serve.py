@@ -8,7 +8,8 @@ Q4_0 made with the pinned llama-quantize, as bench_runtime_overhead.py makes it)
 same load, same requests (/v1/completions, stream, temperature 0, ignore_eos: every request
 generates exactly --max-tokens tokens on both servers, so the work is equal).
 
-Servers (all started once, idle while another is measured):
+Servers (all started once, idle while another is measured; finllm servers with --no-settle: no
+prompt here repeats an answer, and settling while idle would take CPU from the server measured):
   finllm-N     finllm-edge serve --parallel N   (the core's Scheduler: N sequences per batch)
                (when this build has no finllm_edge.Scheduler: left out, and said so)
   finllm-1     finllm-edge serve --parallel 1   (one session, requests in turn)
@@ -283,7 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     model = a.model or q4_0_model()
     n = a.parallel
     points = [f"c{c}" for c in a.concurrency.split(",") if c] + [f"p{r}" for r in a.rates.split(",") if r]
-    py = [sys.executable, "-m", "finllm_edge.lab", "serve", str(model), "--log-level", "warning",
+    # --no-settle: these prompts never send an answer back, and an idle server's settle would take
+    # CPU from the server measured next
+    py = [sys.executable, "-m", "finllm_edge.lab", "serve", str(model), "--log-level", "warning", "--no-settle",
           "-t", str(a.threads), "--model-id", "bench", "--flash-attn", a.flash_attn, "-b", str(a.batch)]
     servers: list[Server] = []
     notes: list[str] = []
