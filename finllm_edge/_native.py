@@ -12,6 +12,7 @@ import ctypes as C
 import os
 import threading
 from functools import lru_cache
+from typing import Any
 
 from . import errors
 from .cpu_variant import NativeLibraryError, choose_library
@@ -210,6 +211,7 @@ _SIGNATURES: dict[str, tuple] = {
     "fe_json_schema_to_grammar": (C.c_int, [C.c_char_p, C.c_char_p, C.c_size_t, C.POINTER(C.c_size_t)]),
     "fe_grammar_check": (C.c_int, [_P, C.c_char_p, C.c_char_p]),
     "fe_session_default_params": (SessionParams, []),
+    "fe_session_params_check": (C.c_int, [C.POINTER(SessionParams)]),
     "fe_cpu_count": (C.c_int32, []),
     "fe_default_n_threads": (C.c_int32, []),
     "fe_session_create": (C.c_int, [_P, C.POINTER(SessionParams), C.POINTER(_P)]),
@@ -250,6 +252,7 @@ _SIGNATURES: dict[str, tuple] = {
     "fe_profile_default_meta": (ProfileMeta, []),
     "fe_profile_json": (_P, [C.POINTER(RunTiming), C.c_size_t, C.POINTER(ProfileMeta)]),
     "fe_scheduler_default_params": (SchedulerParams, []),
+    "fe_scheduler_params_check": (C.c_int, [C.POINTER(SchedulerParams)]),
     "fe_scheduler_create": (C.c_int, [_P, C.POINTER(SchedulerParams), C.POINTER(_P)]),
     "fe_scheduler_free": (None, [_P]),
     "fe_sched_submit": (C.c_int, [_P, C.c_char_p, C.POINTER(GenerateParams), C.POINTER(_P)]),
@@ -298,6 +301,30 @@ _SIGNATURES: dict[str, tuple] = {
     "fe_scheduler_drift_monitor": (_P, [_P]),
 }
 
+_INT_FIELDS = {C.c_int32: (-(1 << 31), (1 << 31) - 1), C.c_uint32: (0, (1 << 32) - 1)}
+
+
+def set_field(params: C.Structure, name: str, value: Any) -> None:
+    """params.<name> = value, after the check its C type needs: True/False for a bool, a number for a
+    double, an integer that fits an int field (ctypes would wrap one that does not). The ranges are the
+    core's rule: bindings check them with fe_session_params_check / fe_scheduler_params_check."""
+    ctype = dict(params._fields_)[name]
+    if ctype is C.c_bool:
+        if not isinstance(value, bool):
+            raise errors.InvalidArgumentError(f"{name} = {value!r}: use True or False")
+    elif ctype is C.c_double:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise errors.InvalidArgumentError(f"{name} = {value!r} must be a number")
+        value = float(value)
+    else:
+        lo, hi = _INT_FIELDS[ctype]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise errors.InvalidArgumentError(f"{name} = {value!r} must be an integer")
+        if not lo <= value <= hi:
+            raise errors.InvalidArgumentError(f"{name} = {value} is out of range")
+    setattr(params, name, value)
+
+
 _load_lock = threading.Lock()
 
 
@@ -320,6 +347,10 @@ class Lib:
             fn.restype = restype
             fn.argtypes = argtypes
             setattr(self, name, fn)
+
+    def has(self, name: str) -> bool:
+        """Whether this library has function `name` (an older build may lack the newest ones)."""
+        return name in self.__dict__
 
     def __getattr__(self, name: str):
         raise NativeLibraryError(f"{self.path} has no function {name}: rebuild it (finllm-edge native build)")

@@ -34,12 +34,11 @@ from .backend import (
     SamplingOptions,
     Step,
     TokenStream,
-    check_max_tokens,
-    normalize_stop,
 )
 from .errors import EngineBusyError, FinLLMEdgeError, InvalidArgumentError, StateFileError
 from .models import default_model_path
-from .structured import Constraint, as_grammar_error, constraint_of
+from .request_params import NativeRequest
+from .structured import as_grammar_error
 
 __all__ = ["Engine", "EngineOptions", "SamplingOptions", "GenerationOptions", "TokenStream", "Completion"]
 
@@ -141,21 +140,15 @@ class Engine(AdapterMixin, Backend):
         L = _native.lib()
         self.model_path = Path(model_path) if model_path is not None else default_model_path()
         sp = L.fe_session_default_params()
-        sp.n_ctx = _int_option("n_ctx", options.n_ctx, 1, 1 << 24)
-        sp.n_batch = _int_option("n_batch", options.n_batch, 1, 1 << 24)
+        for name in ("n_ctx", "n_batch", "prefix_reuse", "flash_attn", "reuse_generated"):
+            _native.set_field(sp, name, getattr(options, name))
         if options.n_threads is not None:
-            sp.n_threads = sp.n_threads_batch = _int_option("n_threads", options.n_threads, 1, L.fe_cpu_count())
+            _native.set_field(sp, "n_threads", options.n_threads)
+            sp.n_threads_batch = sp.n_threads
+        if L.has("fe_session_params_check"):  # the core's ranges, before the model loads (and again at create)
+            L.check(L.fe_session_params_check(C.byref(sp)), "Engine")
         if options.seed is not None:
             SamplingOptions(seed=options.seed).to_c()  # checks the range now
-        if not isinstance(options.prefix_reuse, bool):
-            raise InvalidArgumentError(f"prefix_reuse = {options.prefix_reuse!r}: use True or False")
-        sp.prefix_reuse = options.prefix_reuse
-        if not isinstance(options.flash_attn, bool):
-            raise InvalidArgumentError(f"flash_attn = {options.flash_attn!r}: use True or False")
-        sp.flash_attn = options.flash_attn
-        if not isinstance(options.reuse_generated, bool):
-            raise InvalidArgumentError(f"reuse_generated = {options.reuse_generated!r}: use True or False")
-        sp.reuse_generated = options.reuse_generated
         mp = L.fe_model_default_params()
         mp.use_mmap = bool(options.use_mmap)
         model = C.c_void_p()
@@ -309,8 +302,7 @@ class Engine(AdapterMixin, Backend):
         L = _native.lib()
         with self._lock:
             self._start(lambda gp: L.fe_request_start_chat(self._session, *_native.chat_array(list(messages))[:2],
-                                                            C.byref(gp)), GenerationOptions(max_tokens=0),
-                        SamplingOptions())
+                                                            C.byref(gp)), NativeRequest(0, self.options.seed))
             n = C.c_int32(0)
             L.fe_request_prompt_tokens(self._session, None, 0, C.byref(n))
             L.fe_request_end(self._session)
@@ -355,39 +347,17 @@ class Engine(AdapterMixin, Backend):
         return self._stream(lambda gp: L.fe_request_start_tokens(self._session, arr, n, C.byref(gp)), max_tokens,
                             **kwargs)
 
-    def _stream(self, start, max_tokens: int, *, stop: Sequence[str] | str | None = None,
-                sampling: SamplingOptions | None = None, ignore_eos: bool = False, keep: Any = None,
-                temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
-                min_p: float | None = None, repeat_penalty: float | None = None, repeat_last_n: int | None = None,
-                seed: int | None = None, grammar: str | None = None, json_schema: Any = None,
-                response_format: Mapping[str, Any] | None = None) -> TokenStream:
-        constraint = constraint_of(grammar, json_schema, response_format)
-        gen = GenerationOptions(max_tokens=check_max_tokens(max_tokens), stop=normalize_stop(stop),
-                                ignore_eos=bool(ignore_eos))
-        s = (sampling or SamplingOptions()).merged(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                                                   repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n,
-                                                   seed=seed)
+    def _stream(self, start, max_tokens: int, **kwargs: Any) -> TokenStream:
+        req = NativeRequest(max_tokens, self.options.seed, **kwargs)
         with self._lock:
-            self._start(start, gen, s, constraint)
+            self._start(start, req)
         return TokenStream(self, _CoreSteps(self))
 
-    def _start(self, start, gen: GenerationOptions, sampling: SamplingOptions,
-               constraint: Constraint | None = None) -> None:
+    def _start(self, start, req: NativeRequest) -> None:
         self._require()
-        L = _native.lib()
-        gp = L.fe_generate_default_params()
-        gp.max_tokens = gen.max_tokens
-        stops, n_stop, _keep = _native.stop_array(gen.stop)
-        gp.stop = C.cast(stops, C.POINTER(C.c_char_p)) if stops is not None else None
-        gp.n_stop = n_stop
-        gp.ignore_eos = gen.ignore_eos
-        gp.sampling = sampling.to_c(self.options.seed)
-        constraint = constraint or Constraint()
-        _keep_constraint = constraint.apply(gp.sampling)  # the core copies the text when the request starts
-        st = start(gp)
+        st = start(req.gp)  # the core copies the prompt, the stop strings and the constraint's text
         if st != _native.FE_OK:
-            raise as_grammar_error(L.error(st)) if constraint else L.error(st)
-        del _keep_constraint
+            raise req.error(st)
 
     def _times_of_last(self) -> RunTimes:
         L = _native.lib()

@@ -31,25 +31,17 @@ from typing import Any, Iterable, Mapping, Sequence
 from . import _native
 from .backend import (
     Backend,
-    GenerationOptions,
     RunTimes,
     SamplingOptions,
     Step,
     TokenStream,
-    check_max_tokens,
-    normalize_stop,
 )
 from .errors import FinLLMEdgeError, InvalidArgumentError
 from .models import default_model_path
-from .structured import as_grammar_error, constraint_of
+from .request_params import NativeRequest
+from .structured import as_grammar_error
 
 __all__ = ["Scheduler"]
-
-
-def _int(name: str, value: Any, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise InvalidArgumentError(f"{name} = {value!r} is out of range: use an integer {lo}..{hi}")
-    return value
 
 
 class _SchedSteps:
@@ -171,29 +163,17 @@ class Scheduler(Backend):
         self._lock = threading.RLock()  # the model and the scheduler handle: close() vs. the other calls
         L = _native.lib()
         sp = L.fe_scheduler_default_params()
-        sp.n_slots = _int("n_slots", n_slots, 1, 64)
-        sp.n_ctx = _int("n_ctx", n_ctx, 8, 1 << 20)
-        sp.n_batch = _int("n_batch", n_batch, 2, 512)
+        given = {"n_slots": n_slots, "n_ctx": n_ctx, "n_batch": n_batch, "max_queued": max_queued,
+                 "p99_token_ms": p99_token_ms, "flash_attn": flash_attn, "prefix_reuse": prefix_reuse,
+                 "reuse_generated": reuse_generated, "settle_answers": settle_answers}
         if n_batch_busy is not None:  # None: the core's, min(64, n_batch)
-            sp.n_batch_busy = _int("n_batch_busy", n_batch_busy, 2, 512)
-        sp.max_queued = _int("max_queued", max_queued, 1, 65536)
+            given["n_batch_busy"] = n_batch_busy
         if n_threads is not None:
-            sp.n_threads = sp.n_threads_batch = _int("n_threads", n_threads, 1, L.fe_cpu_count())
-        if isinstance(p99_token_ms, bool) or not isinstance(p99_token_ms, (int, float)):
-            raise InvalidArgumentError(f"p99_token_ms = {p99_token_ms!r} must be a number of milliseconds > 0")
-        sp.p99_token_ms = float(p99_token_ms)  # the core checks the range
-        if not isinstance(flash_attn, bool):
-            raise InvalidArgumentError(f"flash_attn = {flash_attn!r}: use True or False")
-        sp.flash_attn = flash_attn
-        if not isinstance(prefix_reuse, bool):
-            raise InvalidArgumentError(f"prefix_reuse = {prefix_reuse!r}: use True or False")
-        sp.prefix_reuse = prefix_reuse
-        if not isinstance(reuse_generated, bool):
-            raise InvalidArgumentError(f"reuse_generated = {reuse_generated!r}: use True or False")
-        sp.reuse_generated = reuse_generated
-        if not isinstance(settle_answers, bool):
-            raise InvalidArgumentError(f"settle_answers = {settle_answers!r}: use True or False")
-        sp.settle_answers = settle_answers
+            given["n_threads"] = given["n_threads_batch"] = n_threads
+        for name, value in given.items():
+            _native.set_field(sp, name, value)
+        if L.has("fe_scheduler_params_check"):  # the core's ranges, before the model loads (and again at create)
+            L.check(L.fe_scheduler_params_check(C.byref(sp)), "Scheduler")
         if seed is not None:
             SamplingOptions(seed=seed).to_c()
         self.seed = seed
@@ -343,33 +323,14 @@ class Scheduler(Backend):
         return self._stream(lambda gp, out: L.fe_sched_submit_chat(self._sched, arr, n, C.byref(gp), out),
                             max_tokens, keep=keep, **kwargs)
 
-    def _stream(self, submit, max_tokens: int, *, stop: Sequence[str] | str | None = None,
-                sampling: SamplingOptions | None = None, ignore_eos: bool = False, keep: Any = None,
-                temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
-                min_p: float | None = None, repeat_penalty: float | None = None, repeat_last_n: int | None = None,
-                seed: int | None = None, grammar: str | None = None, json_schema: Any = None,
-                response_format: Mapping[str, Any] | None = None) -> TokenStream:
-        constraint = constraint_of(grammar, json_schema, response_format)
-        gen = GenerationOptions(max_tokens=check_max_tokens(max_tokens), stop=normalize_stop(stop),
-                                ignore_eos=bool(ignore_eos))
-        s = (sampling or SamplingOptions()).merged(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                                                   repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n,
-                                                   seed=seed)
-        L = _native.lib()
-        gp = L.fe_generate_default_params()
-        gp.max_tokens = gen.max_tokens
-        stops, n_stop, _keep_stops = _native.stop_array(gen.stop)
-        gp.stop = C.cast(stops, C.POINTER(C.c_char_p)) if stops is not None else None
-        gp.n_stop = n_stop
-        gp.ignore_eos = gen.ignore_eos
-        gp.sampling = s.to_c(self.seed)
-        _keep_constraint = constraint.apply(gp.sampling)  # converted and checked by the core at submit
+    def _stream(self, submit, max_tokens: int, **kwargs: Any) -> TokenStream:
+        req = NativeRequest(max_tokens, self.seed, **kwargs)
         handle = C.c_void_p()
         with self._lock:
             self._require()
-            st = submit(gp, C.byref(handle))  # the core copies the prompt and the stop strings
+            st = submit(req.gp, C.byref(handle))  # the core copies the prompt, the stop strings and the constraint
             if st != _native.FE_OK:
-                raise as_grammar_error(L.error(st)) if constraint else L.error(st)
+                raise req.error(st)
         return TokenStream(self, _SchedSteps(handle))
 
     # profiles ----------------------------------------------------------------------------

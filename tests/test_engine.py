@@ -264,3 +264,25 @@ def test_truncated_gguf_is_corrupt_naming_the_field(tmp_path):
         bad.write_bytes(f.read(64 * 1024))
     with pytest.raises(CorruptModelError, match="invalid GGUF field '.+'"):
         Engine(bad)
+
+
+@pytest.mark.parametrize("make,kwargs,needle", [
+    (Engine, {"n_ctx": 0}, "n_ctx is 0"),
+    (Engine, {"n_ctx": 1 << 25}, "n_ctx = 33554432 is out of range"),
+    (Engine, {"n_threads": 10_000}, "the CPUs online"),
+    (Engine, {"n_ctx": -1}, "n_ctx = -1 is out of range"),       # does not fit the C field
+    (Engine, {"flash_attn": "yes"}, "use True or False"),
+    ("Scheduler", {"n_slots": 65}, "n_slots = 65 is out of range: use 1..64"),
+    ("Scheduler", {"n_batch": 8, "n_batch_busy": 16}, "n_batch_busy"),
+    ("Scheduler", {"p99_token_ms": -1.0}, "p99_token_ms"),
+    ("Scheduler", {"max_queued": 1.5}, "max_queued = 1.5 must be an integer"),
+])
+def test_bad_parameters_are_refused_before_the_model_is_read(tmp_path, make, kwargs, needle):
+    """The core's ranges (fe_session_params_check / fe_scheduler_params_check) refuse them first: the
+    model path does not exist, and the error is about the parameter, not the file."""
+    from finllm_edge import Scheduler
+    from finllm_edge.errors import InvalidArgumentError
+
+    cls = Scheduler if make == "Scheduler" else make
+    with pytest.raises(InvalidArgumentError, match=needle):
+        cls(tmp_path / "missing.gguf", **kwargs)

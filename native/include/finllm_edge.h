@@ -265,6 +265,10 @@ typedef struct fe_session_params {
 } fe_session_params;
 
 FE_API fe_session_params fe_session_default_params(void);
+/* The ranges of a session's parameters, without a model: FE_ERR_INVALID_ARG naming the field
+ * (fe_session_create checks them too, and the KV cache's size against RAM). A binding calls it
+ * before loading a model, so that a bad parameter costs no load. */
+FE_API fe_status fe_session_params_check(const fe_session_params *params);
 
 /* Number of CPUs online: the upper bound of n_threads. */
 FE_API int32_t fe_cpu_count(void);
@@ -701,6 +705,9 @@ typedef struct fe_scheduler_params {
 FE_API int32_t fe_settle_idle_ms(void);
 
 FE_API fe_scheduler_params fe_scheduler_default_params(void);
+/* The ranges of a scheduler's parameters, without a model: FE_ERR_INVALID_ARG naming the field
+ * (fe_scheduler_create checks them too, and the KV cache of every slot against RAM). */
+FE_API fe_status fe_scheduler_params_check(const fe_scheduler_params *params);
 
 /* Create a scheduler over `model` and start its decode thread. Out-of-range parameters are
  * FE_ERR_INVALID_ARG naming the field, before anything is allocated. */

@@ -309,8 +309,26 @@ JNIEXPORT jlong JNICALL Java_io_finllm_edge_FinLlm_nativeOpen(JNIEnv *env, jclas
         bool ok = false;
         std::string path = copy_jstring(env, jpath, "FinLlm.open: modelPath", &ok);
         if (!ok) return 0;
-        if (n_ctx <= 0) {
+        if (n_ctx < 0) {  // the core's rule (fe_session_params_check) sees it as an unsigned count
             throw_fe(env, FE_ERR_INVALID_ARG, "FinLlm.open: nCtx must be > 0, got " + std::to_string(n_ctx));
+            return 0;
+        }
+        // the session's parameters and sampling are checked (by the core) before the model loads
+        fe_session_params sp = fe_session_default_params();
+        sp.n_ctx = static_cast<uint32_t>(n_ctx);
+        if (n_batch > 0) sp.n_batch = static_cast<uint32_t>(n_batch);
+        if (n_threads > 0) sp.n_threads = sp.n_threads_batch = n_threads;  // <= 0: the core's default
+        sp.prefix_reuse = prefix_reuse == JNI_TRUE;
+        sp.flash_attn = flash_attn == JNI_TRUE;
+        sp.reuse_generated = reuse_generated == JNI_TRUE;
+        fe_sampling_params sampling = fe_sampling_default_params();
+        sampling.seed = static_cast<uint32_t>(seed);  // -1 = FE_SEED_RANDOM
+        sampling.temperature = temperature;
+        sampling.top_k = top_k;
+        sampling.top_p = top_p;
+        sampling.repeat_penalty = repeat_penalty;
+        if (fe_session_params_check(&sp) != FE_OK || fe_sampling_check(&sampling) != FE_OK) {
+            throw_status(env, FE_ERR_INVALID_ARG, "FinLlm.open");
             return 0;
         }
         fe_model_params mp = fe_model_default_params();
@@ -329,24 +347,6 @@ JNIEXPORT jlong JNICALL Java_io_finllm_edge_FinLlm_nativeOpen(JNIEnv *env, jclas
                 fe_model_free(model);
                 return 0;
             }
-        }
-        fe_session_params sp = fe_session_default_params();
-        sp.n_ctx = static_cast<uint32_t>(n_ctx);
-        if (n_batch > 0) sp.n_batch = static_cast<uint32_t>(n_batch);
-        if (n_threads > 0) sp.n_threads = sp.n_threads_batch = n_threads;  // <= 0: the core's default
-        sp.prefix_reuse = prefix_reuse == JNI_TRUE;
-        sp.flash_attn = flash_attn == JNI_TRUE;
-        sp.reuse_generated = reuse_generated == JNI_TRUE;
-        fe_sampling_params sampling = fe_sampling_default_params();
-        sampling.seed = static_cast<uint32_t>(seed);  // -1 = FE_SEED_RANDOM
-        sampling.temperature = temperature;
-        sampling.top_k = top_k;
-        sampling.top_p = top_p;
-        sampling.repeat_penalty = repeat_penalty;
-        if (fe_sampling_check(&sampling) != FE_OK) {
-            throw_status(env, FE_ERR_INVALID_ARG, "FinLlm.open");
-            fe_model_free(model);
-            return 0;
         }
         fe_session *session = nullptr;
         st = fe_session_create(model, &sp, &session);

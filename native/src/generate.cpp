@@ -200,21 +200,11 @@ fe_status begin(fe_session *s, const fe_generate_params *params, double t_start)
 // After the prompt is in r.prompt: the checks that need it, then the request is active.
 fe_status activate(fe_session *s) {
     fe_request &r = s->req;
-    const int32_t n_prompt = (int32_t)r.prompt.size(), n_ctx = (int32_t)s->params.n_ctx;
-    if (n_prompt <= 0) return fe::set_error(FE_ERR_INVALID_ARG, "the prompt has no tokens");
-    if (n_prompt >= n_ctx)
-        return fe::set_error(FE_ERR_CONTEXT_OVERFLOW,
-                             "the prompt has %d tokens but the session context holds n_ctx = %d (and the answer "
-                             "needs room too); shorten the prompt or create the session with a larger n_ctx",
-                             n_prompt, n_ctx);
-    const int32_t n_vocab = llama_vocab_n_tokens(s->model->vocab);
-    for (int32_t i = 0; i < n_prompt; i++)
-        if (r.prompt[i] < 0 || r.prompt[i] >= n_vocab)
-            return fe::set_error(FE_ERR_INVALID_ARG, "prompt token %d at index %d is outside the vocabulary (0..%d)",
-                                 r.prompt[i], i, n_vocab - 1);
+    fe_status st = fe::check_prompt(s->model, r.prompt, (int32_t)s->params.n_ctx, "session");
+    if (st != FE_OK) return st;
     if (r.has_grammar || r.has_schema) {
         llama_sampler *g = nullptr;
-        fe_status st = fe::make_grammar(s->model->vocab, r.has_grammar ? r.grammar_src.c_str() : nullptr,
+        st = fe::make_grammar(s->model->vocab, r.has_grammar ? r.grammar_src.c_str() : nullptr,
                                         r.has_schema ? r.schema_src.c_str() : nullptr, &g);
         if (st != FE_OK) return st;
         r.grammar = g;

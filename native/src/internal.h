@@ -150,6 +150,22 @@ double total_ram_bytes();
 double kv_cache_bytes(const llama_model *m, uint32_t n_ctx);
 // tokens.cpp: text of one token (special tokens rendered when `special`).
 std::string token_piece(const llama_vocab *vocab, llama_token tok, bool special);
+// tokens.cpp: a request's prompt for a context of n_ctx tokens per request (one rule for sessions
+// and the scheduler): at least one token, room for the answer, every token in the vocabulary.
+// `owner` names what was created with n_ctx in the messages ("session", "scheduler").
+fe_status check_prompt(const fe_model *model, const std::vector<llama_token> &prompt, int32_t n_ctx,
+                       const char *owner);
+// model.cpp: a llama context of n_seq KV streams of n_ctx cells each (one stream per sequence, so
+// each sequence's cells start at 0), with the settings sessions and the scheduler share; NULL
+// with the error set (FE_ERR_OUT_OF_MEMORY) when llama.cpp cannot create it.
+struct ContextSpec {
+    uint32_t n_ctx = 0, n_batch = 0, n_ubatch = 0, n_seq = 1;
+    int32_t n_threads = 1, n_threads_batch = 1;
+    bool flash_attn = false;
+    ggml_abort_callback abort = nullptr;
+    void *abort_data = nullptr;
+};
+llama_context *new_context(const fe_model *model, const ContextSpec &spec);
 
 // Thrown inside the token loop with the error message already set (caught in generate.cpp).
 struct Status {

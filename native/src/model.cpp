@@ -5,6 +5,36 @@
 #include <cstring>
 
 namespace fe {
+
+llama_context *new_context(const fe_model *model, const ContextSpec &spec) {
+    llama_context_params cp = llama_context_default_params();
+    cp.n_ctx = spec.n_ctx * spec.n_seq;
+    cp.n_batch = spec.n_batch;
+    cp.n_ubatch = spec.n_ubatch;
+    cp.n_seq_max = spec.n_seq;
+    cp.kv_unified = false;  // one KV stream per sequence: its cells start at 0, as in a session
+    cp.n_threads = spec.n_threads;
+    cp.n_threads_batch = spec.n_threads_batch;
+    cp.abort_callback = spec.abort;
+    cp.abort_callback_data = spec.abort_data;
+    cp.no_perf = true;
+    // Flash attention is a choice: llama.cpp's CPU flash attention is faster at prefill but not
+    // batch-invariant (a tiled kernel for >= 64 query rows, a row kernel below, a split-KV kernel
+    // for one row over >= 512 cells); generate.cpp and the scheduler keep prefix reuse exact on
+    // either setting by the kernel path of each row (fe::RowPath). Off is the batch-invariant path.
+    cp.flash_attn_type = spec.flash_attn ? LLAMA_FLASH_ATTN_TYPE_ENABLED : LLAMA_FLASH_ATTN_TYPE_DISABLED;
+    clear_llama_errors();
+    llama_context *ctx = llama_init_from_model(model->model, cp);
+    if (!ctx) {
+        std::string why = take_llama_errors();
+        char shape[64];
+        if (spec.n_seq == 1) snprintf(shape, sizeof shape, "%u tokens", spec.n_ctx);
+        else snprintf(shape, sizeof shape, "%u x %u tokens", spec.n_seq, spec.n_ctx);
+        set_error(FE_ERR_OUT_OF_MEMORY, "llama.cpp could not create a context of %s: %s", shape,
+                  why.empty() ? "no details" : why.c_str());
+    }
+    return ctx;
+}
 fe_status preflight(const char *path, uint64_t *file_size);
 
 fe_status model_sha256(const fe_model *m, char hex[65]) {

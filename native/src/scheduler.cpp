@@ -392,6 +392,21 @@ constexpr double kBoundHolds = 0.8;
 // A moving average of the costs the busy prefill budget predicts with (0: no sample yet).
 double moving_average(double avg, double sample) { return avg > 0 ? 0.75 * avg + 0.25 * sample : sample; }
 
+// A batch of n rows of one sequence at positions pos0.. (logits of the last row when `logits`):
+// a prefill chunk, or a settle chunk. Freed with llama_batch_free.
+llama_batch seq_rows(const llama_token *tokens, int32_t n, int32_t pos0, int32_t seq, bool logits) {
+    llama_batch b = llama_batch_init(n, 0, 1);
+    for (int32_t i = 0; i < n; i++) {
+        b.token[i] = tokens[i];
+        b.pos[i] = pos0 + i;
+        b.n_seq_id[i] = 1;
+        b.seq_id[i][0] = seq;
+        b.logits[i] = logits && i == n - 1;
+    }
+    b.n_tokens = n;
+    return b;
+}
+
 // One prefill chunk of request rp, at most `limit` tokens. The chunk rule is the session's
 // (fe::next_chunk): as large as allowed, every chunk on the kernel path a session's prefill of
 // this prompt takes (at least the path's fewest rows, 64 on flash attention's tiled path, and
@@ -428,15 +443,7 @@ int32_t prefill_chunk(fe_scheduler *s, const RequestPtr &rp, int32_t limit) {
     const int32_t left = n_prompt - r.n_prefilled;
     const int32_t n = fe::next_chunk(path, limit, left);
     if (n != left && (n < lo || left - n < lo)) return 0;
-    llama_batch b = llama_batch_init(n, 0, 1);
-    for (int32_t i = 0; i < n; i++) {
-        b.token[i] = r.prompt[(size_t)(r.n_prefilled + i)];
-        b.pos[i] = r.n_prefilled + i;
-        b.n_seq_id[i] = 1;
-        b.seq_id[i][0] = r.seq;
-        b.logits[i] = i == n - 1 && r.n_prefilled + n == n_prompt;
-    }
-    b.n_tokens = n;
+    llama_batch b = seq_rows(r.prompt.data() + r.n_prefilled, n, r.n_prefilled, r.seq, r.n_prefilled + n == n_prompt);
     fe::clear_llama_errors();
     double t0 = fe::now_ms();
     s->abort_flag.store(&r.cancel, std::memory_order_release);
@@ -594,15 +601,7 @@ void settle_step(fe_scheduler *s, int32_t seq) {
         rows.clear();
         return;
     }
-    llama_batch b = llama_batch_init(n, 0, 1);
-    for (int32_t k = 0; k < n; k++) {
-        b.token[k] = rows[(size_t)k];
-        b.pos[k] = at + k;
-        b.n_seq_id[k] = 1;
-        b.seq_id[k][0] = seq;
-        b.logits[k] = false;
-    }
-    b.n_tokens = n;
+    llama_batch b = seq_rows(rows.data(), n, at, seq, false);
     fe::clear_llama_errors();
     s->abort_flag.store(&s->shared->arrival, std::memory_order_release);
     int32_t rc = llama_decode(s->ctx, b);
@@ -732,7 +731,8 @@ void run(fe_scheduler *s) {
 
 // ------------------------------------------------------------------ submit (caller's thread)
 
-fe_status check_params(const fe_model *model, const fe_scheduler_params &p) {
+// The ranges of the parameters (fe_scheduler_params_check); check_params adds the KV cache's size.
+fe_status check_ranges(const fe_scheduler_params &p) {
     const int32_t cpus = fe_cpu_count();
     if (p.n_slots < 1 || p.n_slots > 64)
         return fe::set_error(FE_ERR_INVALID_ARG, "n_slots = %d is out of range: use 1..64", p.n_slots);
@@ -755,6 +755,12 @@ fe_status check_params(const fe_model *model, const fe_scheduler_params &p) {
     if (!(p.p99_token_ms > 0) || p.p99_token_ms > 1e7)
         return fe::set_error(FE_ERR_INVALID_ARG, "p99_token_ms = %g is out of range: use a bound > 0 ms",
                              p.p99_token_ms);
+    return FE_OK;
+}
+
+fe_status check_params(const fe_model *model, const fe_scheduler_params &p) {
+    fe_status st = check_ranges(p);
+    if (st != FE_OK) return st;
     // the KV cache of every sequence must fit in RAM (the session's rule, on the total)
     uint32_t total = p.n_ctx * (uint32_t)p.n_slots;
     double need = fe::kv_cache_bytes(model->model, total), ram = fe::total_ram_bytes();
@@ -790,18 +796,8 @@ fe_status submit(fe_scheduler *s, const fe_generate_params *params, fe_sched_req
     r->t_submit = t_submit;
     st = tokenize(r->prompt);
     if (st != FE_OK) return st;
-    const int32_t n_prompt = (int32_t)r->prompt.size(), n_ctx = (int32_t)s->params.n_ctx;
-    if (n_prompt <= 0) return fe::set_error(FE_ERR_INVALID_ARG, "the prompt has no tokens");
-    if (n_prompt >= n_ctx)
-        return fe::set_error(FE_ERR_CONTEXT_OVERFLOW,
-                             "the prompt has %d tokens but each scheduler request holds n_ctx = %d (and the answer "
-                             "needs room too); shorten the prompt or create the scheduler with a larger n_ctx",
-                             n_prompt, n_ctx);
-    const int32_t n_vocab = llama_vocab_n_tokens(s->model->vocab);
-    for (int32_t i = 0; i < n_prompt; i++)
-        if (r->prompt[(size_t)i] < 0 || r->prompt[(size_t)i] >= n_vocab)
-            return fe::set_error(FE_ERR_INVALID_ARG, "prompt token %d at index %d is outside the vocabulary (0..%d)",
-                                 r->prompt[(size_t)i], i, n_vocab - 1);
+    st = fe::check_prompt(s->model, r->prompt, (int32_t)s->params.n_ctx, "scheduler");
+    if (st != FE_OK) return st;
     r->sampler = fe::make_sampler(s->model->vocab, s->params.n_ctx, r->gp.sampling);
     if (gp.sampling.grammar || gp.sampling.json_schema) {  // converted and checked now, on the caller's thread
         st = fe::make_grammar(s->model->vocab, gp.sampling.grammar, gp.sampling.json_schema, &r->grammar);
@@ -872,6 +868,14 @@ extern "C" {
 
 int32_t fe_settle_idle_ms(void) { return (int32_t)kSettleAfterIdle.count(); }
 
+fe_status fe_scheduler_params_check(const fe_scheduler_params *params) {
+    return fe::guard("fe_scheduler_params_check", [&]() -> fe_status {
+        fe::clear_error();
+        if (!params) return fe::set_error(FE_ERR_INVALID_ARG, "fe_scheduler_params_check: params is NULL");
+        return check_ranges(*params);
+    });
+}
+
 fe_scheduler_params fe_scheduler_default_params(void) {
     fe_scheduler_params p;
     memset(&p, 0, sizeof p);
@@ -909,27 +913,18 @@ fe_status fe_scheduler_create(fe_model *model, const fe_scheduler_params *params
         s->cached.assign((size_t)s->n_seq, {});
         s->cached_path.assign((size_t)s->n_seq, 0);
         s->unsettled.assign((size_t)s->n_seq, {});
-        llama_context_params cp = llama_context_default_params();
-        cp.n_ctx = p.n_ctx * (uint32_t)s->n_seq;
-        cp.n_batch = std::max<uint32_t>(p.n_batch, (uint32_t)s->n_seq);
-        cp.n_ubatch = cp.n_batch;
-        cp.n_seq_max = (uint32_t)s->n_seq;
-        cp.kv_unified = false;  // one KV stream per sequence: its cells start at 0, as in a session
-        cp.n_threads = p.n_threads;
-        cp.n_threads_batch = p.n_threads_batch;
-        cp.abort_callback = abort_requested;
-        cp.abort_callback_data = s.get();
-        cp.no_perf = true;
-        // as sessions: off is the batch-invariant path; on, prompts are chunked on one kernel path
-        cp.flash_attn_type = p.flash_attn ? LLAMA_FLASH_ATTN_TYPE_ENABLED : LLAMA_FLASH_ATTN_TYPE_DISABLED;
-        fe::clear_llama_errors();
-        s->ctx = llama_init_from_model(model->model, cp);
-        if (!s->ctx) {
-            std::string why = fe::take_llama_errors();
-            return fe::set_error(FE_ERR_OUT_OF_MEMORY,
-                                 "llama.cpp could not create a context of %d x %u tokens: %s", s->n_seq, p.n_ctx,
-                                 why.empty() ? "no details" : why.c_str());
-        }
+        fe::ContextSpec spec;  // one KV stream per slot: each request's cells start at 0, as in a session
+        spec.n_ctx = p.n_ctx;
+        spec.n_seq = (uint32_t)s->n_seq;
+        spec.n_batch = std::max<uint32_t>(p.n_batch, (uint32_t)s->n_seq);
+        spec.n_ubatch = spec.n_batch;
+        spec.n_threads = p.n_threads;
+        spec.n_threads_batch = p.n_threads_batch;
+        spec.flash_attn = p.flash_attn;  // as sessions: on, prompts are chunked on one kernel path
+        spec.abort = abort_requested;
+        spec.abort_data = s.get();
+        s->ctx = fe::new_context(model, spec);
+        if (!s->ctx) return FE_ERR_OUT_OF_MEMORY;
         fe_scheduler *raw = s.get();
         s->thread = std::thread([raw] { run(raw); });
         *out = s.release();

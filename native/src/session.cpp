@@ -16,10 +16,15 @@ bool abort_requested(void *data) {
     return s->cancel.load(std::memory_order_relaxed);
 }
 
-fe_status check_params(const fe_model *model, const fe_session_params &p) {
+constexpr uint32_t kMaxCtx = 1u << 24;  // tokens of context at most
+
+// The ranges of the parameters (fe_session_params_check); check_params adds the KV cache's size.
+fe_status check_ranges(const fe_session_params &p) {
     const int32_t cpus = fe_cpu_count();
     if (p.n_ctx == 0)
         return fe::set_error(FE_ERR_INVALID_ARG, "n_ctx is 0; give the context length in tokens (e.g. 2048)");
+    if (p.n_ctx > kMaxCtx)
+        return fe::set_error(FE_ERR_INVALID_ARG, "n_ctx = %u is out of range: use 1..%u tokens", p.n_ctx, kMaxCtx);
     if (p.n_batch == 0) return fe::set_error(FE_ERR_INVALID_ARG, "n_batch is 0; use 1..n_ctx (e.g. 512)");
     if (p.n_threads < 1 || p.n_threads > cpus)
         return fe::set_error(FE_ERR_INVALID_ARG, "n_threads = %d is out of range: use 1..%d (the CPUs online)",
@@ -28,8 +33,14 @@ fe_status check_params(const fe_model *model, const fe_session_params &p) {
         return fe::set_error(FE_ERR_INVALID_ARG,
                              "n_threads_batch = %d is out of range: use 1..%d (the CPUs online)", p.n_threads_batch,
                              cpus);
+    return FE_OK;
+}
+
+fe_status check_params(const fe_model *model, const fe_session_params &p) {
+    fe_status st = check_ranges(p);
+    if (st != FE_OK) return st;
     double need = fe::kv_cache_bytes(model->model, p.n_ctx), ram = fe::total_ram_bytes();
-    if (p.n_ctx > (1u << 24) || (ram > 0 && need > ram))
+    if (ram > 0 && need > ram)
         return fe::set_error(FE_ERR_INVALID_ARG,
                              "n_ctx = %u needs %.0f MiB of KV cache, more than this machine's %.0f MiB of RAM; "
                              "use a smaller n_ctx (the model was trained with %d)",
@@ -86,6 +97,14 @@ fe_status fe_sampling_check(const fe_sampling_params *p) {
     return fe::check_grammar_params(*p);
 }
 
+fe_status fe_session_params_check(const fe_session_params *params) {
+    return fe::guard("fe_session_params_check", [&]() -> fe_status {
+        fe::clear_error();
+        if (!params) return fe::set_error(FE_ERR_INVALID_ARG, "fe_session_params_check: params is NULL");
+        return check_ranges(*params);
+    });
+}
+
 fe_session_params fe_session_default_params(void) {
     fe_session_params p;
     memset(&p, 0, sizeof p);
@@ -113,28 +132,17 @@ fe_status fe_session_create(fe_model *model, const fe_session_params *params, fe
         auto s = std::make_unique<fe_session>();
         s->model = model;
         s->params = p;
-        llama_context_params cp = llama_context_default_params();
-        cp.n_ctx = p.n_ctx;
-        cp.n_batch = p.n_batch;
-        cp.n_ubatch = p.n_batch < 512 ? p.n_batch : 512;
-        cp.n_seq_max = 1;
-        cp.n_threads = p.n_threads;
-        cp.n_threads_batch = p.n_threads_batch;
-        cp.abort_callback = abort_requested;
-        cp.abort_callback_data = s.get();
-        cp.no_perf = true;
-        // Flash attention is a choice (fe_session_params.flash_attn): llama.cpp's CPU flash
-        // attention is faster at prefill but not batch-invariant (a tiled kernel for >= 64 query
-        // rows, a row kernel below, a split-KV kernel for one row over >= 512 cells); generate.cpp
-        // keeps prefix reuse exact on either setting by the kernel path of each row (fe::RowPath).
-        cp.flash_attn_type = p.flash_attn ? LLAMA_FLASH_ATTN_TYPE_ENABLED : LLAMA_FLASH_ATTN_TYPE_DISABLED;
-        fe::clear_llama_errors();
-        s->ctx = llama_init_from_model(model->model, cp);
-        if (!s->ctx) {
-            std::string why = fe::take_llama_errors();
-            return fe::set_error(FE_ERR_OUT_OF_MEMORY, "llama.cpp could not create a context of %u tokens: %s",
-                                 p.n_ctx, why.empty() ? "no details" : why.c_str());
-        }
+        fe::ContextSpec spec;
+        spec.n_ctx = p.n_ctx;
+        spec.n_batch = p.n_batch;
+        spec.n_ubatch = p.n_batch < 512 ? p.n_batch : 512;
+        spec.n_threads = p.n_threads;
+        spec.n_threads_batch = p.n_threads_batch;
+        spec.flash_attn = p.flash_attn;  // fe_session_params.flash_attn (see fe::new_context)
+        spec.abort = abort_requested;
+        spec.abort_data = s.get();
+        s->ctx = fe::new_context(model, spec);
+        if (!s->ctx) return FE_ERR_OUT_OF_MEMORY;
         *out = s.release();
         return FE_OK;
     });

@@ -15,6 +15,23 @@ std::string token_piece(const llama_vocab *vocab, llama_token tok, bool special)
     return n >= 0 ? big.substr(0, (size_t)n) : std::string();
 }
 
+fe_status check_prompt(const fe_model *model, const std::vector<llama_token> &prompt, int32_t n_ctx,
+                       const char *owner) {
+    const int32_t n_prompt = (int32_t)prompt.size();
+    if (n_prompt <= 0) return set_error(FE_ERR_INVALID_ARG, "the prompt has no tokens");
+    if (n_prompt >= n_ctx)
+        return set_error(FE_ERR_CONTEXT_OVERFLOW,
+                         "the prompt has %d tokens but each %s request holds n_ctx = %d (and the answer needs room "
+                         "too); shorten the prompt or create the %s with a larger n_ctx",
+                         n_prompt, owner, n_ctx, owner);
+    const int32_t n_vocab = llama_vocab_n_tokens(model->vocab);
+    for (int32_t i = 0; i < n_prompt; i++)
+        if (prompt[(size_t)i] < 0 || prompt[(size_t)i] >= n_vocab)
+            return set_error(FE_ERR_INVALID_ARG, "prompt token %d at index %d is outside the vocabulary (0..%d)",
+                             prompt[(size_t)i], i, n_vocab - 1);
+    return FE_OK;
+}
+
 }  // namespace fe
 
 extern "C" {

@@ -71,4 +71,14 @@ static inline const char *fe_test_model(int argc, char **argv) {
     }
     return m;
 }
+
+/* The model at `path` with default parameters; cannot load -> exit 1 with the reason. */
+static inline fe_model *fe_test_load(const char *path) {
+    fe_model *m = NULL;
+    if (fe_model_load(path, NULL, &m) != FE_OK) {
+        fprintf(stderr, "cannot load %s: %s\n", path, fe_last_error());
+        exit(1);
+    }
+    return m;
+}
 #endif

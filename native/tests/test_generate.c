@@ -315,10 +315,7 @@ static void test_argmax_path_equals_sampler_chain(void) {
 
 int main(int argc, char **argv) {
     const char *path = fe_test_model(argc, argv);
-    if (fe_model_load(path, NULL, &g_model) != FE_OK) {
-        fprintf(stderr, "cannot load %s: %s\n", path, fe_last_error());
-        return 1;
-    }
+    g_model = fe_test_load(path);
     RUN(test_model_info());
     RUN(test_tokenize_roundtrip());
     RUN(test_chat_template());

@@ -87,12 +87,7 @@ static void test_generation(fe_model *m) {
 int main(int argc, char **argv) {
     const char *path = fe_test_model(argc, argv);
     RUN(test_schema_conversion());
-    fe_model *m = NULL;
-    fe_model_params mp = fe_model_default_params();
-    if (fe_model_load(path, &mp, &m) != FE_OK) {
-        fprintf(stderr, "cannot load %s: %s\n", path, fe_last_error());
-        return 1;
-    }
+    fe_model *m = fe_test_load(path);
     RUN(test_grammar_check(m));
     RUN(test_generation(m));
     fe_model_free(m);

@@ -113,6 +113,39 @@ static void test_null_everything(void) {
     CHECK_STATUS(fe_session_get_profile(NULL, &prof), FE_ERR_INVALID_ARG, "NULL");
 }
 
+/* Parameter ranges are checked without a model (a binding refuses them before loading one). */
+static void test_params_check(void) {
+    fe_session_params sp = fe_session_default_params();
+    CHECK(fe_session_params_check(&sp) == FE_OK);
+    sp.n_ctx = 0;
+    CHECK_STATUS(fe_session_params_check(&sp), FE_ERR_INVALID_ARG, "n_ctx is 0");
+    sp = fe_session_default_params();
+    sp.n_ctx = 1u << 30;
+    CHECK_STATUS(fe_session_params_check(&sp), FE_ERR_INVALID_ARG, "n_ctx = 1073741824 is out of range");
+    sp = fe_session_default_params();
+    sp.n_batch = 0;
+    CHECK_STATUS(fe_session_params_check(&sp), FE_ERR_INVALID_ARG, "n_batch");
+    sp = fe_session_default_params();
+    sp.n_threads_batch = fe_cpu_count() + 1;
+    CHECK_STATUS(fe_session_params_check(&sp), FE_ERR_INVALID_ARG, "n_threads_batch");
+    CHECK_STATUS(fe_session_params_check(NULL), FE_ERR_INVALID_ARG, "NULL");
+
+    fe_scheduler_params qp = fe_scheduler_default_params();
+    CHECK(fe_scheduler_params_check(&qp) == FE_OK);
+    qp.n_slots = 65;
+    CHECK_STATUS(fe_scheduler_params_check(&qp), FE_ERR_INVALID_ARG, "n_slots = 65 is out of range");
+    qp = fe_scheduler_default_params();
+    qp.n_batch_busy = qp.n_batch + 1;
+    CHECK_STATUS(fe_scheduler_params_check(&qp), FE_ERR_INVALID_ARG, "n_batch_busy");
+    qp = fe_scheduler_default_params();
+    qp.p99_token_ms = -1.0;
+    CHECK_STATUS(fe_scheduler_params_check(&qp), FE_ERR_INVALID_ARG, "p99_token_ms");
+    qp = fe_scheduler_default_params();
+    qp.max_queued = 0;
+    CHECK_STATUS(fe_scheduler_params_check(&qp), FE_ERR_INVALID_ARG, "max_queued");
+    CHECK_STATUS(fe_scheduler_params_check(NULL), FE_ERR_INVALID_ARG, "NULL");
+}
+
 static void test_log_settings(void) {
     fe_set_log_level(FE_LOG_ERROR);
     fe_set_log_level((fe_log_level)99); /* clamped, no crash */
@@ -123,6 +156,7 @@ static void test_log_settings(void) {
 int main(void) {
     RUN(test_defaults());
     RUN(test_status_and_versions());
+    RUN(test_params_check());
     RUN(test_sampling_ranges());
     RUN(test_percentile());
     RUN(test_null_everything());

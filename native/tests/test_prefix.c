@@ -599,10 +599,7 @@ static void test_state_round_trip_and_corruption(void) {
 int main(int argc, char **argv) {
     const char *path = fe_test_model(argc, argv);
     snprintf(g_dir, sizeof g_dir, "%s", argc > 2 ? argv[2] : ".");
-    if (fe_model_load(path, NULL, &g_model) != FE_OK) {
-        fprintf(stderr, "cannot load %s: %s\n", path, fe_last_error());
-        return 1;
-    }
+    g_model = fe_test_load(path);
     RUN(test_reuse_same_tokens());
     RUN(test_reuse_off_and_profile());
     RUN(test_after_cancel());

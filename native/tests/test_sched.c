@@ -480,14 +480,7 @@ static void test_wakeup_fd(void) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2 || !argv[1][0]) {
-        fprintf(stderr, "usage: test_sched MODEL.gguf (configure with FE_TEST_MODEL)\n");
-        return 1;
-    }
-    if (fe_model_load(argv[1], NULL, &g_model) != FE_OK) {
-        fprintf(stderr, "load %s: %s\n", argv[1], fe_last_error());
-        return 1;
-    }
+    g_model = fe_test_load(fe_test_model(argc, argv));
     RUN(test_bad_params());
     RUN(test_queue_full_and_queued_cancel());
     RUN(test_free_while_running());

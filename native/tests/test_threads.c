@@ -172,10 +172,7 @@ static void test_last_error_is_thread_local(void) {
 
 int main(int argc, char **argv) {
     const char *path = fe_test_model(argc, argv);
-    if (fe_model_load(path, NULL, &g_model) != FE_OK) {
-        fprintf(stderr, "cannot load %s: %s\n", path, fe_last_error());
-        return 1;
-    }
+    g_model = fe_test_load(path);
     RUN(test_cancel_during_generation());
     RUN(test_cancel_during_prefill());
     RUN(test_two_sessions_share_a_model());
