@@ -432,6 +432,35 @@ def read_sized(call, what: str, initial: int = 4096) -> bytes:
     raise errors.NativeError(f"{what}: the output kept growing")
 
 
+def tokenize(model, text: str, add_special: bool, parse_special: bool) -> list[int]:
+    """fe_tokenize of `text` with the loaded `model` (Engine.tokenize, Scheduler.tokenize)."""
+    L = lib()
+    data = text.encode("utf-8")
+    cap = len(data) + 8
+    for _ in range(2):
+        buf = (C.c_int32 * cap)()
+        n = C.c_int32(0)
+        st = L.fe_tokenize(model, data, add_special, parse_special, buf, cap, C.byref(n))
+        if st == FE_OK:
+            return list(buf[: n.value])
+        if st != FE_ERR_BUFFER_TOO_SMALL:
+            raise L.error(st, "tokenize")
+        cap = n.value
+    raise errors.NativeError("tokenize: the token count kept growing")
+
+
+def count_chat_tokens(model, messages) -> int:
+    """The prompt tokens a chat request evaluates for `messages` (fe_chat_tokenize: the model's
+    template and generation prompt), for Engine and Scheduler count_chat_tokens."""
+    L = lib()
+    arr, n, _keep = chat_array(list(messages))
+    count = C.c_int32(0)
+    st = L.fe_chat_tokenize(model, arr, n, None, 0, C.byref(count))
+    if st not in (FE_OK, FE_ERR_BUFFER_TOO_SMALL):
+        raise L.error(st, "count_chat_tokens")
+    return int(count.value)
+
+
 def token_array(tokens) -> tuple[C.Array, int]:
     arr = (C.c_int32 * len(tokens))(*tokens)
     return arr, len(tokens)

@@ -234,19 +234,7 @@ class Engine(AdapterMixin, Backend):
     # tokens ------------------------------------------------------------------------------
     def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = False) -> list[int]:
         self._require()
-        L = _native.lib()
-        data = text.encode("utf-8")
-        cap = len(data) + 8
-        for _ in range(2):
-            buf = (C.c_int32 * cap)()
-            n = C.c_int32(0)
-            st = L.fe_tokenize(self._model, data, add_special, parse_special, buf, cap, C.byref(n))
-            if st == _native.FE_OK:
-                return list(buf[: n.value])
-            if st != _native.FE_ERR_BUFFER_TOO_SMALL:
-                raise L.error(st, "tokenize")
-            cap = n.value
-        raise FinLLMEdgeError("tokenize: the token count kept growing")
+        return _native.tokenize(self._model, text, add_special, parse_special)
 
     def detokenize(self, tokens: Sequence[int], *, special: bool = False) -> str:
         """Text of token ids; ids outside the vocabulary are an InvalidArgumentError (the core checks)."""
@@ -298,15 +286,9 @@ class Engine(AdapterMixin, Backend):
 
     def count_chat_tokens(self, messages: Iterable[Mapping[str, Any]]) -> int:
         """Prompt tokens `chat(messages)` would evaluate (template + generation prompt)."""
-        self._require()
-        L = _native.lib()
         with self._lock:
-            self._start(lambda gp: L.fe_request_start_chat(self._session, *_native.chat_array(list(messages))[:2],
-                                                            C.byref(gp)), NativeRequest(0, self.options.seed))
-            n = C.c_int32(0)
-            L.fe_request_prompt_tokens(self._session, None, 0, C.byref(n))
-            L.fe_request_end(self._session)
-        return int(n.value)
+            self._require()
+            return _native.count_chat_tokens(self._model, messages)
 
     def chat(self, messages: Iterable[Mapping[str, Any]], max_tokens: int = 256, **kwargs: Any) -> TokenStream:
         """Like generate(), on the prompt the model's chat template makes of `messages`."""

@@ -259,33 +259,15 @@ class Scheduler(Backend):
 
     # tokens ------------------------------------------------------------------------------
     def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = False) -> list[int]:
-        L = _native.lib()
-        data = text.encode("utf-8")
-        cap = len(data) + 8
         with self._lock:
             self._require()
-            for _ in range(2):
-                buf = (C.c_int32 * cap)()
-                n = C.c_int32(0)
-                st = L.fe_tokenize(self._model, data, add_special, parse_special, buf, cap, C.byref(n))
-                if st == _native.FE_OK:
-                    return list(buf[: n.value])
-                if st != _native.FE_ERR_BUFFER_TOO_SMALL:
-                    raise L.error(st, "tokenize")
-                cap = n.value
-        raise FinLLMEdgeError("tokenize: the token count kept growing")
+            return _native.tokenize(self._model, text, add_special, parse_special)
 
     def count_chat_tokens(self, messages: Iterable[Mapping[str, Any]]) -> int:
         """Prompt tokens `chat(messages)` would evaluate (template + generation prompt)."""
-        L = _native.lib()
-        arr, n, _keep = _native.chat_array(list(messages))
-        count = C.c_int32(0)
         with self._lock:
             self._require()
-            st = L.fe_chat_tokenize(self._model, arr, n, None, 0, C.byref(count))
-        if st not in (_native.FE_OK, _native.FE_ERR_BUFFER_TOO_SMALL):
-            raise L.error(st, "count_chat_tokens")
-        return int(count.value)
+            return _native.count_chat_tokens(self._model, messages)
 
     # generation --------------------------------------------------------------------------
     def generate(self, prompt: str, max_tokens: int = 256, *, add_special: bool = True,

@@ -1,4 +1,4 @@
-// Model loading (mmap), freeing and information.
+// Model loading (mmap), freeing and information; the llama contexts sessions and the scheduler run on.
 #include "internal.h"
 
 #include <cctype>
@@ -35,6 +35,7 @@ llama_context *new_context(const fe_model *model, const ContextSpec &spec) {
     }
     return ctx;
 }
+
 fe_status preflight(const char *path, uint64_t *file_size);
 
 fe_status model_sha256(const fe_model *m, char hex[65]) {
