@@ -462,8 +462,17 @@ def count_chat_tokens(model, messages) -> int:
 
 
 def token_array(tokens) -> tuple[C.Array, int]:
-    arr = (C.c_int32 * len(tokens))(*tokens)
-    return arr, len(tokens)
+    """Token ids as a C int32 array (the core checks them against the vocabulary); ids that are not
+    integers or do not fit 32 bits are an InvalidArgumentError here (ctypes would wrap them)."""
+    ids = []
+    for t in tokens:
+        if isinstance(t, bool) or not isinstance(t, int):
+            raise errors.InvalidArgumentError(f"token ids must be integers, got {t!r}")
+        if not -(2**31) <= t < 2**31:
+            raise errors.InvalidArgumentError(f"token id {t} is outside the vocabulary")
+        ids.append(t)
+    arr = (C.c_int32 * len(ids))(*ids)
+    return arr, len(ids)
 
 
 def stop_array(stops: tuple[str, ...]):

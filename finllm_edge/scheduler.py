@@ -290,11 +290,7 @@ class Scheduler(Backend):
     def generate_tokens(self, tokens: Sequence[int], max_tokens: int = 256, **kwargs: Any) -> TokenStream:
         """Like generate(), from prompt token ids."""
         L = _native.lib()
-        toks = [int(t) for t in tokens] if all(isinstance(t, int) and not isinstance(t, bool) for t in tokens) \
-            else None
-        if toks is None or any(not -(2**31) <= t < 2**31 for t in toks):
-            raise InvalidArgumentError("token ids must be 32-bit integers")
-        arr, n = _native.token_array(toks)
+        arr, n = _native.token_array(tokens)
         return self._stream(lambda gp, out: L.fe_sched_submit_tokens(self._sched, arr, n, C.byref(gp), out),
                             max_tokens, **kwargs)
 

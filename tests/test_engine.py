@@ -286,3 +286,19 @@ def test_bad_parameters_are_refused_before_the_model_is_read(tmp_path, make, kwa
     cls = Scheduler if make == "Scheduler" else make
     with pytest.raises(InvalidArgumentError, match=needle):
         cls(tmp_path / "missing.gguf", **kwargs)
+
+
+@pytest.mark.slow
+def test_token_ids_that_do_not_fit_int32_are_refused(engine):
+    """One conversion of token ids to the core's int32 (_native.token_array) for every binding call."""
+    from finllm_edge import Scheduler
+    from finllm_edge.errors import InvalidArgumentError
+
+    with Scheduler(n_slots=1, n_ctx=64, n_threads=1) as sched:
+        for call in (engine.generate_tokens, engine.detokenize, sched.generate_tokens):
+            with pytest.raises(InvalidArgumentError, match="must be integers"):
+                call([1, "2"])
+            with pytest.raises(InvalidArgumentError, match="must be integers"):
+                call([True])
+            with pytest.raises(InvalidArgumentError, match="outside the vocabulary"):
+                call([1 << 40])
